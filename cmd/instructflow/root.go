@@ -1,0 +1,165 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"slices"
+	"strings"
+
+	"github.com/spf13/cobra"
+	"github.com/spf13/viper"
+
+	"github.com/instructflow/instructflow/config"
+)
+
+// app carries what every command shares: the flags and the loaded config.
+type app struct {
+	configFile string
+	flags      *cobra.Command // the root, whose persistent flags hold config keys
+}
+
+func newRootCmd() *cobra.Command {
+	a := &app{}
+	root := &cobra.Command{
+		Use:   "instructflow",
+		Short: "Run SFT -> reward model -> PPO as one durable pipeline",
+		Long: `InstructFlow runs the three-stage InstructGPT recipe as one durable pipeline:
+Temporal chains the stages, preference labels live in Postgres, checkpoints in
+S3-compatible object storage.
+
+Configuration comes from defaults < a YAML file (--config or
+INSTRUCTFLOW_CONFIG) < INSTRUCTFLOW_* environment variables < flags.
+See ` + "`instructflow config show`" + `.`,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	a.flags = root
+	pf := root.PersistentFlags()
+	pf.StringVarP(&a.configFile, "config", "c", "", "YAML config file (env INSTRUCTFLOW_CONFIG)")
+	for _, key := range configKeys() {
+		name := flagName(key)
+		switch def := config.Defaults()[key].(type) {
+		case int:
+			pf.Int(name, def, "config key "+key+" (env "+config.EnvName(key)+")")
+		default:
+			pf.String(name, fmt.Sprint(def), "config key "+key+" (env "+config.EnvName(key)+")")
+		}
+	}
+	root.AddCommand(
+		newConfigCmd(a),
+		newDevCmd(a),
+		newWorkerCmd(a),
+		newCheckCmd(a),
+		newQuickstartCmd(a),
+	)
+	return root
+}
+
+func configKeys() []string {
+	keys := make([]string, 0, len(config.Defaults()))
+	for k := range config.Defaults() {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	return keys
+}
+
+// flagName turns "temporal.task_queue" into "temporal-task-queue".
+func flagName(key string) string {
+	return strings.NewReplacer(".", "-", "_", "-").Replace(key)
+}
+
+// envNotConfig lists INSTRUCTFLOW_* variables that are not config keys.
+var envNotConfig = []string{"INSTRUCTFLOW_CONFIG", "INSTRUCTFLOW_INTEGRATION"}
+
+// config builds the typed configuration once: defaults < file < env < flags,
+// refusing unknown keys and invalid values with a message naming each.
+func (a *app) config() (config.Config, error) {
+	v := viper.New()
+	defaults := config.Defaults()
+	for k, def := range defaults {
+		v.SetDefault(k, def)
+	}
+	v.SetEnvPrefix("INSTRUCTFLOW")
+	v.SetEnvKeyReplacer(strings.NewReplacer(".", "_"))
+	v.AutomaticEnv()
+
+	known := map[string]bool{}
+	var envNames []string
+	for _, k := range configKeys() {
+		known[config.EnvName(k)] = true
+		envNames = append(envNames, config.EnvName(k))
+	}
+	for _, kv := range os.Environ() {
+		name, _, _ := strings.Cut(kv, "=")
+		if strings.HasPrefix(name, "INSTRUCTFLOW_") && !known[name] && !slices.Contains(envNotConfig, name) {
+			return config.Config{}, fmt.Errorf("config: unknown environment variable %s%s; unset it (known: %s)",
+				name, suggest(name, envNames), strings.Join(envNames, ", "))
+		}
+	}
+
+	file := a.configFile
+	if file == "" {
+		file = os.Getenv("INSTRUCTFLOW_CONFIG")
+	}
+	if file != "" {
+		v.SetConfigFile(file)
+		v.SetConfigType("yaml")
+		if err := v.ReadInConfig(); err != nil {
+			return config.Config{}, fmt.Errorf("config: read %s: %w", file, err)
+		}
+		for _, k := range v.AllKeys() {
+			if _, ok := defaults[k]; !ok {
+				return config.Config{}, fmt.Errorf("config: %s: unknown key %q%s; remove it (known keys: %s)",
+					file, k, suggest(k, configKeys()), strings.Join(configKeys(), ", "))
+			}
+		}
+	}
+	for _, k := range configKeys() {
+		if err := v.BindPFlag(k, a.flags.PersistentFlags().Lookup(flagName(k))); err != nil {
+			return config.Config{}, fmt.Errorf("config: bind flag for %s: %w", k, err)
+		}
+	}
+	var cfg config.Config
+	if err := v.UnmarshalExact(&cfg); err != nil {
+		return config.Config{}, fmt.Errorf("config: %w", err)
+	}
+	if err := cfg.Validate(); err != nil {
+		return config.Config{}, err
+	}
+	return cfg, nil
+}
+
+// suggest returns `; did you mean "x"?` when a known name is close to name.
+func suggest(name string, known []string) string {
+	best, bestDist := "", 4
+	for _, k := range known {
+		if d := editDistance(strings.ToLower(name), strings.ToLower(k)); d < bestDist {
+			best, bestDist = k, d
+		}
+	}
+	if best == "" {
+		return ""
+	}
+	return fmt.Sprintf(" (did you mean %q?)", best)
+}
+
+func editDistance(a, b string) int {
+	prev := make([]int, len(b)+1)
+	cur := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+		}
+		prev, cur = cur, prev
+	}
+	return prev[len(b)]
+}

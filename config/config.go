@@ -1,0 +1,230 @@
+// Package config holds InstructFlow's typed configuration: where Temporal,
+// Postgres and the object store are, and where local state lives.
+//
+// The values are read once in cmd/ (defaults < YAML file < INSTRUCTFLOW_* env
+// < flags), validated here once, and passed down as plain structs. Nothing
+// below cmd/ reads the environment or a file for configuration.
+package config
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"regexp"
+	"strconv"
+	"strings"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// Config is the whole configuration of one InstructFlow process.
+type Config struct {
+	// DataDir holds the local stack's state (Postgres cluster, Temporal's
+	// SQLite file, the object store's folder) and logs.
+	DataDir  string   `mapstructure:"data_dir" json:"data_dir"`
+	Temporal Temporal `mapstructure:"temporal" json:"temporal"`
+	Postgres Postgres `mapstructure:"postgres" json:"postgres"`
+	S3       S3       `mapstructure:"s3" json:"s3"`
+}
+
+// Temporal says where the Temporal frontend is and which queue workers poll.
+type Temporal struct {
+	Address   string `mapstructure:"address" json:"address"`
+	Namespace string `mapstructure:"namespace" json:"namespace"`
+	TaskQueue string `mapstructure:"task_queue" json:"task_queue"`
+	// UIPort is the port of the dev server's Web UI (local stack only).
+	UIPort int `mapstructure:"ui_port" json:"ui_port"`
+}
+
+// Postgres holds the connection URL of the label and run database.
+type Postgres struct {
+	URL string `mapstructure:"url" json:"url"`
+}
+
+// S3 says where checkpoints are stored.
+type S3 struct {
+	// Endpoint is a URL such as http://127.0.0.1:9000; https means TLS.
+	Endpoint  string `mapstructure:"endpoint" json:"endpoint"`
+	Region    string `mapstructure:"region" json:"region"`
+	Bucket    string `mapstructure:"bucket" json:"bucket"`
+	AccessKey string `mapstructure:"access_key" json:"access_key"`
+	SecretKey string `mapstructure:"secret_key" json:"secret_key"`
+}
+
+// Default returns the configuration that matches the local stack started by
+// `instructflow dev` and the services of docker-compose.yml.
+func Default() Config {
+	return Config{
+		DataDir: ".instructflow",
+		Temporal: Temporal{
+			Address:   "127.0.0.1:7233",
+			Namespace: "default",
+			TaskQueue: "instructflow",
+			UIPort:    8233,
+		},
+		Postgres: Postgres{
+			URL: "postgres://instructflow:instructflow@127.0.0.1:5432/instructflow?sslmode=disable",
+		},
+		S3: S3{
+			Endpoint:  "http://127.0.0.1:9000",
+			Region:    "us-east-1",
+			Bucket:    "instructflow",
+			AccessKey: "instructflow",
+			SecretKey: "instructflow-secret",
+		},
+	}
+}
+
+// Defaults lists every configuration key with its default value, in the
+// dotted form used by YAML files, INSTRUCTFLOW_* variables and flags.
+func Defaults() map[string]any {
+	d := Default()
+	return map[string]any{
+		"data_dir":            d.DataDir,
+		"temporal.address":    d.Temporal.Address,
+		"temporal.namespace":  d.Temporal.Namespace,
+		"temporal.task_queue": d.Temporal.TaskQueue,
+		"temporal.ui_port":    d.Temporal.UIPort,
+		"postgres.url":        d.Postgres.URL,
+		"s3.endpoint":         d.S3.Endpoint,
+		"s3.region":           d.S3.Region,
+		"s3.bucket":           d.S3.Bucket,
+		"s3.access_key":       d.S3.AccessKey,
+		"s3.secret_key":       d.S3.SecretKey,
+	}
+}
+
+// EnvName is the environment variable that sets key, e.g.
+// INSTRUCTFLOW_POSTGRES_URL for postgres.url.
+func EnvName(key string) string {
+	return "INSTRUCTFLOW_" + strings.ToUpper(strings.ReplaceAll(key, ".", "_"))
+}
+
+// FieldError is one invalid configuration value.
+type FieldError struct {
+	Key    string // dotted key, e.g. "s3.bucket"
+	Reason string // what is wrong and what to do
+}
+
+func (e *FieldError) Error() string {
+	return fmt.Sprintf("config: %s (%s): %s", e.Key, EnvName(e.Key), e.Reason)
+}
+
+var bucketName = regexp.MustCompile(`^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$`)
+
+// Validate checks every value and returns all problems at once, each naming
+// its key and the fix.
+func (c Config) Validate() error {
+	var errs []error
+	bad := func(key, format string, args ...any) {
+		errs = append(errs, &FieldError{Key: key, Reason: fmt.Sprintf(format, args...)})
+	}
+	if strings.TrimSpace(c.DataDir) == "" {
+		bad("data_dir", "is empty; set it to a writable folder such as .instructflow")
+	}
+	if _, err := HostPort(c.Temporal.Address); err != nil {
+		bad("temporal.address", "%v; use host:port such as 127.0.0.1:7233", err)
+	}
+	if c.Temporal.Namespace == "" {
+		bad("temporal.namespace", "is empty; use \"default\" for the dev server")
+	}
+	if c.Temporal.TaskQueue == "" {
+		bad("temporal.task_queue", "is empty; use a name such as \"instructflow\"")
+	}
+	if c.Temporal.UIPort < 1 || c.Temporal.UIPort > 65535 {
+		bad("temporal.ui_port", "%d is not a TCP port; use 1-65535 (default 8233)", c.Temporal.UIPort)
+	}
+	if _, err := pgx.ParseConfig(c.Postgres.URL); err != nil || !strings.HasPrefix(c.Postgres.URL, "postgres") {
+		bad("postgres.url", "is not a Postgres URL; use postgres://user:password@host:5432/dbname?sslmode=disable")
+	}
+	if _, _, err := c.S3.HostAndTLS(); err != nil {
+		bad("s3.endpoint", "%v; use a URL such as http://127.0.0.1:9000", err)
+	}
+	if !bucketName.MatchString(c.S3.Bucket) || strings.Contains(c.S3.Bucket, "..") {
+		bad("s3.bucket", "%q is not a valid bucket name; use 3-63 lower-case letters, digits, '-' or '.'", c.S3.Bucket)
+	}
+	if c.S3.AccessKey == "" {
+		bad("s3.access_key", "is empty; set the object store's access key")
+	}
+	if c.S3.SecretKey == "" {
+		bad("s3.secret_key", "is empty; set the object store's secret key")
+	}
+	return errors.Join(errs...)
+}
+
+// HostAndTLS splits the endpoint URL into the host:port the S3 client wants
+// and whether to use TLS.
+func (s S3) HostAndTLS() (hostport string, secure bool, err error) {
+	u, err := url.Parse(s.Endpoint)
+	if err != nil {
+		return "", false, fmt.Errorf("%q is not a URL", s.Endpoint)
+	}
+	switch u.Scheme {
+	case "http":
+	case "https":
+		secure = true
+	default:
+		return "", false, fmt.Errorf("%q needs the scheme http:// or https://", s.Endpoint)
+	}
+	if u.Path != "" && u.Path != "/" {
+		return "", false, fmt.Errorf("%q has a path; give the bucket in s3.bucket instead", s.Endpoint)
+	}
+	if _, err := HostPort(u.Host); err != nil {
+		return "", false, fmt.Errorf("%q: %v", s.Endpoint, err)
+	}
+	return u.Host, secure, nil
+}
+
+// HostPort parses "host:port" and returns the port.
+func HostPort(addr string) (int, error) {
+	host, p, err := net.SplitHostPort(addr)
+	if err != nil {
+		return 0, fmt.Errorf("%q is not host:port", addr)
+	}
+	port, err := strconv.Atoi(p)
+	if err != nil || port < 1 || port > 65535 || host == "" {
+		return 0, fmt.Errorf("%q is not host:port with a port in 1-65535", addr)
+	}
+	return port, nil
+}
+
+// PostgresPort returns the port of the Postgres URL (5432 when absent).
+func (c Config) PostgresPort() (int, error) {
+	pc, err := pgx.ParseConfig(c.Postgres.URL)
+	if err != nil {
+		return 0, fmt.Errorf("config: postgres.url: %w", err)
+	}
+	return int(pc.Port), nil
+}
+
+const redacted = "REDACTED"
+
+// Redacted returns a copy that is safe to print: the Postgres password and
+// the S3 secret key are replaced.
+func (c Config) Redacted() Config {
+	if c.S3.SecretKey != "" {
+		c.S3.SecretKey = redacted
+	}
+	c.Postgres.URL = RedactURL(c.Postgres.URL)
+	return c
+}
+
+// RedactURL hides the password of a URL such as a Postgres DSN.
+func RedactURL(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return redacted // an unparseable URL may hold a secret anywhere
+	}
+	q := u.Query()
+	if q.Has("password") {
+		q.Set("password", redacted)
+		u.RawQuery = q.Encode()
+	}
+	if u.User != nil {
+		if _, ok := u.User.Password(); ok {
+			u.User = url.UserPassword(u.User.Username(), redacted)
+		}
+	}
+	return u.String()
+}

@@ -1,0 +1,39 @@
+//go:build !noblas
+
+package blas
+
+/*
+#cgo LDFLAGS: -lopenblas
+#include <cblas.h>
+void openblas_set_num_threads(int num_threads);
+*/
+import "C"
+
+import "unsafe"
+
+// Name says which kernel this build uses.
+const Name = "openblas"
+
+func init() {
+	// The engine parallelises over fixed chunks; OpenBLAS must not add threads
+	// of its own.
+	C.openblas_set_num_threads(1)
+}
+
+func gemm(transA, transB bool, m, n, k int, alpha float32, a []float32, lda int, b []float32, ldb int, beta float32, c []float32, ldc int) {
+	ta, tb := uint32(C.CblasNoTrans), uint32(C.CblasNoTrans)
+	if transA {
+		ta = C.CblasTrans
+	}
+	if transB {
+		tb = C.CblasTrans
+	}
+	var pa, pb *float32
+	if k > 0 {
+		pa, pb = &a[0], &b[0]
+	}
+	C.cblas_sgemm(C.CblasRowMajor, ta, tb, C.blasint(m), C.blasint(n), C.blasint(k),
+		C.float(alpha), (*C.float)(unsafe.Pointer(pa)), C.blasint(max(lda, 1)),
+		(*C.float)(unsafe.Pointer(pb)), C.blasint(max(ldb, 1)),
+		C.float(beta), (*C.float)(unsafe.Pointer(&c[0])), C.blasint(ldc))
+}

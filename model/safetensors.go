@@ -1,0 +1,170 @@
+package model
+
+import (
+	"bytes"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"slices"
+	"strings"
+)
+
+// A safetensors file is an 8-byte little-endian header length, a JSON header
+// naming each tensor's dtype, shape and byte range, and the raw data.
+
+// stTensor is one tensor of a safetensors file.
+type stTensor struct {
+	Name  string
+	DType string // F32, I32, ...
+	Shape []int
+	Data  []byte // little-endian
+}
+
+type stEntry struct {
+	DType   string `json:"dtype"`
+	Shape   []int  `json:"shape"`
+	Offsets [2]int `json:"data_offsets"`
+}
+
+var dtypeSize = map[string]int{"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1, "BOOL": 1}
+
+// maxHeader bounds the JSON header so a corrupt length cannot ask for
+// gigabytes.
+const maxHeader = 100 << 20
+
+// parseSafetensors returns the tensors of a safetensors file by name, and
+// its metadata. The tensors' data alias data.
+func parseSafetensors(data []byte) (map[string]stTensor, map[string]string, error) {
+	if len(data) < 8 {
+		return nil, nil, errors.New("safetensors: file shorter than its 8-byte header length")
+	}
+	n := binary.LittleEndian.Uint64(data)
+	if n > maxHeader || n > uint64(len(data)-8) {
+		return nil, nil, fmt.Errorf("safetensors: header length %d does not fit a %d-byte file", n, len(data))
+	}
+	var raw map[string]json.RawMessage
+	if err := json.Unmarshal(data[8:8+n], &raw); err != nil {
+		return nil, nil, fmt.Errorf("safetensors: header: %w", err)
+	}
+	body := data[8+n:]
+	var meta map[string]string
+	tensors := make(map[string]stTensor, len(raw))
+	for name, msg := range raw {
+		if name == "__metadata__" {
+			if err := json.Unmarshal(msg, &meta); err != nil {
+				return nil, nil, fmt.Errorf("safetensors: metadata: %w", err)
+			}
+			continue
+		}
+		var e stEntry
+		if err := json.Unmarshal(msg, &e); err != nil {
+			return nil, nil, fmt.Errorf("safetensors: tensor %s: %w", name, err)
+		}
+		size, ok := dtypeSize[e.DType]
+		if !ok {
+			return nil, nil, fmt.Errorf("safetensors: tensor %s: unknown dtype %q", name, e.DType)
+		}
+		count := 1
+		for _, d := range e.Shape {
+			if d < 0 || (d > 0 && count > math.MaxInt32/d) {
+				return nil, nil, fmt.Errorf("safetensors: tensor %s: bad shape %v", name, e.Shape)
+			}
+			count *= d
+		}
+		lo, hi := e.Offsets[0], e.Offsets[1]
+		if lo < 0 || hi < lo || hi > len(body) || hi-lo != count*size {
+			return nil, nil, fmt.Errorf("safetensors: tensor %s: byte range [%d,%d) does not hold %s%v in a %d-byte body", name, lo, hi, e.DType, e.Shape, len(body))
+		}
+		tensors[name] = stTensor{Name: name, DType: e.DType, Shape: e.Shape, Data: body[lo:hi:hi]}
+	}
+	return tensors, meta, nil
+}
+
+// writeSafetensors writes tensors, in order, with metadata. The output is a
+// function of its input only, so equal tensors give equal bytes.
+func writeSafetensors(w io.Writer, tensors []stTensor, meta map[string]string) error {
+	var h bytes.Buffer
+	h.WriteByte('{')
+	if len(meta) > 0 {
+		mb, err := json.Marshal(meta) // keys sorted
+		if err != nil {
+			return err
+		}
+		h.WriteString(`"__metadata__":`)
+		h.Write(mb)
+	}
+	off := 0
+	for i, t := range tensors {
+		if i > 0 || len(meta) > 0 {
+			h.WriteByte(',')
+		}
+		name, _ := json.Marshal(t.Name)
+		shape := t.Shape
+		if shape == nil {
+			shape = []int{}
+		}
+		e, _ := json.Marshal(stEntry{DType: t.DType, Shape: shape, Offsets: [2]int{off, off + len(t.Data)}})
+		h.Write(name)
+		h.WriteByte(':')
+		h.Write(e)
+		off += len(t.Data)
+	}
+	h.WriteByte('}')
+	for (8+h.Len())%8 != 0 {
+		h.WriteByte(' ')
+	}
+	var n [8]byte
+	binary.LittleEndian.PutUint64(n[:], uint64(h.Len()))
+	if _, err := w.Write(n[:]); err != nil {
+		return err
+	}
+	if _, err := w.Write(h.Bytes()); err != nil {
+		return err
+	}
+	for _, t := range tensors {
+		if _, err := w.Write(t.Data); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// f32Bytes returns s as little-endian bytes.
+func f32Bytes(s []float32) []byte {
+	b := make([]byte, 4*len(s))
+	for i, v := range s {
+		binary.LittleEndian.PutUint32(b[4*i:], math.Float32bits(v))
+	}
+	return b
+}
+
+// readF32 copies a F32 tensor's data into dst, which must have its size.
+func readF32(dst []float32, t stTensor) {
+	for i := range dst {
+		dst[i] = math.Float32frombits(binary.LittleEndian.Uint32(t.Data[4*i:]))
+	}
+}
+
+// lookup finds name in a file, also under Hugging Face's other spellings:
+// GPT2Model files have no "transformer." prefix.
+func lookup(tensors map[string]stTensor, name string) (stTensor, bool) {
+	if t, ok := tensors[name]; ok {
+		return t, true
+	}
+	t, ok := tensors[strings.TrimPrefix(name, "transformer.")]
+	return t, ok
+}
+
+// checkF32 reports whether t can fill a tensor of shape want.
+func checkF32(t stTensor, want []int) error {
+	if t.DType != "F32" {
+		return fmt.Errorf("tensor %s has dtype %s, want F32", t.Name, t.DType)
+	}
+	if !slices.Equal(t.Shape, want) {
+		return fmt.Errorf("tensor %s has shape %v, want %v", t.Name, t.Shape, want)
+	}
+	return nil
+}

@@ -1,0 +1,280 @@
+package model
+
+import (
+	"cmp"
+	"fmt"
+	"math"
+	"slices"
+
+	"github.com/instructflow/instructflow/model/blas"
+)
+
+// SampleConfig says how Sample picks tokens.
+type SampleConfig struct {
+	MaxTokens   int     // new tokens per sequence, at most
+	Temperature float32 // logits are divided by it; 0 picks the most likely token (greedy)
+	TopK        int     // keep the K most likely tokens; 0 keeps all
+	TopP        float32 // keep the smallest set of most likely tokens whose probability reaches P; 0 or 1 keeps all
+	StopToken   int32   // ends a sequence (and is returned with it); -1 for none
+}
+
+// Sequence is what Sample generated for one prompt.
+type Sequence struct {
+	Tokens []int32 // generated tokens, without the prompt, with the stop token if one was drawn
+	// LogProbs[i] is log softmax(logits/Temperature)[Tokens[i]] over the whole
+	// vocabulary, before top-k and top-p (plain log softmax when greedy): at
+	// Temperature 1 it equals Forward's LogProbs for the same tokens.
+	LogProbs []float32
+}
+
+// Sample continues every prompt, all of them in one batch that shares each
+// step's matrix multiplies, with a key/value cache so each new token costs
+// one row. Random draws come from rng in a fixed order (one per sequence per
+// step, in prompt order), so results depend only on the seed.
+func (m *Model) Sample(prompts [][]int32, sc SampleConfig, rng *RNG) ([]Sequence, error) {
+	if err := m.checkSample(prompts, sc, rng); err != nil {
+		return nil, err
+	}
+	total := 0
+	for _, p := range prompts {
+		total += len(p)
+	}
+	s := newSampler(m, len(prompts), total)
+	out := make([]Sequence, len(prompts))
+	for b, p := range prompts {
+		for t, tok := range p {
+			s.addRow(b, t, tok)
+		}
+		s.want = append(s.want, len(s.rows)-1)
+	}
+	active := make([]int, len(prompts))
+	for b := range active {
+		active[b] = b
+	}
+	for len(active) > 0 {
+		logits := s.forward()
+		s.rows, s.want = s.rows[:0], s.want[:0]
+		next := active[:0]
+		for j, b := range active {
+			tok, lp := s.pick(logits[j*m.Config.Vocab:(j+1)*m.Config.Vocab], sc, rng)
+			seq := &out[b]
+			seq.Tokens = append(seq.Tokens, tok)
+			seq.LogProbs = append(seq.LogProbs, lp)
+			if tok == sc.StopToken || len(seq.Tokens) == sc.MaxTokens {
+				continue
+			}
+			next = append(next, b)
+			s.addRow(b, len(prompts[b])+len(seq.Tokens)-1, tok)
+			s.want = append(s.want, len(s.rows)-1)
+		}
+		active = next
+	}
+	return out, nil
+}
+
+func (m *Model) checkSample(prompts [][]int32, sc SampleConfig, rng *RNG) error {
+	V := m.Config.Vocab
+	switch {
+	case len(prompts) == 0:
+		return fmt.Errorf("model: sample: no prompts")
+	case sc.MaxTokens < 1:
+		return fmt.Errorf("model: sample: max tokens is %d, must be at least 1", sc.MaxTokens)
+	case sc.Temperature < 0 || math.IsNaN(float64(sc.Temperature)):
+		return fmt.Errorf("model: sample: temperature %v must not be negative", sc.Temperature)
+	case sc.TopK < 0:
+		return fmt.Errorf("model: sample: top-k %d must not be negative", sc.TopK)
+	case !(sc.TopP >= 0 && sc.TopP <= 1):
+		return fmt.Errorf("model: sample: top-p %v must be in [0,1]", sc.TopP)
+	case sc.StopToken < -1 || int(sc.StopToken) >= V:
+		return fmt.Errorf("model: sample: stop token %d is outside the vocabulary [0,%d) and not -1", sc.StopToken, V)
+	case rng == nil && sc.Temperature > 0:
+		return fmt.Errorf("model: sample: temperature %v needs an rng", sc.Temperature)
+	}
+	for b, p := range prompts {
+		if len(p) == 0 {
+			return fmt.Errorf("model: sample: prompt %d is empty", b)
+		}
+		if len(p)+sc.MaxTokens > m.Config.Context {
+			return fmt.Errorf("model: sample: prompt %d has %d tokens, plus max tokens %d exceeds context n_positions %d", b, len(p), sc.MaxTokens, m.Config.Context)
+		}
+		for i, tok := range p {
+			if tok < 0 || int(tok) >= V {
+				return fmt.Errorf("model: sample: prompt %d token %d at position %d is outside the vocabulary [0,%d)", b, tok, i, V)
+			}
+		}
+	}
+	return nil
+}
+
+// sampler runs the model on rows: single tokens of some sequences at some
+// positions. Each row's keys and values go into the cache before attention,
+// so a row sees every earlier row of its sequence, in this call or before.
+type sampler struct {
+	m    *Model
+	k, v [][]float32 // per layer, (S, Context, C)
+	rows []sampleRow
+	want []int // rows whose logits forward returns, in order
+
+	x, ln, atty        []float32 // (M,C); x is the residual stream
+	mean, rstd         []float32 // (M)
+	qkv                []float32 // (M,3C)
+	fch, fchGelu       []float32 // (M,4C)
+	u                  []float32 // (M,r)
+	scores             []float32 // (M*NH, Context)
+	sel, selLN, logits []float32 // (W,C), (W,C), (W,V)
+	order              []int32   // (V)
+	probs              []float32 // (V)
+}
+
+type sampleRow struct {
+	seq, pos int
+	tok      int32
+}
+
+func newSampler(m *Model, S, maxRows int) *sampler {
+	cfg := m.Config
+	C, T := cfg.Width, cfg.Context
+	s := &sampler{m: m, k: make([][]float32, cfg.Layers), v: make([][]float32, cfg.Layers)}
+	for l := range s.k {
+		s.k[l], s.v[l] = make([]float32, S*T*C), make([]float32, S*T*C)
+	}
+	s.rows = make([]sampleRow, 0, max(maxRows, S))
+	s.order, s.probs = make([]int32, cfg.Vocab), make([]float32, cfg.Vocab)
+	return s
+}
+
+func (s *sampler) addRow(seq, pos int, tok int32) {
+	s.rows = append(s.rows, sampleRow{seq: seq, pos: pos, tok: tok})
+}
+
+// forward runs every row through the model and returns the logits (W,V) of
+// the rows in want.
+func (s *sampler) forward() []float32 {
+	m, cfg := s.m, s.m.Config
+	C, NH, T, V, r := cfg.Width, cfg.Heads, cfg.Context, cfg.Vocab, cfg.LoRARank
+	hs := C / NH
+	M, W := len(s.rows), len(s.want)
+	p := m.pool
+	s.x, s.ln, s.atty = grow(s.x, M*C), grow(s.ln, M*C), grow(s.atty, M*C)
+	s.mean, s.rstd = grow(s.mean, M), grow(s.rstd, M)
+	s.qkv = grow(s.qkv, M*3*C)
+	s.fch, s.fchGelu = grow(s.fch, M*4*C), grow(s.fchGelu, M*4*C)
+	s.u = grow(s.u, M*r)
+	s.scores = grow(s.scores, M*NH*T)
+	for i, row := range s.rows {
+		o, e, pe := s.x[i*C:(i+1)*C], m.wte.Data[int(row.tok)*C:], m.wpe.Data[row.pos*C:]
+		for j := range o {
+			o[j] = e[j] + pe[j]
+		}
+	}
+	scale := 1 / float32(math.Sqrt(float64(hs)))
+	for l := range m.blocks {
+		bl := &m.blocks[l]
+		kc, vc := s.k[l], s.v[l]
+		layernormForward(p, s.ln, s.mean, s.rstd, s.x, bl.ln1w.Data, bl.ln1b.Data, M, C)
+		linearForward(p, s.qkv, s.u, s.ln, &bl.qkv, M, false)
+		for i, row := range s.rows {
+			at := (row.seq*T + row.pos) * C
+			copy(kc[at:at+C], s.qkv[i*3*C+C:i*3*C+2*C])
+			copy(vc[at:at+C], s.qkv[i*3*C+2*C:(i+1)*3*C])
+		}
+		p.run(M*NH, func(task int) {
+			i, h := task/NH, task%NH
+			row := s.rows[i]
+			n := row.pos + 1
+			base := row.seq*T*C + h*hs
+			sc := s.scores[task*T : task*T+n]
+			// sc (1,n) = scale * q (1,hs) @ K^T (hs,n); out (1,hs) = sc @ V (n,hs)
+			blas.Gemm(false, true, 1, n, hs, scale, s.qkv[i*3*C+h*hs:], 3*C, kc[base:], C, 0, sc, n)
+			softmaxCausal(sc, n)
+			blas.Gemm(false, false, 1, hs, n, 1, sc, n, vc[base:], C, 0, s.atty[i*C+h*hs:], C)
+		})
+		linearForward(p, s.x, s.u, s.atty, &bl.attProj, M, true)
+		layernormForward(p, s.ln, s.mean, s.rstd, s.x, bl.ln2w.Data, bl.ln2b.Data, M, C)
+		linearForward(p, s.fch, s.u, s.ln, &bl.fc, M, false)
+		geluForward(p, s.fchGelu, s.fch, M*4*C)
+		linearForward(p, s.x, s.u, s.fchGelu, &bl.fcProj, M, true)
+	}
+	s.sel, s.selLN = grow(s.sel, W*C), grow(s.selLN, W*C)
+	for j, i := range s.want {
+		copy(s.sel[j*C:(j+1)*C], s.x[i*C:(i+1)*C])
+	}
+	layernormForward(p, s.selLN, s.mean, s.rstd, s.sel, m.lnfw.Data, m.lnfb.Data, W, C)
+	s.logits = grow(s.logits, W*V)
+	p.gemm(false, true, W, V, C, 1, s.selLN, C, m.wte.Data, C, 0, s.logits, V)
+	return s.logits
+}
+
+// pick draws the next token from one row of logits and returns it with its
+// log-probability (see Sequence.LogProbs).
+func (s *sampler) pick(z []float32, sc SampleConfig, rng *RNG) (int32, float32) {
+	temp := sc.Temperature
+	if temp == 0 {
+		best := 0
+		for i, v := range z {
+			if v > z[best] {
+				best = i
+			}
+		}
+		return int32(best), z[best] - logSumExp(z, 1)
+	}
+	lse := logSumExp(z, temp)
+	probs := s.probs
+	for i, v := range z {
+		probs[i] = expf(v/temp - lse)
+	}
+	V := len(z)
+	cand := s.order[:V]
+	for i := range cand {
+		cand[i] = int32(i)
+	}
+	if (sc.TopK > 0 && sc.TopK < V) || (sc.TopP > 0 && sc.TopP < 1) {
+		slices.SortFunc(cand, func(a, b int32) int {
+			if c := cmp.Compare(z[b], z[a]); c != 0 {
+				return c
+			}
+			return cmp.Compare(a, b)
+		})
+		if sc.TopK > 0 && sc.TopK < V {
+			cand = cand[:sc.TopK]
+		}
+		if sc.TopP > 0 && sc.TopP < 1 {
+			var cum float64
+			for j, i := range cand {
+				cum += float64(probs[i])
+				if cum >= float64(sc.TopP) {
+					cand = cand[:j+1]
+					break
+				}
+			}
+		}
+	}
+	var mass float64
+	for _, i := range cand {
+		mass += float64(probs[i])
+	}
+	target := float64(rng.Float32()) * mass
+	choice := cand[len(cand)-1]
+	var acc float64
+	for _, i := range cand {
+		acc += float64(probs[i])
+		if acc > target {
+			choice = i
+			break
+		}
+	}
+	return choice, z[choice]/temp - lse
+}
+
+// logSumExp returns log(sum(exp(z/temp))).
+func logSumExp(z []float32, temp float32) float32 {
+	m := z[0]
+	for _, v := range z[1:] {
+		m = max(m, v)
+	}
+	var sum float64
+	for _, v := range z {
+		sum += float64(expf((v - m) / temp))
+	}
+	return m/temp + float32(math.Log(sum))
+}

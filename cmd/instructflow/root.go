@@ -51,6 +51,7 @@ See ` + "`instructflow config show`" + `.`,
 		newWorkerCmd(a),
 		newCheckCmd(a),
 		newQuickstartCmd(a),
+		newLabelsCmd(a),
 	)
 	return root
 }

@@ -5,9 +5,15 @@
 package testenv
 
 import (
+	"context"
+	"fmt"
+	"net/url"
 	"os"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
 
 	"github.com/instructflow/instructflow/config"
 )
@@ -50,4 +56,30 @@ func Name(t testing.TB) string {
 		n = n[:40]
 	}
 	return strings.Trim(n, "-")
+}
+
+// FreshDatabase creates an empty database for one test on the real server
+// and returns its URL; the database is dropped when the test ends.
+func FreshDatabase(t testing.TB) string {
+	t.Helper()
+	cfg := Config(t)
+	ctx := context.Background()
+	admin, err := pgx.Connect(ctx, cfg.Postgres.URL)
+	if err != nil {
+		t.Fatalf("connect to the test server: %v", err)
+	}
+	name := fmt.Sprintf("t_%s_%d", strings.ReplaceAll(Name(t), "-", "_"), time.Now().UnixNano())
+	if _, err := admin.Exec(ctx, "CREATE DATABASE "+pgx.Identifier{name}.Sanitize()); err != nil {
+		t.Fatalf("create database: %v", err)
+	}
+	t.Cleanup(func() {
+		_, _ = admin.Exec(ctx, "DROP DATABASE "+pgx.Identifier{name}.Sanitize()+" WITH (FORCE)")
+		admin.Close(ctx)
+	})
+	u, err := url.Parse(cfg.Postgres.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u.Path = "/" + name
+	return u.String()
 }

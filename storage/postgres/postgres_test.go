@@ -7,7 +7,6 @@ import (
 	"net/url"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/jackc/pgx/v5"
 
@@ -16,35 +15,9 @@ import (
 	"github.com/instructflow/instructflow/storage"
 )
 
-// freshDB creates an empty database for one test on the real server and
-// returns its URL; the database is dropped when the test ends.
-func freshDB(t *testing.T) string {
-	t.Helper()
-	cfg := testenv.Config(t)
-	ctx := context.Background()
-	admin, err := pgx.Connect(ctx, cfg.Postgres.URL)
-	if err != nil {
-		t.Fatalf("connect to the test server: %v", err)
-	}
-	name := fmt.Sprintf("t_%s_%d", strings.ReplaceAll(testenv.Name(t), "-", "_"), time.Now().UnixNano())
-	if _, err := admin.Exec(ctx, "CREATE DATABASE "+pgx.Identifier{name}.Sanitize()); err != nil {
-		t.Fatalf("create database: %v", err)
-	}
-	t.Cleanup(func() {
-		_, _ = admin.Exec(ctx, "DROP DATABASE "+pgx.Identifier{name}.Sanitize()+" WITH (FORCE)")
-		admin.Close(ctx)
-	})
-	u, err := url.Parse(cfg.Postgres.URL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	u.Path = "/" + name
-	return u.String()
-}
-
 func openFresh(t *testing.T) *DB {
 	t.Helper()
-	db, err := Open(context.Background(), freshDB(t))
+	db, err := Open(context.Background(), testenv.FreshDatabase(t))
 	if err != nil {
 		t.Fatalf("Open: %v", err)
 	}
@@ -54,7 +27,7 @@ func openFresh(t *testing.T) *DB {
 
 func TestMigrationsApplyTwice(t *testing.T) {
 	ctx := context.Background()
-	dbURL := freshDB(t)
+	dbURL := testenv.FreshDatabase(t)
 	for i := range 2 {
 		db, err := Open(ctx, dbURL)
 		if err != nil {

@@ -1,0 +1,383 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/instructflow/instructflow/preference"
+	"github.com/instructflow/instructflow/storage/postgres"
+)
+
+func newLabelsCmd(a *app) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "labels",
+		Short: "Import, validate, snapshot, export and audit preference labels",
+	}
+	cmd.AddCommand(newLabelsImportCmd(a), newLabelsSnapshotCmd(a), newLabelsExportCmd(a),
+		newLabelsLineageCmd(a), newLabelsAuditCmd(a))
+	return cmd
+}
+
+// openDB opens the configured database (applying migrations).
+func (a *app) openDB(ctx context.Context) (*postgres.DB, error) {
+	cfg, err := a.config()
+	if err != nil {
+		return nil, err
+	}
+	return postgres.Open(ctx, cfg.Postgres.URL)
+}
+
+func newLabelsImportCmd(a *app) *cobra.Command {
+	var (
+		format            string
+		opts              preference.ReaderOptions
+		dryRun, asJSON    bool
+		maxProblemsToShow int
+	)
+	cmd := &cobra.Command{
+		Use:   "import FILE|-",
+		Short: "Import preference data (ranking, pairwise or hh JSONL; gzip read transparently)",
+		Long: `import validates every line before anything is written, then stores all
+accepted rows in one transaction, or none. Re-importing the same content adds
+nothing. The order of responses in a ranking is the order they were shown.
+
+Formats (one JSON object a line):
+  ranking   {"prompt": s, "responses": [s, ...], "ranking": [i, ...] best first, "labeler": s}
+  pairwise  {"prompt": s, "chosen": s, "rejected": s, "labeler"?: s}     (TRL style)
+  hh        {"chosen": transcript, "rejected": transcript}                (Anthropic HH-RLHF;
+            prompt = the shared prefix up to the last "\n\nAssistant:")
+
+Validation rules and what each does:
+` + preference.RulesHelp() + `
+By default one "refuse file" problem refuses the whole file: every problem is
+listed with its line number and nothing is written. --skip-invalid imports the
+rest instead. "keep, flagged" rows are stored with the rule's name, reported
+by 'labels audit' and can be left out of snapshots (--exclude-flagged).`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			f, err := preference.ParseFormat(format)
+			if err != nil {
+				return fmt.Errorf("labels import: --format: %w", err)
+			}
+			ctx := cmd.Context()
+			db, err := a.openDB(ctx)
+			if err != nil {
+				return err
+			}
+			defer db.Close()
+			in, name := io.Reader(cmd.InOrStdin()), "-"
+			if args[0] != "-" {
+				file, err := os.Open(args[0])
+				if err != nil {
+					return fmt.Errorf("labels import: %w", err)
+				}
+				defer file.Close()
+				in, name = file, args[0]
+			}
+			h := sha256.New()
+			rd, err := preference.NewReader(io.TeeReader(in, h), f, opts)
+			if err != nil {
+				return fmt.Errorf("labels import %s: %w", name, err)
+			}
+			res, err := db.Import(ctx, rd, postgres.ImportInfo{
+				Name: name, Format: f, DryRun: dryRun,
+				FileSHA256: func() (s [32]byte) { h.Sum(s[:0]); return s },
+			})
+			report := importReport{ImportResult: res, File: name, Rows: rd.Rows, Problems: rd.Problems}
+			if asJSON {
+				enc := json.NewEncoder(cmd.OutOrStdout())
+				enc.SetIndent("", "  ")
+				if e := enc.Encode(report); e != nil {
+					return e
+				}
+			} else {
+				report.print(cmd.OutOrStdout(), cmd.ErrOrStderr(), maxProblemsToShow)
+			}
+			if errors.Is(err, postgres.ErrImportRefused) {
+				return fmt.Errorf("labels import %s: refused: %d problems that refuse the file (listed above); fix them, or import the rest with --skip-invalid; nothing was written", name, report.refusing(opts.SkipInvalid))
+			}
+			return err
+		},
+	}
+	cmd.Flags().StringVar(&format, "format", "", "ranking, pairwise or hh (required)")
+	_ = cmd.MarkFlagRequired("format")
+	cmd.Flags().BoolVar(&dryRun, "dry-run", false, "validate and count what would be added, write nothing")
+	cmd.Flags().BoolVar(&opts.SkipInvalid, "skip-invalid", false, `skip rows with "refuse file" problems instead of refusing the file`)
+	cmd.Flags().IntVar(&opts.MaxChars, "max-chars", preference.DefaultMaxChars, "longest prompt or response accepted, in characters")
+	cmd.Flags().StringVar(&opts.Labeler, "labeler", preference.DefaultLabeler, "labeler for rows that name none (pairwise, hh)")
+	cmd.Flags().IntVar(&maxProblemsToShow, "show-problems", 50, "how many problems to list (all with --json)")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print the result as JSON")
+	return cmd
+}
+
+type importReport struct {
+	postgres.ImportResult
+	File     string               `json:"file"`
+	Rows     int                  `json:"rows"`
+	Problems []preference.Problem `json:"problems"`
+}
+
+func (r importReport) refusing(skipInvalid bool) int {
+	n := 0
+	for _, p := range r.Problems {
+		if p.Rule.Action(skipInvalid) == preference.ActionRefuse {
+			n++
+		}
+	}
+	return n
+}
+
+func (r importReport) print(out, errw io.Writer, show int) {
+	for i, p := range r.Problems {
+		if i == show {
+			fmt.Fprintf(errw, "... and %d more problems (--show-problems N, or --json for all)\n", len(r.Problems)-show)
+			break
+		}
+		fmt.Fprintf(errw, "%s: %s [%s]\n", r.File, p, p.Rule.Action(false))
+	}
+	if r.Refused {
+		return
+	}
+	verb := "imported"
+	if r.DryRun {
+		verb = "dry run: would import"
+	}
+	fmt.Fprintf(out, "%s: %d rows read, %d accepted (%d flagged), %d skipped\n",
+		r.File, r.Rows, r.Accepted, r.Flagged, int64(r.Rows)-r.Accepted)
+	switch {
+	case r.Inserted == 0 && r.Accepted > 0:
+		fmt.Fprintf(out, "%s: nothing new: all %d comparisons are stored already (%d repeated within the file)\n",
+			r.File, r.Accepted, r.DuplicateInFile)
+	default:
+		fmt.Fprintf(out, "%s: %s %d new comparisons (%d already stored, %d repeated within the file)\n",
+			r.File, verb, r.Inserted, r.AlreadyPresent, r.DuplicateInFile)
+	}
+}
+
+func newLabelsSnapshotCmd(a *app) *cobra.Command {
+	var (
+		f            postgres.SnapshotFilter
+		since, until string
+		asJSON       bool
+	)
+	cmd := &cobra.Command{
+		Use:   "snapshot NAME",
+		Short: "Freeze the current comparisons that match a filter (ids + SHA-256), for reward-model training",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			for _, t := range []struct {
+				flag string
+				s    string
+				dst  **time.Time
+			}{{"--since", since, &f.Since}, {"--until", until, &f.Until}} {
+				if t.s == "" {
+					continue
+				}
+				v, err := time.Parse(time.RFC3339, t.s)
+				if err != nil {
+					return fmt.Errorf("labels snapshot: %s %q: use RFC 3339, e.g. 2026-01-31T00:00:00Z", t.flag, t.s)
+				}
+				*t.dst = &v
+			}
+			db, err := a.openDB(cmd.Context())
+			if err != nil {
+				return err
+			}
+			defer db.Close()
+			s, err := db.SnapshotWhere(cmd.Context(), args[0], f)
+			if err != nil {
+				return err
+			}
+			out := struct {
+				Name        string `json:"name"`
+				ID          int64  `json:"id"`
+				Comparisons int    `json:"comparisons"`
+				SHA256      string `json:"sha256"`
+			}{s.Name, s.ID, len(s.ComparisonIDs), hex.EncodeToString(s.SHA256[:])}
+			if asJSON {
+				return json.NewEncoder(cmd.OutOrStdout()).Encode(out)
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "snapshot %s: %d comparisons, sha256 %s\n", out.Name, out.Comparisons, out.SHA256)
+			return nil
+		},
+	}
+	fl := cmd.Flags()
+	fl.StringSliceVar(&f.Labelers, "labeler", nil, "only these labelers (repeat or comma-separate)")
+	fl.StringSliceVar(&f.ExcludeLabelers, "exclude-labeler", nil, "leave out these labelers (e.g. those the audit flags)")
+	fl.BoolVar(&f.ExcludeFlagged, "exclude-flagged", false, "leave out rows kept with import flags (empty responses, HH prompt mismatches)")
+	fl.StringVar(&f.Split, "split", "", "only prompts of this split (train, heldout, test)")
+	fl.StringVar(&since, "since", "", "only comparisons created at or after this time (RFC 3339)")
+	fl.StringVar(&until, "until", "", "only comparisons created before this time (RFC 3339)")
+	fl.BoolVar(&asJSON, "json", false, "print the result as JSON")
+	return cmd
+}
+
+func newLabelsExportCmd(a *app) *cobra.Command {
+	var snapshot, format, output string
+	cmd := &cobra.Command{
+		Use:   "export --snapshot NAME --format ranking|pairwise [-o FILE]",
+		Short: "Write a snapshot back out, byte-stable (the same snapshot always gives the same bytes)",
+		Long: `export writes a snapshot's comparisons in id order. ranking: one line per
+comparison, responses in shown order, "ranking" best first (ties broken by
+shown order, with "ranks" added to say which are tied). pairwise: one line per
+pair of responses with different ranks; tied pairs are left out and counted.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if format != "ranking" && format != "pairwise" {
+				return fmt.Errorf("labels export: --format %q: use ranking or pairwise", format)
+			}
+			db, err := a.openDB(cmd.Context())
+			if err != nil {
+				return err
+			}
+			defer db.Close()
+			w := cmd.OutOrStdout()
+			var tmp *os.File
+			if output != "" && output != "-" {
+				// Written to a temporary file and renamed: never half a file.
+				if tmp, err = os.CreateTemp(filepath.Dir(output), ".export-*"); err != nil {
+					return fmt.Errorf("labels export: %w", err)
+				}
+				defer os.Remove(tmp.Name())
+				w = tmp
+			}
+			bw := bufio.NewWriter(w)
+			var n, ties int
+			err = db.ExportSnapshot(cmd.Context(), snapshot, func(r postgres.ExportRow) error {
+				lines, t := preference.Export(preference.Format(format), r.Prompt, r.Responses, r.Ranks, r.Labeler)
+				ties += t
+				for _, l := range lines {
+					n++
+					if _, err := bw.Write(l); err != nil {
+						return err
+					}
+				}
+				return nil
+			})
+			if err == nil {
+				err = bw.Flush()
+			}
+			if err != nil {
+				return fmt.Errorf("labels export: %w", err)
+			}
+			if tmp != nil {
+				if err := tmp.Close(); err != nil {
+					return fmt.Errorf("labels export: %w", err)
+				}
+				if err := os.Rename(tmp.Name(), output); err != nil {
+					return fmt.Errorf("labels export: %w", err)
+				}
+			}
+			fmt.Fprintf(cmd.ErrOrStderr(), "labels export: %d lines from snapshot %s", n, snapshot)
+			if ties > 0 {
+				fmt.Fprintf(cmd.ErrOrStderr(), " (%d tied pairs left out)", ties)
+			}
+			fmt.Fprintln(cmd.ErrOrStderr())
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&snapshot, "snapshot", "", "snapshot name (required)")
+	_ = cmd.MarkFlagRequired("snapshot")
+	cmd.Flags().StringVar(&format, "format", "ranking", "ranking or pairwise")
+	cmd.Flags().StringVarP(&output, "output", "o", "-", "output file (- for stdout)")
+	return cmd
+}
+
+func newLabelsLineageCmd(a *app) *cobra.Command {
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "lineage RUN_ID",
+		Short: "Show the label snapshot, its hash, labelers and imports behind a run's reward model",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			db, err := a.openDB(cmd.Context())
+			if err != nil {
+				return err
+			}
+			defer db.Close()
+			ls, err := db.Lineage(cmd.Context(), args[0])
+			if err != nil {
+				return err
+			}
+			out := cmd.OutOrStdout()
+			if asJSON {
+				enc := json.NewEncoder(out)
+				enc.SetIndent("", "  ")
+				return enc.Encode(ls)
+			}
+			if len(ls) == 0 {
+				fmt.Fprintf(out, "run %s: no stage records a label snapshot yet\n", args[0])
+			}
+			for _, l := range ls {
+				fmt.Fprintf(out, "run %s stage %s <- snapshot %s (%d comparisons, %d flagged, sha256 %s, created %s)\n",
+					l.Run, l.Stage, l.Snapshot, l.Comparisons, l.Flagged, l.SHA256, l.CreatedAt.Format(time.RFC3339))
+				fmt.Fprintf(out, "  filter: %s\n", l.Filter)
+				for _, lc := range l.Labelers {
+					fmt.Fprintf(out, "  labeler %-24s %d comparisons\n", lc.Labeler, lc.Comparisons)
+				}
+				for _, im := range l.Imports {
+					fmt.Fprintf(out, "  import #%d %s (%s, file sha256 %s): %d comparisons\n", im.ID, im.Name, im.Format, im.FileSHA256, im.Comparisons)
+				}
+			}
+			return nil
+		},
+	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	return cmd
+}
+
+func newLabelsAuditCmd(a *app) *cobra.Command {
+	var snapshot string
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "audit [--snapshot NAME]",
+		Short: "Report on label quality: agreement, labeler reliability and biases, duplicates, broken pairs",
+		Long: `audit reports, over a snapshot or all current comparisons:
+  - volume per labeler; agreement between labelers on items judged by several
+    (pairwise agreement rate and Krippendorff's alpha, nominal);
+  - per labeler: agreement with the leave-one-out majority, position bias
+    (first shown ranked best vs chance), length bias (longer preferred vs the
+    other labelers), tie rate, self-contradictions;
+  - exact and near-duplicate judgements, degenerate pairs, rows kept with
+    import flags;
+  - with a snapshot whose reward model scored its responses: the pairs it
+    most confidently disagrees with;
+and lists the findings, most severe first, each with its evidence. A labeler
+is flagged when a rate differs from its reference with p < 0.001 by at least
+15 points on at least 20 observations.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			db, err := a.openDB(cmd.Context())
+			if err != nil {
+				return err
+			}
+			defer db.Close()
+			counts, err := db.AuditCounts(cmd.Context(), snapshot)
+			if err != nil {
+				return err
+			}
+			rep := preference.Audit(counts)
+			if asJSON {
+				enc := json.NewEncoder(cmd.OutOrStdout())
+				enc.SetIndent("", "  ")
+				return enc.Encode(rep)
+			}
+			rep.WriteText(cmd.OutOrStdout())
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&snapshot, "snapshot", "", "audit this snapshot (default: all current comparisons)")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print the report as JSON")
+	return cmd
+}

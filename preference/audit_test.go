@@ -1,0 +1,95 @@
+package preference
+
+import (
+	"math"
+	"strings"
+	"testing"
+)
+
+func TestKrippendorffAlpha(t *testing.T) {
+	// Two labelers, three items: (a,a), (b,b), (a,b). By hand: D_o = 2/6,
+	// D_e = (36-18)/30, alpha = 1 - (1/3)/0.6 = 4/9.
+	in := AuditInput{AgreementItems: 3, VotePairs: 3, AgreeingPairs: 2, AlphaObserved: 2, AlphaCategories: [3]int64{3, 3, 0}}
+	a := agreement(in)
+	if math.Abs(a.KrippendorffAlpha-4.0/9) > 1e-12 || math.Abs(a.PairwiseRate-2.0/3) > 1e-12 {
+		t.Fatalf("alpha %v rate %v, want 4/9 and 2/3", a.KrippendorffAlpha, a.PairwiseRate)
+	}
+	// Perfect agreement on varied items is 1.
+	perfect := agreement(AuditInput{AlphaObserved: 0, AlphaCategories: [3]int64{4, 2, 0}, VotePairs: 3, AgreeingPairs: 3})
+	if perfect.KrippendorffAlpha != 1 {
+		t.Errorf("perfect agreement alpha %v", perfect.KrippendorffAlpha)
+	}
+}
+
+func TestWilson(t *testing.T) {
+	// Reference: 8 of 10 -> 0.4902 to 0.9433 (Wilson, 95%).
+	r := wilson(8, 10)
+	if math.Abs(r.Low-0.4902) > 1e-4 || math.Abs(r.High-0.9433) > 1e-4 || r.Rate != 0.8 {
+		t.Fatalf("wilson(8,10) = %+v", r)
+	}
+	if z := wilson(0, 0); z.Rate != 0 || z.N != 0 {
+		t.Errorf("wilson(0,0) = %+v", z)
+	}
+}
+
+func TestZPValue(t *testing.T) {
+	if p := zPValue(1.959963984540054); math.Abs(p-0.05) > 1e-9 {
+		t.Errorf("p(1.96) = %v, want 0.05", p)
+	}
+	if p := zPValue(0); p != 1 {
+		t.Errorf("p(0) = %v", p)
+	}
+}
+
+func TestAuditFlagsBiasedLabelers(t *testing.T) {
+	reliable := func(name string) LabelerCounts {
+		return LabelerCounts{Name: name, Comparisons: 200, Pairs: 200, LOOAgree: 180, LOOTotal: 200,
+			PositionN: 200, PositionFirstWins: 102, PositionExpected: 100, PositionVariance: 50,
+			LengthPairs: 200, LongerWins: 96}
+	}
+	first := reliable("first")
+	first.PositionFirstWins, first.LOOAgree = 200, 100
+	long := reliable("long")
+	long.LongerWins = 200
+	in := AuditInput{Labelers: []LabelerCounts{reliable("a"), reliable("b"), reliable("c"), first, long},
+		FlaggedRows: []FlaggedRow{{RowRef: RowRef{ComparisonID: 7, Labeler: "a"}, Flags: []string{"empty_response"}}}}
+	r := Audit(in)
+	subjects := map[string][]string{}
+	for _, f := range r.Findings {
+		subjects[f.Subject] = append(subjects[f.Subject], f.Reason)
+	}
+	for _, name := range []string{"a", "b", "c"} {
+		if got := subjects["labeler "+name]; got != nil {
+			t.Errorf("reliable labeler %s flagged: %v", name, got)
+		}
+	}
+	if got := strings.Join(subjects["labeler first"], "; "); !strings.Contains(got, "position bias") || !strings.Contains(got, "majority") {
+		t.Errorf("labeler first: %q, want position bias and low majority agreement", got)
+	}
+	if got := strings.Join(subjects["labeler long"], "; "); !strings.Contains(got, "prefers the longer") {
+		t.Errorf("labeler long: %q, want length bias", got)
+	}
+	if subjects["comparison 7"] == nil {
+		t.Error("flagged row not reported")
+	}
+	for i := 1; i < len(r.Findings); i++ {
+		if r.Findings[i].Severity > r.Findings[i-1].Severity {
+			t.Fatalf("findings not ordered by severity: %v", r.Findings)
+		}
+	}
+	if r.Findings[0].Severity != High {
+		t.Errorf("most severe finding is %v", r.Findings[0])
+	}
+}
+
+func TestExportStable(t *testing.T) {
+	lines, ties := Export(FormatRanking, "p <x>", []string{"a", "b", "c"}, []int16{2, 1, 2}, "l")
+	want := `{"prompt":"p <x>","responses":["a","b","c"],"ranking":[1,0,2],"labeler":"l","ranks":[2,1,2]}` + "\n"
+	if ties != 0 || len(lines) != 1 || string(lines[0]) != want {
+		t.Fatalf("ranking export %q", lines)
+	}
+	lines, ties = Export(FormatPairwise, "p", []string{"a", "b", "c"}, []int16{2, 1, 2}, "l")
+	if ties != 1 || len(lines) != 2 || string(lines[0]) != `{"prompt":"p","chosen":"b","rejected":"a","labeler":"l"}`+"\n" {
+		t.Fatalf("pairwise export %q ties %d", lines, ties)
+	}
+}

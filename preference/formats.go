@@ -1,0 +1,337 @@
+package preference
+
+import (
+	"bufio"
+	"bytes"
+	"compress/gzip"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"unicode/utf8"
+)
+
+// Format is an interchange format of preference data, one JSON object a line.
+type Format string
+
+const (
+	// FormatRanking: {"prompt": s, "responses": [s, ...], "ranking": [i, ...] (best first), "labeler": s}
+	FormatRanking Format = "ranking"
+	// FormatPairwise (TRL style): {"prompt": s, "chosen": s, "rejected": s, "labeler"?: s}
+	FormatPairwise Format = "pairwise"
+	// FormatHH (Anthropic HH-RLHF): {"chosen": transcript, "rejected": transcript}
+	FormatHH Format = "hh"
+)
+
+// ParseFormat checks a format name given by a user.
+func ParseFormat(s string) (Format, error) {
+	switch f := Format(s); f {
+	case FormatRanking, FormatPairwise, FormatHH:
+		return f, nil
+	}
+	return "", fmt.Errorf("unknown format %q: use ranking, pairwise or hh", s)
+}
+
+// Record is one accepted line: a ranking with what the import found about it.
+type Record struct {
+	Line int
+	Ranking
+	// OrderKnown says whether Responses are in the order they were shown.
+	// Pairwise and HH files do not say, so position bias ignores them.
+	OrderKnown bool
+	// Flags name problems that keep the row but mark it (see Rules).
+	Flags []Rule
+}
+
+// ReaderOptions tune validation.
+type ReaderOptions struct {
+	// MaxChars is the longest prompt or response accepted, in characters.
+	MaxChars int
+	// Labeler names the labeler of rows that do not name one.
+	Labeler string
+	// SkipInvalid skips rows that would otherwise refuse the whole file.
+	SkipInvalid bool
+}
+
+// Reader reads and validates an interchange file line by line. It reads
+// gzip transparently. Problems are collected in Problems; Next returns only
+// accepted records.
+type Reader struct {
+	format   Format
+	opts     ReaderOptions
+	sc       *bufio.Scanner
+	line     int
+	Problems []Problem
+	// Rows counts non-blank lines read.
+	Rows int
+}
+
+// NewReader returns a reader of r in the given format.
+func NewReader(r io.Reader, format Format, opts ReaderOptions) (*Reader, error) {
+	br := bufio.NewReaderSize(r, 1<<20)
+	if magic, _ := br.Peek(2); len(magic) == 2 && magic[0] == 0x1f && magic[1] == 0x8b {
+		gz, err := gzip.NewReader(br)
+		if err != nil {
+			return nil, fmt.Errorf("preference: gzip: %w", err)
+		}
+		br = bufio.NewReaderSize(gz, 1<<20)
+	}
+	if opts.MaxChars <= 0 {
+		opts.MaxChars = DefaultMaxChars
+	}
+	if opts.Labeler == "" {
+		opts.Labeler = DefaultLabeler
+	}
+	sc := bufio.NewScanner(br)
+	sc.Buffer(make([]byte, 0, 1<<20), 64<<20)
+	return &Reader{format: format, opts: opts, sc: sc}, nil
+}
+
+// DefaultMaxChars is the default limit on a prompt or response.
+const DefaultMaxChars = 32768
+
+// DefaultLabeler names rows whose file does not say who labeled them.
+const DefaultLabeler = "unattributed"
+
+// Next returns the next accepted record, or io.EOF at the end.
+func (rd *Reader) Next() (Record, error) {
+	for rd.sc.Scan() {
+		rd.line++
+		raw := bytes.TrimSpace(rd.sc.Bytes())
+		if len(raw) == 0 {
+			continue
+		}
+		rd.Rows++
+		rec, probs := rd.parse(raw)
+		rec.Line = rd.line
+		skip := false
+		for _, p := range probs {
+			p.Line = rd.line
+			rd.Problems = append(rd.Problems, p)
+			switch p.Rule.Action(rd.opts.SkipInvalid) {
+			case ActionFlag:
+				rec.Flags = append(rec.Flags, p.Rule)
+			default:
+				skip = true
+			}
+		}
+		if !skip {
+			return rec, nil
+		}
+	}
+	if err := rd.sc.Err(); err != nil {
+		if errors.Is(err, bufio.ErrTooLong) {
+			return Record{}, fmt.Errorf("preference: line %d is longer than 64 MiB", rd.line+1)
+		}
+		return Record{}, fmt.Errorf("preference: read line %d: %w", rd.line+1, err)
+	}
+	return Record{}, io.EOF
+}
+
+// Refused reports whether a problem refuses the whole file.
+func (rd *Reader) Refused() bool {
+	for _, p := range rd.Problems {
+		if p.Rule.Action(rd.opts.SkipInvalid) == ActionRefuse {
+			return true
+		}
+	}
+	return false
+}
+
+func (rd *Reader) parse(raw []byte) (Record, []Problem) {
+	switch rd.format {
+	case FormatRanking:
+		return rd.parseRanking(raw)
+	case FormatPairwise:
+		return rd.parsePairwise(raw)
+	default:
+		return rd.parseHH(raw)
+	}
+}
+
+// decode unmarshals a line, turning JSON errors into problems.
+func decode(raw []byte, v any) []Problem {
+	if !utf8.Valid(raw) {
+		return []Problem{{Rule: RuleBadJSON, Detail: "not valid UTF-8"}}
+	}
+	err := json.Unmarshal(raw, v)
+	var typeErr *json.UnmarshalTypeError
+	switch {
+	case err == nil:
+		return nil
+	case errors.As(err, &typeErr) && typeErr.Field == "":
+		return []Problem{{Rule: RuleBadJSON, Detail: fmt.Sprintf("the line is a JSON %s, not an object", typeErr.Value)}}
+	case errors.As(err, &typeErr):
+		return []Problem{{Rule: RuleMissingField, Detail: fmt.Sprintf("field %q must be %s, not JSON %s", typeErr.Field, typeErr.Type, typeErr.Value)}}
+	default:
+		return []Problem{{Rule: RuleBadJSON, Detail: err.Error()}}
+	}
+}
+
+type field struct {
+	name    string
+	present bool
+}
+
+// requireFields reports each absent field, in the order given.
+func requireFields(fields []field) []Problem {
+	var probs []Problem
+	for _, f := range fields {
+		if !f.present {
+			probs = append(probs, Problem{Rule: RuleMissingField, Detail: fmt.Sprintf("field %q is missing or null", f.name)})
+		}
+	}
+	return probs
+}
+
+func (rd *Reader) parseRanking(raw []byte) (Record, []Problem) {
+	var v struct {
+		Prompt    *string  `json:"prompt"`
+		Responses []string `json:"responses"`
+		Ranking   []int    `json:"ranking"`
+		Labeler   *string  `json:"labeler"`
+	}
+	if probs := decode(raw, &v); probs != nil {
+		return Record{}, probs
+	}
+	if probs := requireFields([]field{{"prompt", v.Prompt != nil}, {"responses", v.Responses != nil}, {"ranking", v.Ranking != nil}, {"labeler", v.Labeler != nil}}); probs != nil {
+		return Record{}, probs
+	}
+	rec := Record{Ranking: Ranking{Prompt: *v.Prompt, Responses: v.Responses, Labeler: *v.Labeler}, OrderKnown: true}
+	if len(v.Responses) < 2 {
+		return rec, []Problem{{Rule: RuleNotPermutation, Detail: fmt.Sprintf("%d responses; a ranking needs at least 2", len(v.Responses))}}
+	}
+	ranks, err := ranksFromOrder(v.Ranking, len(v.Responses))
+	if err != nil {
+		return rec, []Problem{{Rule: RuleNotPermutation, Detail: err.Error()}}
+	}
+	rec.Ranks = ranks
+	return rec, rd.check(rec)
+}
+
+// ranksFromOrder turns a best-first list of response indices into the rank
+// of each response (1 = best).
+func ranksFromOrder(order []int, k int) ([]int, error) {
+	if len(order) != k {
+		return nil, fmt.Errorf("ranking has %d entries for %d responses; list every response index once, best first", len(order), k)
+	}
+	ranks := make([]int, k)
+	for pos, i := range order {
+		if i < 0 || i >= k {
+			return nil, fmt.Errorf("ranking names response %d; indices go from 0 to %d", i, k-1)
+		}
+		if ranks[i] != 0 {
+			return nil, fmt.Errorf("ranking names response %d twice", i)
+		}
+		ranks[i] = pos + 1
+	}
+	return ranks, nil
+}
+
+func (rd *Reader) parsePairwise(raw []byte) (Record, []Problem) {
+	var v struct {
+		Prompt   *string `json:"prompt"`
+		Chosen   *string `json:"chosen"`
+		Rejected *string `json:"rejected"`
+		Labeler  *string `json:"labeler"`
+	}
+	if probs := decode(raw, &v); probs != nil {
+		return Record{}, probs
+	}
+	if probs := requireFields([]field{{"prompt", v.Prompt != nil}, {"chosen", v.Chosen != nil}, {"rejected", v.Rejected != nil}}); probs != nil {
+		return Record{}, probs
+	}
+	labeler := rd.opts.Labeler
+	if v.Labeler != nil && *v.Labeler != "" {
+		labeler = *v.Labeler
+	}
+	rec := Record{Ranking: Ranking{Prompt: *v.Prompt, Responses: []string{*v.Chosen, *v.Rejected}, Ranks: []int{1, 2}, Labeler: labeler}}
+	return rec, rd.check(rec)
+}
+
+// assistantTag starts an assistant turn in an HH-RLHF transcript.
+const assistantTag = "\n\nAssistant:"
+
+// SplitHH splits an HH-RLHF pair into the shared prompt (up to and including
+// the last "\n\nAssistant:" that both transcripts share) and the two final
+// responses. mismatch is true when either transcript's own last assistant
+// turn starts elsewhere, i.e. the two transcripts do not share their prompt.
+func SplitHH(chosen, rejected string) (prompt, c, r string, mismatch, ok bool) {
+	common := 0
+	for common < len(chosen) && common < len(rejected) && chosen[common] == rejected[common] {
+		common++
+	}
+	cut := strings.LastIndex(chosen[:common], assistantTag)
+	if cut < 0 {
+		return "", "", "", false, false
+	}
+	end := cut + len(assistantTag)
+	prompt = chosen[:end]
+	mismatch = strings.LastIndex(chosen, assistantTag) != cut || strings.LastIndex(rejected, assistantTag) != cut
+	return prompt, chosen[end:], rejected[end:], mismatch, true
+}
+
+func (rd *Reader) parseHH(raw []byte) (Record, []Problem) {
+	var v struct {
+		Chosen   *string `json:"chosen"`
+		Rejected *string `json:"rejected"`
+	}
+	if probs := decode(raw, &v); probs != nil {
+		return Record{}, probs
+	}
+	if probs := requireFields([]field{{"chosen", v.Chosen != nil}, {"rejected", v.Rejected != nil}}); probs != nil {
+		return Record{}, probs
+	}
+	if *v.Chosen == *v.Rejected {
+		return Record{}, []Problem{{Rule: RuleIdenticalPair, Detail: "chosen and rejected transcripts are identical"}}
+	}
+	prompt, c, r, mismatch, ok := SplitHH(*v.Chosen, *v.Rejected)
+	if !ok {
+		return Record{}, []Problem{{Rule: RuleBadTranscript, Detail: `the transcripts share no "\n\nAssistant:" turn, so there is no prompt`}}
+	}
+	rec := Record{Ranking: Ranking{Prompt: prompt, Responses: []string{c, r}, Ranks: []int{1, 2}, Labeler: rd.opts.Labeler}}
+	probs := rd.check(rec)
+	if mismatch {
+		probs = append(probs, Problem{Rule: RulePromptMismatch,
+			Detail: "the transcripts' own last assistant turns start at different places: they do not share their prompt"})
+	}
+	return rec, probs
+}
+
+// check applies the content rules shared by every format.
+func (rd *Reader) check(rec Record) []Problem {
+	var probs []Problem
+	if strings.TrimSpace(rec.Prompt) == "" {
+		probs = append(probs, Problem{Rule: RuleEmptyPrompt, Detail: "the prompt is empty"})
+	}
+	if n := utf8.RuneCountInString(rec.Prompt); n > rd.opts.MaxChars {
+		probs = append(probs, Problem{Rule: RuleTooLong, Detail: fmt.Sprintf("prompt has %d characters, over the limit of %d", n, rd.opts.MaxChars)})
+	}
+	seen := map[string]int{}
+	for i, resp := range rec.Responses {
+		name := responseName(rd.format, i)
+		if strings.TrimSpace(resp) == "" {
+			probs = append(probs, Problem{Rule: RuleEmptyResponse, Detail: name + " is empty"})
+		}
+		if n := utf8.RuneCountInString(resp); n > rd.opts.MaxChars {
+			probs = append(probs, Problem{Rule: RuleTooLong, Detail: fmt.Sprintf("%s has %d characters, over the limit of %d", name, n, rd.opts.MaxChars)})
+		}
+		if j, dup := seen[resp]; dup {
+			rule := RuleDuplicateResponses
+			if rd.format != FormatRanking {
+				rule = RuleIdenticalPair
+			}
+			probs = append(probs, Problem{Rule: rule, Detail: fmt.Sprintf("%s is identical to %s", name, responseName(rd.format, j))})
+		}
+		seen[resp] = i
+	}
+	return probs
+}
+
+func responseName(f Format, i int) string {
+	if f == FormatRanking {
+		return fmt.Sprintf("response %d", i)
+	}
+	return [2]string{"chosen", "rejected"}[i]
+}

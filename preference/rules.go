@@ -1,0 +1,83 @@
+package preference
+
+import (
+	"fmt"
+	"strings"
+)
+
+// Rule names one validation rule of the import.
+type Rule string
+
+// The validation rules. Their actions are in rules, below.
+const (
+	RuleBadJSON            Rule = "bad_json"
+	RuleMissingField       Rule = "missing_field"
+	RuleNotPermutation     Rule = "not_permutation"
+	RuleDuplicateResponses Rule = "duplicate_responses"
+	RuleIdenticalPair      Rule = "identical_pair"
+	RuleBadTranscript      Rule = "bad_transcript"
+	RuleEmptyPrompt        Rule = "empty_prompt"
+	RuleTooLong            Rule = "too_long"
+	RuleEmptyResponse      Rule = "empty_response"
+	RulePromptMismatch     Rule = "prompt_mismatch"
+)
+
+// Action is what a problem does to its row and file.
+type Action string
+
+const (
+	// ActionRefuse refuses the whole file (with --skip-invalid: skips the row).
+	ActionRefuse Action = "refuse file"
+	// ActionSkip leaves the row out and imports the rest.
+	ActionSkip Action = "skip row"
+	// ActionFlag keeps the row, marked with the rule's name, for the audit.
+	ActionFlag Action = "keep, flagged"
+)
+
+var rules = []struct {
+	rule   Rule
+	action Action
+	what   string
+}{
+	{RuleBadJSON, ActionRefuse, "the line is not a JSON object (or not UTF-8)"},
+	{RuleMissingField, ActionRefuse, "a required field is missing, null or of the wrong type"},
+	{RuleNotPermutation, ActionRefuse, "ranking is not a permutation of the response indices (or fewer than 2 responses)"},
+	{RuleDuplicateResponses, ActionRefuse, "two responses of one ranking are identical"},
+	{RuleIdenticalPair, ActionRefuse, "chosen is identical to rejected"},
+	{RuleBadTranscript, ActionRefuse, `HH transcripts share no "\n\nAssistant:" turn`},
+	{RuleEmptyPrompt, ActionRefuse, "the prompt is empty or blank"},
+	{RuleTooLong, ActionSkip, "a prompt or response is longer than --max-chars"},
+	{RuleEmptyResponse, ActionFlag, "a response is empty or blank"},
+	{RulePromptMismatch, ActionFlag, "HH transcripts do not share their prompt (their last assistant turns start at different places)"},
+}
+
+// Action is what the rule does; skipInvalid turns refusals into skips.
+func (r Rule) Action(skipInvalid bool) Action {
+	for _, x := range rules {
+		if x.rule == r {
+			if x.action == ActionRefuse && skipInvalid {
+				return ActionSkip
+			}
+			return x.action
+		}
+	}
+	panic("preference: unknown rule " + string(r))
+}
+
+// RulesHelp is the table of rules for `labels import --help`.
+func RulesHelp() string {
+	var b strings.Builder
+	for _, x := range rules {
+		fmt.Fprintf(&b, "  %-20s %-14s %s\n", x.rule, x.action, x.what)
+	}
+	return b.String()
+}
+
+// Problem is one thing wrong with one line of an import.
+type Problem struct {
+	Line   int    `json:"line"`
+	Rule   Rule   `json:"rule"`
+	Detail string `json:"detail"`
+}
+
+func (p Problem) String() string { return fmt.Sprintf("line %d: %s: %s", p.Line, p.Rule, p.Detail) }

@@ -1,0 +1,289 @@
+package postgres
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/instructflow/instructflow/preference"
+)
+
+// auditListLimit caps each list of rows in an audit (counts stay complete).
+const auditListLimit = 200
+
+// AuditCounts computes, in SQL, the aggregates of a label audit over a
+// snapshot (or, with snapshot "", over all current comparisons). The work is
+// set-based: the comparisons are expanded once into response pairs in
+// temporary tables, and every statistic is a grouped query over them.
+func (db *DB) AuditCounts(ctx context.Context, snapshot string) (preference.AuditInput, error) {
+	in := preference.AuditInput{Scope: "all current comparisons", FlagCounts: map[string]int64{}}
+	err := pgx.BeginTxFunc(ctx, db.pool, pgx.TxOptions{AccessMode: pgx.ReadWrite}, func(tx pgx.Tx) error {
+		var snapID *int64
+		if snapshot != "" {
+			s, err := db.Snapshot(ctx, snapshot)
+			if err != nil {
+				return err
+			}
+			snapID = &s.ID
+			in.Scope = "snapshot " + snapshot
+		}
+		for _, q := range auditSetup {
+			args := []any{}
+			if q.snap {
+				args = append(args, snapID)
+			}
+			if _, err := tx.Exec(ctx, q.sql, args...); err != nil {
+				return fmt.Errorf("%s: %w", q.name, err)
+			}
+		}
+		if err := tx.QueryRow(ctx, "SELECT count(*) FROM a_scope").Scan(&in.Comparisons); err != nil {
+			return err
+		}
+		if err := auditLabelers(ctx, tx, &in); err != nil {
+			return err
+		}
+		if err := tx.QueryRow(ctx, `
+			SELECT count(*),
+			       coalesce(sum(m * (m - 1) / 2), 0),
+			       coalesce(sum((np * (np - 1) + nm * (nm - 1) + nz * (nz - 1)) / 2), 0),
+			       coalesce(sum((m * m - np * np - nm * nm - nz * nz)::float8 / (m - 1)), 0),
+			       coalesce(sum(np), 0), coalesce(sum(nm), 0), coalesce(sum(nz), 0)
+			FROM a_items WHERE m >= 2`).Scan(&in.AgreementItems, &in.VotePairs, &in.AgreeingPairs, &in.AlphaObserved,
+			&in.AlphaCategories[0], &in.AlphaCategories[1], &in.AlphaCategories[2]); err != nil {
+			return fmt.Errorf("agreement: %w", err)
+		}
+		return auditRows(ctx, tx, &in, snapID)
+	})
+	if err != nil {
+		return in, fmt.Errorf("postgres: audit: %w", translate(err))
+	}
+	return in, nil
+}
+
+var auditSetup = []struct {
+	name string
+	sql  string
+	snap bool // takes the snapshot id (or NULL) as $1
+}{
+	{"scope", `CREATE TEMP TABLE a_scope ON COMMIT DROP AS
+		SELECT c.id, c.prompt_id, c.labeler_id, c.response_ids, c.ranks, c.order_known, c.flags, c.import_line
+		FROM comparisons c
+		WHERE $1::bigint IS NULL AND NOT EXISTS (SELECT 1 FROM comparisons n WHERE n.supersedes = c.id)
+		UNION ALL
+		SELECT c.id, c.prompt_id, c.labeler_id, c.response_ids, c.ranks, c.order_known, c.flags, c.import_line
+		FROM label_snapshots s CROSS JOIN LATERAL unnest(s.comparison_ids) AS x (id)
+		JOIN comparisons c ON c.id = x.id
+		WHERE s.id = $1`, true},
+	// Responses in scope, with length and a normalised-text hash.
+	{"responses", `CREATE TEMP TABLE a_resp ON COMMIT DROP AS
+		SELECT r.id, char_length(r.text) AS len,
+		       md5(regexp_replace(btrim(r.text), '\s+', ' ', 'g')) AS norm
+		FROM responses r WHERE r.id IN (SELECT unnest(response_ids) FROM a_scope)`, false},
+	{"responses index", `CREATE UNIQUE INDEX ON a_resp (id)`, false},
+	// Every pair of responses of every comparison: lo < hi by id; vote +1
+	// when lo is preferred, -1 when hi is, 0 for a tie.
+	{"pairs", `CREATE TEMP TABLE a_pairs ON COMMIT DROP AS
+		SELECT s.id AS cid, s.prompt_id, s.labeler_id,
+		       least(x.rid, y.rid) AS lo, greatest(x.rid, y.rid) AS hi,
+		       CASE WHEN x.rk = y.rk THEN 0 WHEN (x.rk < y.rk) = (x.rid < y.rid) THEN 1 ELSE -1 END AS vote,
+		       CASE WHEN x.rk < y.rk THEN x.rid WHEN y.rk < x.rk THEN y.rid END AS winner,
+		       CASE WHEN x.rk < y.rk THEN y.rid WHEN y.rk < x.rk THEN x.rid END AS loser
+		FROM a_scope s
+		CROSS JOIN LATERAL unnest(s.response_ids, s.ranks) WITH ORDINALITY AS x (rid, rk, pos)
+		CROSS JOIN LATERAL unnest(s.response_ids, s.ranks) WITH ORDINALITY AS y (rid, rk, pos)
+		WHERE x.pos < y.pos`, false},
+	// Each labeler's latest vote on each item.
+	{"votes", `CREATE TEMP TABLE a_votes ON COMMIT DROP AS
+		SELECT DISTINCT ON (prompt_id, lo, hi, labeler_id) prompt_id, lo, hi, labeler_id, vote
+		FROM a_pairs ORDER BY prompt_id, lo, hi, labeler_id, cid DESC`, false},
+	{"items", `CREATE TEMP TABLE a_items ON COMMIT DROP AS
+		SELECT prompt_id, lo, hi, count(*) AS m,
+		       count(*) FILTER (WHERE vote = 1) AS np,
+		       count(*) FILTER (WHERE vote = -1) AS nm,
+		       count(*) FILTER (WHERE vote = 0) AS nz
+		FROM a_votes GROUP BY prompt_id, lo, hi`, false},
+	{"analyze", `ANALYZE a_scope, a_resp, a_pairs, a_votes, a_items`, false},
+}
+
+func auditLabelers(ctx context.Context, tx pgx.Tx, in *preference.AuditInput) error {
+	rows, err := tx.Query(ctx, `
+		WITH vol AS (
+			SELECT labeler_id, count(*) AS comparisons,
+			       count(*) FILTER (WHERE order_known AND ranks[1] = 1 AND array_position(ranks[2:], 1::smallint) IS NULL) AS first_wins,
+			       count(*) FILTER (WHERE order_known AND (SELECT count(*) FROM unnest(ranks) r WHERE r = 1) = 1) AS pos_n,
+			       coalesce(sum(1.0 / cardinality(ranks)) FILTER (WHERE order_known AND (SELECT count(*) FROM unnest(ranks) r WHERE r = 1) = 1), 0) AS pos_exp,
+			       coalesce(sum((1.0 / cardinality(ranks)) * (1 - 1.0 / cardinality(ranks))) FILTER (WHERE order_known AND (SELECT count(*) FROM unnest(ranks) r WHERE r = 1) = 1), 0) AS pos_var
+			FROM a_scope GROUP BY labeler_id
+		), pairs AS (
+			SELECT p.labeler_id, count(*) AS pairs, count(*) FILTER (WHERE vote = 0) AS ties,
+			       count(*) FILTER (WHERE vote <> 0 AND w.len <> l.len) AS len_pairs,
+			       count(*) FILTER (WHERE vote <> 0 AND w.len > l.len) AS longer_wins
+			FROM a_pairs p
+			LEFT JOIN a_resp w ON w.id = p.winner
+			LEFT JOIN a_resp l ON l.id = p.loser
+			GROUP BY p.labeler_id
+		), loo AS (
+			-- the others' counts on the item, without this labeler's vote
+			SELECT v.labeler_id,
+			       count(*) FILTER (WHERE maj IS NOT NULL) AS total,
+			       count(*) FILTER (WHERE maj = v.vote) AS agree
+			FROM a_votes v
+			JOIN a_items i USING (prompt_id, lo, hi)
+			CROSS JOIN LATERAL (
+				SELECT CASE
+					WHEN op > om AND op > oz THEN 1
+					WHEN om > op AND om > oz THEN -1
+					WHEN oz > op AND oz > om THEN 0
+				END AS maj
+				FROM (SELECT i.np - (v.vote = 1)::int AS op, i.nm - (v.vote = -1)::int AS om, i.nz - (v.vote = 0)::int AS oz) o
+			) mj
+			WHERE i.m >= 3
+			GROUP BY v.labeler_id
+		), contra AS (
+			SELECT labeler_id, count(*) AS n, min(c1) AS c1, min(c2) AS c2
+			FROM (
+				SELECT labeler_id, min(cid) FILTER (WHERE vote = 1) AS c1, min(cid) FILTER (WHERE vote = -1) AS c2
+				FROM a_pairs GROUP BY labeler_id, prompt_id, lo, hi
+				HAVING bool_or(vote = 1) AND bool_or(vote = -1)
+			) x GROUP BY labeler_id
+		)
+		SELECT l.name, vol.comparisons, coalesce(pairs.pairs, 0), coalesce(pairs.ties, 0),
+		       coalesce(loo.agree, 0), coalesce(loo.total, 0),
+		       vol.pos_n, vol.first_wins, vol.pos_exp::float8, vol.pos_var::float8,
+		       coalesce(pairs.len_pairs, 0), coalesce(pairs.longer_wins, 0),
+		       coalesce(contra.n, 0), coalesce(contra.c1, 0), coalesce(contra.c2, 0)
+		FROM vol JOIN labelers l ON l.id = vol.labeler_id
+		LEFT JOIN pairs USING (labeler_id)
+		LEFT JOIN loo USING (labeler_id)
+		LEFT JOIN contra USING (labeler_id)
+		ORDER BY vol.comparisons DESC, l.name`)
+	if err != nil {
+		return fmt.Errorf("labelers: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var l preference.LabelerCounts
+		if err := rows.Scan(&l.Name, &l.Comparisons, &l.Pairs, &l.TiePairs, &l.LOOAgree, &l.LOOTotal,
+			&l.PositionN, &l.PositionFirstWins, &l.PositionExpected, &l.PositionVariance,
+			&l.LengthPairs, &l.LongerWins, &l.Contradictions, &l.ContradictionExample[0], &l.ContradictionExample[1]); err != nil {
+			return fmt.Errorf("labelers: %w", err)
+		}
+		in.Labelers = append(in.Labelers, l)
+	}
+	return rows.Err()
+}
+
+func auditRows(ctx context.Context, tx pgx.Tx, in *preference.AuditInput, snapID *int64) error {
+	// Duplicates: one labeler, the same prompt, the same responses with the
+	// same ranks (in any shown order); near when equal only after
+	// normalising white space.
+	rows, err := tx.Query(ctx, `
+		WITH keyed AS (
+			SELECT s.id, s.labeler_id,
+			       (SELECT md5(string_agg(r.norm || ':' || u.rk, ',' ORDER BY r.norm, u.rk))
+			          FROM unnest(s.response_ids, s.ranks) AS u (rid, rk) JOIN a_resp r ON r.id = u.rid)
+			       || md5(regexp_replace(btrim(p.text), '\s+', ' ', 'g')) AS norm_key,
+			       s.prompt_id::text || '/' || (SELECT string_agg(u.rid || ':' || u.rk, ',' ORDER BY u.rid)
+			          FROM unnest(s.response_ids, s.ranks) AS u (rid, rk)) AS exact_key
+			FROM a_scope s JOIN prompts p ON p.id = s.prompt_id
+		)
+		SELECT l.name, array_agg(k.id ORDER BY k.id), count(DISTINCT k.exact_key) > 1
+		FROM keyed k JOIN labelers l ON l.id = k.labeler_id
+		GROUP BY l.name, k.norm_key HAVING count(*) > 1
+		ORDER BY count(*) DESC, min(k.id) LIMIT $1`, auditListLimit)
+	if err != nil {
+		return fmt.Errorf("duplicates: %w", err)
+	}
+	for rows.Next() {
+		var d preference.DuplicateGroup
+		if err := rows.Scan(&d.Labeler, &d.ComparisonIDs, &d.Near); err != nil {
+			rows.Close()
+			return fmt.Errorf("duplicates: %w", err)
+		}
+		in.Duplicates = append(in.Duplicates, d)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("duplicates: %w", err)
+	}
+
+	degenerate, err := tx.Query(ctx, `
+		SELECT DISTINCT ON (p.cid) p.cid, l.name, s.import_line, 'responses ' || p.lo || ' and ' || p.hi
+		FROM a_pairs p
+		JOIN a_resp a ON a.id = p.lo JOIN a_resp b ON b.id = p.hi
+		JOIN a_scope s ON s.id = p.cid JOIN labelers l ON l.id = p.labeler_id
+		WHERE a.norm = b.norm ORDER BY p.cid LIMIT $1`, auditListLimit)
+	if err != nil {
+		return fmt.Errorf("degenerate pairs: %w", err)
+	}
+	if in.DegeneratePairs, err = pgx.CollectRows(degenerate, pgx.RowToStructByPos[preference.RowRef]); err != nil {
+		return fmt.Errorf("degenerate pairs: %w", err)
+	}
+
+	flagged, err := tx.Query(ctx, `
+		SELECT s.id, l.name, s.import_line, s.flags FROM a_scope s JOIN labelers l ON l.id = s.labeler_id
+		WHERE cardinality(s.flags) > 0 ORDER BY s.id LIMIT $1`, auditListLimit)
+	if err != nil {
+		return fmt.Errorf("flagged rows: %w", err)
+	}
+	for flagged.Next() {
+		var f preference.FlaggedRow
+		if err := flagged.Scan(&f.ComparisonID, &f.Labeler, &f.ImportLine, &f.Flags); err != nil {
+			flagged.Close()
+			return fmt.Errorf("flagged rows: %w", err)
+		}
+		in.FlaggedRows = append(in.FlaggedRows, f)
+	}
+	flagged.Close()
+	counts, err := tx.Query(ctx, `SELECT f, count(*) FROM a_scope, unnest(flags) AS f GROUP BY f`)
+	if err != nil {
+		return fmt.Errorf("flag counts: %w", err)
+	}
+	for counts.Next() {
+		var f string
+		var n int64
+		if err := counts.Scan(&f, &n); err != nil {
+			counts.Close()
+			return fmt.Errorf("flag counts: %w", err)
+		}
+		in.FlagCounts[f] = n
+	}
+	counts.Close()
+
+	if snapID == nil {
+		return nil
+	}
+	rm, err := tx.Query(ctx, `
+		SELECT p.cid, l.name, w.model, w.score, o.score, 1 / (1 + exp(o.score - w.score))
+		FROM a_pairs p
+		JOIN reward_scores w ON w.snapshot_id = $1 AND w.response_id = p.winner
+		JOIN reward_scores o ON o.snapshot_id = $1 AND o.response_id = p.loser AND o.model = w.model
+		JOIN labelers l ON l.id = p.labeler_id
+		WHERE p.vote <> 0 AND o.score > w.score
+		ORDER BY o.score - w.score DESC, p.cid LIMIT 20`, *snapID)
+	if err != nil {
+		return fmt.Errorf("reward-model disagreements: %w", err)
+	}
+	if in.RMDisagreements, err = pgx.CollectRows(rm, pgx.RowToStructByPos[preference.RMDisagreement]); err != nil {
+		return fmt.Errorf("reward-model disagreements: %w", err)
+	}
+	return nil
+}
+
+// RecordRewardScores stores a reward model's scores of responses of a
+// snapshot (for the audit's review list). Scores already stored are kept.
+func (db *DB) RecordRewardScores(ctx context.Context, snapshot, model string, responseIDs []int64, scores []float64) error {
+	if len(responseIDs) != len(scores) {
+		panic("postgres: RecordRewardScores: ids and scores differ in length")
+	}
+	_, err := db.pool.Exec(ctx, `
+		INSERT INTO reward_scores (snapshot_id, model, response_id, score)
+		SELECT s.id, $2, x.rid, x.score FROM label_snapshots s, unnest($3::bigint[], $4::float8[]) AS x (rid, score)
+		WHERE s.name = $1
+		ON CONFLICT DO NOTHING`, snapshot, model, responseIDs, scores)
+	if err != nil {
+		return fmt.Errorf("postgres: record reward scores for %s: %w", snapshot, err)
+	}
+	return nil
+}

@@ -7,6 +7,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"strings"
 )
 
 // Ranking is one labeler's judgement of K >= 2 responses to a prompt.
@@ -46,6 +47,13 @@ func (r Ranking) Validate() error {
 		}
 	}
 	return nil
+}
+
+// NormHash is the SHA-256 of s with its white space normalised (fields
+// joined by one space): texts equal up to white space share it. The audit
+// uses it to find near-duplicates and degenerate pairs.
+func NormHash(s string) [32]byte {
+	return sha256.Sum256([]byte(strings.Join(strings.Fields(s), " ")))
 }
 
 // ContentHash is the SHA-256 of the ranking's content: prompt, responses in

@@ -28,6 +28,9 @@ func (db *DB) AuditCounts(ctx context.Context, snapshot string) (preference.Audi
 			snapID = &s.ID
 			in.Scope = "snapshot " + snapshot
 		}
+		if _, err := tx.Exec(ctx, "SET LOCAL work_mem = '256MB'"); err != nil {
+			return err
+		}
 		for _, q := range auditSetup {
 			args := []any{}
 			if q.snap {
@@ -76,10 +79,10 @@ var auditSetup = []struct {
 		JOIN comparisons c ON c.id = x.id
 		WHERE s.id = $1`, true},
 	// Responses in scope, with length and a normalised-text hash.
+	{"scope stats", `ANALYZE a_scope`, false},
 	{"responses", `CREATE TEMP TABLE a_resp ON COMMIT DROP AS
-		SELECT r.id, char_length(r.text) AS len,
-		       md5(regexp_replace(btrim(r.text), '\s+', ' ', 'g')) AS norm
-		FROM responses r WHERE r.id IN (SELECT unnest(response_ids) FROM a_scope)`, false},
+		SELECT r.id, r.chars AS len, r.norm_sha256 AS norm
+		FROM (SELECT DISTINCT unnest(response_ids) AS id FROM a_scope) s JOIN responses r USING (id)`, false},
 	{"responses index", `CREATE UNIQUE INDEX ON a_resp (id)`, false},
 	// Every pair of responses of every comparison: lo < hi by id; vote +1
 	// when lo is preferred, -1 when hi is, 0 for a tie.
@@ -103,7 +106,7 @@ var auditSetup = []struct {
 		       count(*) FILTER (WHERE vote = -1) AS nm,
 		       count(*) FILTER (WHERE vote = 0) AS nz
 		FROM a_votes GROUP BY prompt_id, lo, hi`, false},
-	{"analyze", `ANALYZE a_scope, a_resp, a_pairs, a_votes, a_items`, false},
+	{"analyze", `ANALYZE a_resp, a_pairs, a_votes, a_items`, false},
 }
 
 func auditLabelers(ctx context.Context, tx pgx.Tx, in *preference.AuditInput) error {
@@ -179,18 +182,26 @@ func auditRows(ctx context.Context, tx pgx.Tx, in *preference.AuditInput, snapID
 	// same ranks (in any shown order); near when equal only after
 	// normalising white space.
 	rows, err := tx.Query(ctx, `
-		WITH keyed AS (
-			SELECT s.id, s.labeler_id,
-			       (SELECT md5(string_agg(r.norm || ':' || u.rk, ',' ORDER BY r.norm, u.rk))
-			          FROM unnest(s.response_ids, s.ranks) AS u (rid, rk) JOIN a_resp r ON r.id = u.rid)
-			       || md5(regexp_replace(btrim(p.text), '\s+', ' ', 'g')) AS norm_key,
-			       s.prompt_id::text || '/' || (SELECT string_agg(u.rid || ':' || u.rk, ',' ORDER BY u.rid)
-			          FROM unnest(s.response_ids, s.ranks) AS u (rid, rk)) AS exact_key
-			FROM a_scope s JOIN prompts p ON p.id = s.prompt_id
+		WITH cand AS (
+			-- only comparisons whose labeler judged a prompt with the same
+			-- normalised text more than once can be duplicates
+			SELECT id, labeler_id, prompt_id, response_ids, ranks, pnorm FROM (
+				SELECT s.id, s.labeler_id, s.prompt_id, s.response_ids, s.ranks, p.norm_sha256 AS pnorm,
+				       count(*) OVER (PARTITION BY s.labeler_id, p.norm_sha256) AS n
+				FROM a_scope s JOIN prompts p ON p.id = s.prompt_id) x
+			WHERE n > 1
+		), keyed AS (
+			SELECT c.id, c.labeler_id,
+			       (SELECT array_agg(r.norm || int2send(u.rk) ORDER BY r.norm, u.rk)
+			          FROM unnest(c.response_ids, c.ranks) AS u (rid, rk) JOIN a_resp r ON r.id = u.rid) AS norm_key,
+			       c.pnorm,
+			       c.prompt_id::text || '/' || (SELECT string_agg(u.rid || ':' || u.rk, ',' ORDER BY u.rid)
+			          FROM unnest(c.response_ids, c.ranks) AS u (rid, rk)) AS exact_key
+			FROM cand c
 		)
 		SELECT l.name, array_agg(k.id ORDER BY k.id), count(DISTINCT k.exact_key) > 1
 		FROM keyed k JOIN labelers l ON l.id = k.labeler_id
-		GROUP BY l.name, k.norm_key HAVING count(*) > 1
+		GROUP BY l.name, k.pnorm, k.norm_key HAVING count(*) > 1
 		ORDER BY count(*) DESC, min(k.id) LIMIT $1`, auditListLimit)
 	if err != nil {
 		return fmt.Errorf("duplicates: %w", err)

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"unicode/utf8"
 
 	"github.com/jackc/pgx/v5"
 
@@ -61,8 +62,11 @@ func (db *DB) Import(ctx context.Context, src ImportSource, info ImportInfo) (Im
 		labeler text NOT NULL,
 		prompt text NOT NULL,
 		prompt_sha bytea NOT NULL,
+		prompt_norm bytea NOT NULL,
 		responses text[] NOT NULL,
 		response_shas bytea[] NOT NULL,
+		response_norms bytea[] NOT NULL,
+		response_chars int[] NOT NULL,
 		ranks smallint[] NOT NULL,
 		content_sha bytea NOT NULL,
 		flags text[] NOT NULL,
@@ -72,7 +76,7 @@ func (db *DB) Import(ctx context.Context, src ImportSource, info ImportInfo) (Im
 	}
 	rows := &stagingRows{src: src}
 	n, err := tx.CopyFrom(ctx, pgx.Identifier{"import_staging"},
-		[]string{"line", "labeler", "prompt", "prompt_sha", "responses", "response_shas", "ranks", "content_sha", "flags", "order_known"}, rows)
+		[]string{"line", "labeler", "prompt", "prompt_sha", "prompt_norm", "responses", "response_shas", "response_norms", "response_chars", "ranks", "content_sha", "flags", "order_known"}, rows)
 	if err != nil {
 		return res, fmt.Errorf("postgres: import: copy: %w", err)
 	}
@@ -99,15 +103,15 @@ func (db *DB) Import(ctx context.Context, src ImportSource, info ImportInfo) (Im
 		{"labelers", `INSERT INTO labelers (name, kind)
 			SELECT DISTINCT labeler, 'imported' FROM import_staging
 			ON CONFLICT (name) DO NOTHING`, nil},
-		{"prompts", `INSERT INTO prompts (text, sha256, source)
-			SELECT DISTINCT ON (prompt_sha) prompt, prompt_sha, $1 FROM import_staging
+		{"prompts", `INSERT INTO prompts (text, sha256, norm_sha256, source)
+			SELECT DISTINCT ON (prompt_sha) prompt, prompt_sha, prompt_norm, $1 FROM import_staging
 			ORDER BY prompt_sha
 			ON CONFLICT (sha256) DO NOTHING`, []any{fmt.Sprintf("import:%d", res.ImportID)}},
-		{"responses", `INSERT INTO responses (prompt_id, text, sha256, source)
-			SELECT DISTINCT ON (p.id, r.sha) p.id, r.text, r.sha, $1
+		{"responses", `INSERT INTO responses (prompt_id, text, sha256, norm_sha256, chars, source)
+			SELECT DISTINCT ON (p.id, r.sha) p.id, r.text, r.sha, r.norm, r.chars, $1
 			FROM import_staging s
 			JOIN prompts p ON p.sha256 = s.prompt_sha
-			CROSS JOIN LATERAL unnest(s.responses, s.response_shas) AS r (text, sha)
+			CROSS JOIN LATERAL unnest(s.responses, s.response_shas, s.response_norms, s.response_chars) AS r (text, sha, norm, chars)
 			ORDER BY p.id, r.sha
 			ON CONFLICT (prompt_id, sha256) DO NOTHING`, []any{fmt.Sprintf("import:%d", res.ImportID)}},
 	}
@@ -177,11 +181,13 @@ func (s *stagingRows) Next() bool {
 
 func (s *stagingRows) Values() ([]any, error) {
 	r := s.cur
-	psum := sha256.Sum256([]byte(r.Prompt))
+	psum, pnorm := sha256.Sum256([]byte(r.Prompt)), preference.NormHash(r.Prompt)
 	shas := make([][]byte, len(r.Responses))
+	norms := make([][]byte, len(r.Responses))
+	chars := make([]int32, len(r.Responses))
 	for i, text := range r.Responses {
-		sum := sha256.Sum256([]byte(text))
-		shas[i] = sum[:]
+		sum, norm := sha256.Sum256([]byte(text)), preference.NormHash(text)
+		shas[i], norms[i], chars[i] = sum[:], norm[:], int32(utf8.RuneCountInString(text))
 	}
 	ranks := make([]int16, len(r.Ranks))
 	for i, rk := range r.Ranks {
@@ -192,7 +198,7 @@ func (s *stagingRows) Values() ([]any, error) {
 		flags[i] = string(f)
 	}
 	content := r.ContentHash()
-	return []any{r.Line, r.Labeler, r.Prompt, psum[:], r.Responses, shas, ranks, content[:], flags, r.OrderKnown}, nil
+	return []any{r.Line, r.Labeler, r.Prompt, psum[:], pnorm[:], r.Responses, shas, norms, chars, ranks, content[:], flags, r.OrderKnown}, nil
 }
 
 func (s *stagingRows) Err() error { return s.err }

@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -146,19 +147,21 @@ func (db *DB) InsertRanking(ctx context.Context, r preference.Ranking, source st
 		if err != nil {
 			return fmt.Errorf("labeler: %w", err)
 		}
-		psum := sha256.Sum256([]byte(r.Prompt))
+		psum, pnorm := sha256.Sum256([]byte(r.Prompt)), preference.NormHash(r.Prompt)
 		prompt, err := upsertID(ctx, tx,
-			"INSERT INTO prompts (text, sha256) VALUES ($1, $2) ON CONFLICT (sha256) DO NOTHING RETURNING id", []any{r.Prompt, psum[:]},
+			"INSERT INTO prompts (text, sha256, norm_sha256) VALUES ($1, $2, $3) ON CONFLICT (sha256) DO NOTHING RETURNING id",
+			[]any{r.Prompt, psum[:], pnorm[:]},
 			"SELECT id FROM prompts WHERE sha256 = $1", psum[:])
 		if err != nil {
 			return fmt.Errorf("prompt: %w", err)
 		}
 		respIDs := make([]int64, len(r.Responses))
 		for i, text := range r.Responses {
-			sum := sha256.Sum256([]byte(text))
+			sum, norm := sha256.Sum256([]byte(text)), preference.NormHash(text)
 			respIDs[i], err = upsertID(ctx, tx,
-				"INSERT INTO responses (prompt_id, text, sha256, source) VALUES ($1, $2, $3, $4) ON CONFLICT (prompt_id, sha256) DO NOTHING RETURNING id",
-				[]any{prompt, text, sum[:], source},
+				`INSERT INTO responses (prompt_id, text, sha256, norm_sha256, chars, source) VALUES ($1, $2, $3, $4, $5, $6)
+				 ON CONFLICT (prompt_id, sha256) DO NOTHING RETURNING id`,
+				[]any{prompt, text, sum[:], norm[:], utf8.RuneCountInString(text), source},
 				"SELECT id FROM responses WHERE prompt_id = $1 AND sha256 = $2", prompt, sum[:])
 			if err != nil {
 				return fmt.Errorf("response %d: %w", i, err)

@@ -22,6 +22,18 @@ ALTER TABLE comparisons
     ADD COLUMN import_id bigint REFERENCES imports (id),
     ADD COLUMN import_line integer;
 
+-- Texts carry the SHA-256 of their white-space-normalised form (computed by
+-- InstructFlow on insert: fields joined by one space) and their length in
+-- characters, so the audit finds near-duplicates and length bias without
+-- re-reading every text. Rows from before get them here.
+ALTER TABLE prompts ADD COLUMN norm_sha256 bytea;
+ALTER TABLE responses ADD COLUMN norm_sha256 bytea, ADD COLUMN chars integer;
+UPDATE prompts SET norm_sha256 = sha256(convert_to(regexp_replace(btrim(text), '\s+', ' ', 'g'), 'UTF8'));
+UPDATE responses SET norm_sha256 = sha256(convert_to(regexp_replace(btrim(text), '\s+', ' ', 'g'), 'UTF8')),
+                     chars = char_length(text);
+ALTER TABLE prompts ALTER COLUMN norm_sha256 SET NOT NULL;
+ALTER TABLE responses ALTER COLUMN norm_sha256 SET NOT NULL, ALTER COLUMN chars SET NOT NULL;
+
 -- The view was expanded when created; it must name the new columns too.
 CREATE OR REPLACE VIEW current_comparisons AS
     SELECT c.* FROM comparisons c

@@ -1,0 +1,75 @@
+// Command genpairs writes N synthetic pairwise preference rows, as the
+// JSONL that `instructflow labels import --format pairwise` reads and as the
+// CSV that psql \copy reads, for scripts/bench_labels.sh. Deterministic.
+package main
+
+import (
+	"bufio"
+	"encoding/csv"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"strings"
+)
+
+func main() {
+	n := flag.Int("n", 1_000_000, "rows")
+	jsonl := flag.String("jsonl", "pairs.jsonl", "JSONL output")
+	csvPath := flag.String("csv", "pairs.csv", "CSV output")
+	flag.Parse()
+	if err := run(*n, *jsonl, *csvPath); err != nil {
+		fmt.Fprintln(os.Stderr, "genpairs:", err)
+		os.Exit(1)
+	}
+}
+
+var words = strings.Fields("the a model answer question helpful harmless honest label reward policy prompt " +
+	"response token train value loss step batch rank pair human assistant explain why how what when")
+
+func sentence(rng *rand.Rand, n int) string {
+	w := make([]string, n)
+	for i := range w {
+		w[i] = words[rng.IntN(len(words))]
+	}
+	return strings.Join(w, " ")
+}
+
+func run(n int, jsonlPath, csvPath string) error {
+	rng := rand.New(rand.NewPCG(1, 2))
+	jf, err := os.Create(jsonlPath)
+	if err != nil {
+		return err
+	}
+	defer jf.Close()
+	cf, err := os.Create(csvPath)
+	if err != nil {
+		return err
+	}
+	defer cf.Close()
+	jw, cw := bufio.NewWriterSize(jf, 1<<20), csv.NewWriter(bufio.NewWriterSize(cf, 1<<20))
+	enc := json.NewEncoder(jw)
+	prompts := n / 4 // four comparisons per prompt on average
+	for i := range n {
+		pid := rng.IntN(prompts)
+		p := fmt.Sprintf("q%d: %s?", pid, sentence(rand.New(rand.NewPCG(uint64(pid), 3)), 12))
+		row := struct {
+			Prompt   string `json:"prompt"`
+			Chosen   string `json:"chosen"`
+			Rejected string `json:"rejected"`
+			Labeler  string `json:"labeler"`
+		}{p, sentence(rng, 20+rng.IntN(20)), sentence(rng, 20+rng.IntN(20)), fmt.Sprintf("labeler-%02d", i%40)}
+		if err := enc.Encode(row); err != nil {
+			return err
+		}
+		if err := cw.Write([]string{row.Prompt, row.Chosen, row.Rejected, row.Labeler}); err != nil {
+			return err
+		}
+	}
+	cw.Flush()
+	if err := cw.Error(); err != nil {
+		return err
+	}
+	return jw.Flush()
+}

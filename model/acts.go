@@ -15,6 +15,7 @@ type activations struct {
 	lnfRstd         []float32 // (N)
 	logits          []float32 // (N,V); Backward turns it into dlogits
 	lse             []float32 // (N) logsumexp of each logits row
+	headScratch     []float32 // (chunks(N),V)
 	logp, ent       []float32 // (N)
 	values          []float32 // (N)
 
@@ -25,6 +26,7 @@ type activations struct {
 	dfch            []float32 // (N,4C)
 	du              []float32 // (N,r)
 	lnScratch       []float32 // (chunks(N),2C)
+	ones            []float32 // (N) all 1: bias gradients are ones @ dout
 }
 
 type layerActs struct {
@@ -75,6 +77,7 @@ func (a *activations) resize(m *Model, B, T int, targets bool) {
 	if targets {
 		a.logits = grow(a.logits, N*V)
 		a.lse, a.logp, a.ent = grow(a.lse, N), grow(a.logp, N), grow(a.ent, N)
+		a.headScratch = grow(a.headScratch, chunks(N, rowChunk)*V)
 	}
 	a.values = grow(a.values, N)
 	a.dres, a.dln, a.dlnf = grow(a.dres, N*C), grow(a.dln, N*C), grow(a.dlnf, N*C)
@@ -83,4 +86,10 @@ func (a *activations) resize(m *Model, B, T int, targets bool) {
 	a.dfch = grow(a.dfch, N*4*C)
 	a.du = grow(a.du, N*r)
 	a.lnScratch = grow(a.lnScratch, chunks(N, rowChunk)*2*C)
+	if len(a.ones) < N {
+		a.ones = make([]float32, N)
+		for i := range a.ones {
+			a.ones[i] = 1
+		}
+	}
 }

@@ -5,7 +5,7 @@ import (
 	"io"
 	"slices"
 
-	"github.com/instructflow/instructflow/model/blas"
+	"github.com/instructflow/instructflow/model/kernel"
 )
 
 // WriteWeights writes the tensors of the given groups (all when none are
@@ -94,7 +94,7 @@ func (m *Model) MergeLoRA() *Model {
 		for i, li := range m.blocks[l].linears() {
 			// w (C,OC) += scale * A^T (C,r) @ B^T (r,OC)
 			dst := out.blocks[l].linears()[i].w.Data
-			blas.Gemm(true, true, li.C, li.OC, r, li.scale, li.loraA.Data, li.C, li.loraB.Data, r, 1, dst, li.OC)
+			kernel.Gemm(true, true, li.C, li.OC, r, li.scale, li.loraA.Data, li.C, li.loraB.Data, r, 1, dst, li.OC)
 		}
 	}
 	return out

@@ -134,13 +134,6 @@ func TestDeterminism(t *testing.T) {
 				}
 			})
 
-			t.Run("training learns", func(t *testing.T) {
-				// a guard that the steps above did something
-				fresh := newTrainer(t, tc.cfg, 1)
-				if sameBits(fresh.m.Params, straight.m.Params) < 0 {
-					t.Fatal("parameters did not change")
-				}
-			})
 		})
 	}
 }

@@ -3,7 +3,7 @@ package model
 import (
 	"math"
 
-	"github.com/instructflow/instructflow/model/blas"
+	"github.com/instructflow/instructflow/model/kernel"
 )
 
 // The layers, each forward beside its backward. N is the number of token rows
@@ -50,24 +50,8 @@ func encoderBackward(dwte, dwpe, dout []float32, tokens []int32, B, T, C int) {
 // mean (N) and rstd (N) for the backward.
 func layernormForward(p pool, out, mean, rstd, inp, w, b []float32, N, C int) {
 	p.run(chunks(N, rowChunk), func(c int) {
-		for n := c * rowChunk; n < min(N, (c+1)*rowChunk); n++ {
-			x := inp[n*C : (n+1)*C]
-			var m float32
-			for _, v := range x {
-				m += v
-			}
-			m /= float32(C)
-			var v2 float32
-			for _, v := range x {
-				v2 += (v - m) * (v - m)
-			}
-			s := 1 / float32(math.Sqrt(float64(v2/float32(C)+lnEps)))
-			o := out[n*C : (n+1)*C]
-			for i, v := range x {
-				o[i] = (v-m)*s*w[i] + b[i]
-			}
-			mean[n], rstd[n] = m, s
-		}
+		n0, n1 := c*rowChunk, min(N, (c+1)*rowChunk)
+		kernel.LayerNorm(out[n0*C:n1*C], mean[n0:n1], rstd[n0:n1], inp[n0*C:n1*C], w, b, n1-n0, C, lnEps)
 	})
 }
 
@@ -80,26 +64,8 @@ func layernormBackward(p pool, dinp, dw, db, scratch, dout, inp, w, mean, rstd [
 	p.run(nc, func(c int) {
 		part := scratch[c*2*C : (c+1)*2*C]
 		clear(part)
-		pw, pb := part[:C], part[C:]
-		for n := c * rowChunk; n < min(N, (c+1)*rowChunk); n++ {
-			x, d, di := inp[n*C:(n+1)*C], dout[n*C:(n+1)*C], dinp[n*C:(n+1)*C]
-			m, s := mean[n], rstd[n]
-			var dnormMean, dnormNormMean float32
-			for i := range d {
-				norm := (x[i] - m) * s
-				dn := w[i] * d[i]
-				dnormMean += dn
-				dnormNormMean += dn * norm
-			}
-			dnormMean /= float32(C)
-			dnormNormMean /= float32(C)
-			for i := range d {
-				norm := (x[i] - m) * s
-				di[i] += (w[i]*d[i] - dnormMean - norm*dnormNormMean) * s
-				pw[i] += norm * d[i]
-				pb[i] += d[i]
-			}
-		}
+		n0, n1 := c*rowChunk, min(N, (c+1)*rowChunk)
+		kernel.LayerNormBackward(dinp[n0*C:n1*C], part[:C], part[C:], dout[n0*C:n1*C], inp[n0*C:n1*C], w, mean[n0:n1], rstd[n0:n1], n1-n0, C)
 	})
 	for c := range nc {
 		part := scratch[c*2*C : (c+1)*2*C]
@@ -148,8 +114,8 @@ func linearForward(p pool, out, u, inp []float32, l *linear, N int, accumulate b
 // linearBackward: dinp (N,C) = dout (N,OC) @ w^T (overwritten; nil skips it),
 // plus the adapter's share; dw (C,OC) += inp^T @ dout and db (OC) += dout
 // summed over rows for trainable tensors; dA, dB likewise. du (N,r) is
-// scratch.
-func linearBackward(p pool, dinp, du, dout, inp, u []float32, l *linear, N int) {
+// scratch; ones (N) holds 1s.
+func linearBackward(p pool, dinp, du, ones, dout, inp, u []float32, l *linear, N int) {
 	C, OC := l.C, l.OC
 	if dinp != nil {
 		p.gemm(false, true, N, C, OC, 1, dout, OC, l.w.Data, OC, 0, dinp, C)
@@ -158,13 +124,8 @@ func linearBackward(p pool, dinp, du, dout, inp, u []float32, l *linear, N int) 
 		p.gemm(true, false, C, OC, N, 1, inp, C, dout, OC, 1, l.w.Grad, OC)
 	}
 	if l.b.Trainable {
-		db := l.b.Grad
-		p.run(chunks(OC, colChunk), func(c int) {
-			j0, j1 := c*colChunk, min(OC, (c+1)*colChunk)
-			for n := range N {
-				axpy(db[j0:j1], dout[n*OC+j0:n*OC+j1], 1)
-			}
-		})
+		// db (1,OC) += ones (1,N) @ dout (N,OC)
+		p.gemm(false, false, 1, OC, N, 1, ones, N, dout, OC, 1, l.b.Grad, OC)
 	}
 	if l.loraA == nil {
 		return
@@ -194,12 +155,12 @@ func attentionForward(p pool, out, att, qkv []float32, B, T, C, NH int) {
 		q := qkv[b*T*3*C+h*hs:]
 		a := att[bh*T*T : (bh+1)*T*T]
 		// a (T,T) = scale * q (T,hs) @ k^T (hs,T)
-		blas.Gemm(false, true, T, T, hs, scale, q, 3*C, q[C:], 3*C, 0, a, T)
+		kernel.Gemm(false, true, T, T, hs, scale, q, 3*C, q[C:], 3*C, 0, a, T)
 		for t := range T {
 			softmaxCausal(a[t*T:(t+1)*T], t+1)
 		}
 		// out (T,hs) = a (T,T) @ v (T,hs)
-		blas.Gemm(false, false, T, hs, T, 1, a, T, q[2*C:], 3*C, 0, out[b*T*C+h*hs:], C)
+		kernel.Gemm(false, false, T, hs, T, 1, a, T, q[2*C:], 3*C, 0, out[b*T*C+h*hs:], C)
 	})
 }
 
@@ -209,12 +170,7 @@ func softmaxCausal(row []float32, n int) {
 	for _, v := range row[1:n] {
 		m = max(m, v)
 	}
-	var sum float32
-	for i, v := range row[:n] {
-		e := expf(v - m)
-		row[i] = e
-		sum += e
-	}
+	sum, _ := kernel.Exps(row[:n], row[:n], m, 1)
 	inv := 1 / sum
 	for i := range row[:n] {
 		row[i] *= inv
@@ -234,8 +190,8 @@ func attentionBackward(p pool, dqkv, datt, dout, att, qkv []float32, B, T, C, NH
 		do := dout[b*T*C+h*hs:]
 		a, da := att[bh*T*T:(bh+1)*T*T], datt[bh*T*T:(bh+1)*T*T]
 		// da (T,T) = do (T,hs) @ v^T; dv (T,hs) = a^T @ do
-		blas.Gemm(false, true, T, T, hs, 1, do, C, q[2*C:], 3*C, 0, da, T)
-		blas.Gemm(true, false, T, hs, T, 1, a, T, do, C, 0, dq[2*C:], 3*C)
+		kernel.Gemm(false, true, T, T, hs, 1, do, C, q[2*C:], 3*C, 0, da, T)
+		kernel.Gemm(true, false, T, hs, T, 1, a, T, do, C, 0, dq[2*C:], 3*C)
 		// through the softmax, into the scaled scores
 		for t := range T {
 			ar, dr := a[t*T:(t+1)*T], da[t*T:(t+1)*T]
@@ -249,59 +205,52 @@ func attentionBackward(p pool, dqkv, datt, dout, att, qkv []float32, B, T, C, NH
 			clear(dr[t+1:])
 		}
 		// dq (T,hs) = da @ k; dk (T,hs) = da^T @ q
-		blas.Gemm(false, false, T, hs, T, 1, da, T, q[C:], 3*C, 0, dq, 3*C)
-		blas.Gemm(true, false, T, hs, T, 1, da, T, q, 3*C, 0, dq[C:], 3*C)
+		kernel.Gemm(false, false, T, hs, T, 1, da, T, q[C:], 3*C, 0, dq, 3*C)
+		kernel.Gemm(true, false, T, hs, T, 1, da, T, q, 3*C, 0, dq[C:], 3*C)
 	})
 }
 
-const geluK = 0.7978845608028654 // sqrt(2/pi)
-
-// geluForward: out (n) = 0.5*x*(1+tanh(sqrt(2/pi)*(x+0.044715*x^3))).
+// geluForward: out (n) = gelu(inp (n)), tanh form.
 func geluForward(p pool, out, inp []float32, n int) {
 	p.run(chunks(n, elemChunk), func(c int) {
-		for i := c * elemChunk; i < min(n, (c+1)*elemChunk); i++ {
-			x := inp[i]
-			out[i] = 0.5 * x * (1 + tanhf(geluK*(x+0.044715*x*x*x)))
-		}
+		lo, hi := c*elemChunk, min(n, (c+1)*elemChunk)
+		kernel.Gelu(out[lo:hi], inp[lo:hi])
 	})
 }
 
-// geluBackward: d (n) *= gelu'(inp), in place.
+// geluBackward: d (n) *= gelu'(inp (n)), in place.
 func geluBackward(p pool, d, inp []float32, n int) {
 	p.run(chunks(n, elemChunk), func(c int) {
-		for i := c * elemChunk; i < min(n, (c+1)*elemChunk); i++ {
-			x := inp[i]
-			th := tanhf(geluK * (x + 0.044715*x*x*x))
-			sech2 := 1 - th*th
-			d[i] *= 0.5*(1+th) + 0.5*x*sech2*geluK*(1+3*0.044715*x*x)
-		}
+		lo, hi := c*elemChunk, min(n, (c+1)*elemChunk)
+		kernel.GeluBackward(d[lo:hi], inp[lo:hi])
 	})
 }
 
 // lmHeadForward: logits (N,V) = lnf (N,C) @ wte^T, with the tied embedding
 // wte (V,C). For each row n it keeps lse[n] = logsumexp(logits[n]) and
 // writes logp[n] = log softmax(logits[n])[targets[n]] (0 where the target is
-// -1) and ent[n] = the entropy of softmax(logits[n]).
-func lmHeadForward(p pool, logits, lse, logp, ent, lnf, wte []float32, targets []int32, N, V, C int) {
+// -1) and ent[n] = the entropy of softmax(logits[n]). scratch holds
+// chunks(N,rowChunk)*V floats.
+func lmHeadForward(p pool, logits, lse, logp, ent, scratch, lnf, wte []float32, targets []int32, N, V, C int) {
 	p.gemm(false, true, N, V, C, 1, lnf, C, wte, C, 0, logits, V)
-	p.run(N, func(n int) {
-		z := logits[n*V : (n+1)*V]
-		m := z[0]
-		for _, v := range z[1:] {
-			m = max(m, v)
-		}
-		var sum, sumEZ float64
-		for _, v := range z {
-			e := float64(expf(v - m))
-			sum += e
-			sumEZ += e * float64(v-m)
-		}
-		l := math.Log(sum)
-		lse[n] = m + float32(l)
-		ent[n] = float32(l - sumEZ/sum)
-		logp[n] = 0
-		if y := targets[n]; y >= 0 {
-			logp[n] = z[y] - lse[n]
+	p.run(chunks(N, rowChunk), func(c int) {
+		e := scratch[c*V : (c+1)*V]
+		for n := c * rowChunk; n < min(N, (c+1)*rowChunk); n++ {
+			z := logits[n*V : (n+1)*V]
+			m := z[0]
+			for _, v := range z[1:] {
+				m = max(m, v)
+			}
+			// with s = sum(exp(z-m)): lse = m + log s, and
+			// ent = -sum(p*log p) = log s - sum(exp(z-m)*(z-m))/s
+			s, ws := kernel.Exps(e, z, m, 1)
+			l := float32(math.Log(float64(s)))
+			lse[n] = m + l
+			ent[n] = l - ws/s
+			logp[n] = 0
+			if y := targets[n]; y >= 0 {
+				logp[n] = z[y] - lse[n]
+			}
 		}
 	})
 }
@@ -309,27 +258,30 @@ func lmHeadForward(p pool, logits, lse, logp, ent, lnf, wte []float32, targets [
 // lmHeadBackward turns logits (N,V) into dlogits in place from the seeds
 // dlogp (N) and dent (N) (either may be nil), then dlnf (N,C) = dlogits @ wte
 // (overwritten) and dwte (V,C) += dlogits^T @ lnf unless dwte is nil.
+// scratch is as for lmHeadForward.
 //
 // With p = softmax(z): dlogp/dz_i = [i==y] - p_i and
 // dent/dz_i = -p_i*(log p_i + ent).
-func lmHeadBackward(p pool, dlnf, dwte, logits, lse, ent, dlogp, dent, lnf, wte []float32, targets []int32, N, V, C int) {
-	p.run(N, func(n int) {
-		z := logits[n*V : (n+1)*V]
-		var gl, ge float32
-		if dlogp != nil && targets[n] >= 0 {
-			gl = dlogp[n]
-		}
-		if dent != nil {
-			ge = dent[n]
-		}
-		l, h := lse[n], ent[n]
-		for i, v := range z {
-			lp := v - l
-			pr := expf(lp)
-			z[i] = -gl*pr - ge*pr*(lp+h)
-		}
-		if gl != 0 {
-			z[targets[n]] += gl
+func lmHeadBackward(p pool, dlnf, dwte, logits, lse, ent, scratch, dlogp, dent, lnf, wte []float32, targets []int32, N, V, C int) {
+	p.run(chunks(N, rowChunk), func(c int) {
+		pr := scratch[c*V : (c+1)*V]
+		for n := c * rowChunk; n < min(N, (c+1)*rowChunk); n++ {
+			z := logits[n*V : (n+1)*V]
+			var gl, ge float32
+			if dlogp != nil && targets[n] >= 0 {
+				gl = dlogp[n]
+			}
+			if dent != nil {
+				ge = dent[n]
+			}
+			l, h := lse[n], ent[n]
+			kernel.Exps(pr, z, l, 1)
+			for i, v := range z {
+				z[i] = -gl*pr[i] - ge*pr[i]*(v-l+h)
+			}
+			if gl != 0 {
+				z[targets[n]] += gl
+			}
 		}
 	})
 	p.gemm(false, false, N, C, V, 1, logits, V, wte, C, 0, dlnf, C)

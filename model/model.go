@@ -6,7 +6,9 @@
 // It is written the way llm.c is: all parameters live in one flat buffer
 // (Model.Params, gradients in Model.Grads) viewed as named tensors, and each
 // layer's forward sits beside its backward with tensor shapes in comments
-// (layers.go). Matrix multiplies go through package blas.
+// (layers.go). Matrix multiplies and the few other compute-bound loops go
+// through package kernel (OpenBLAS and small C loops, or pure Go under the
+// noblas build tag).
 //
 // One training step is: Forward a batch, read its Output (per-token
 // log-probabilities of the targets, entropies, values), compute the loss
@@ -278,7 +280,7 @@ func (m *Model) Forward(b Batch) (Output, error) {
 
 	var out Output
 	if b.Targets != nil {
-		lmHeadForward(p, a.logits, a.lse, a.logp, a.ent, a.lnf, m.wte.Data, a.targets, N, V, C)
+		lmHeadForward(p, a.logits, a.lse, a.logp, a.ent, a.headScratch, a.lnf, m.wte.Data, a.targets, N, V, C)
 		out.LogProbs, out.Entropy = a.logp, a.ent
 	}
 	if m.vw != nil {
@@ -347,16 +349,13 @@ func (m *Model) Backward(g Grad) {
 	dres := a.dres // (N,C): dLoss/d(residual stream), carried down the blocks
 	clear(a.dlnf)
 	if a.hasTargets && (g.LogProbs != nil || g.Entropy != nil) {
-		lmHeadBackward(p, a.dlnf, grad(m.wte), a.logits, a.lse, a.ent, g.LogProbs, g.Entropy, a.lnf, m.wte.Data, a.targets, N, V, C)
+		lmHeadBackward(p, a.dlnf, grad(m.wte), a.logits, a.lse, a.ent, a.headScratch, g.LogProbs, g.Entropy, a.lnf, m.wte.Data, a.targets, N, V, C)
 	}
 	if g.Values != nil {
 		valueBackward(a.dlnf, grad(m.vw), grad(m.vb), g.Values, a.lnf, m.vw.Data, N, C)
 	}
 	clear(dres)
-	last := a.enc
-	if len(m.blocks) > 0 {
-		last = a.layers[len(m.blocks)-1].res3
-	}
+	last := a.layers[len(m.blocks)-1].res3 // the final LayerNorm's input
 	layernormBackward(p, dres, grad(m.lnfw), grad(m.lnfb), a.lnScratch, a.dlnf, last, m.lnfw.Data, a.lnfMean, a.lnfRstd, N, C)
 
 	for l := len(m.blocks) - 1; l >= 0; l-- {
@@ -366,14 +365,14 @@ func (m *Model) Backward(g Grad) {
 			inp = a.layers[l-1].res3
 		}
 		// MLP: dres holds dLoss/d(res3); the residual passes it on unchanged.
-		linearBackward(p, a.dfch, a.du, dres, la.fchGelu, la.u[3], &bl.fcProj, N)
+		linearBackward(p, a.dfch, a.du, a.ones, dres, la.fchGelu, la.u[3], &bl.fcProj, N)
 		geluBackward(p, a.dfch, la.fch, N*4*C)
-		linearBackward(p, a.dln, a.du, a.dfch, la.ln2, la.u[2], &bl.fc, N)
+		linearBackward(p, a.dln, a.du, a.ones, a.dfch, la.ln2, la.u[2], &bl.fc, N)
 		layernormBackward(p, dres, grad(bl.ln2w), grad(bl.ln2b), a.lnScratch, a.dln, la.res2, bl.ln2w.Data, la.ln2Mean, la.ln2Rstd, N, C)
 		// attention: dres now holds dLoss/d(res2).
-		linearBackward(p, a.dln, a.du, dres, la.atty, la.u[1], &bl.attProj, N)
+		linearBackward(p, a.dln, a.du, a.ones, dres, la.atty, la.u[1], &bl.attProj, N)
 		attentionBackward(p, a.dqkv, a.datt, a.dln, la.att, la.qkv, B, T, C, NH)
-		linearBackward(p, a.dln, a.du, a.dqkv, la.ln1, la.u[0], &bl.qkv, N)
+		linearBackward(p, a.dln, a.du, a.ones, a.dqkv, la.ln1, la.u[0], &bl.qkv, N)
 		layernormBackward(p, dres, grad(bl.ln1w), grad(bl.ln1b), a.lnScratch, a.dln, inp, bl.ln1w.Data, la.ln1Mean, la.ln1Rstd, N, C)
 	}
 	encoderBackward(grad(m.wte), grad(m.wpe), dres, a.tokens, B, T, C)

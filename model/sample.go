@@ -6,7 +6,7 @@ import (
 	"math"
 	"slices"
 
-	"github.com/instructflow/instructflow/model/blas"
+	"github.com/instructflow/instructflow/model/kernel"
 )
 
 // SampleConfig says how Sample picks tokens.
@@ -110,8 +110,13 @@ func (m *Model) checkSample(prompts [][]int32, sc SampleConfig, rng *RNG) error 
 // positions. Each row's keys and values go into the cache before attention,
 // so a row sees every earlier row of its sequence, in this call or before.
 type sampler struct {
-	m    *Model
-	k, v [][]float32 // per layer, (S, Context, C)
+	m *Model
+	// The key/value cache, per layer: keys (S, NH, hs, Context), transposed
+	// so attention reads them contiguously, and values (S, NH, Context, hs).
+	k, v [][]float32
+	// wteT (C,V) is the tied embedding transposed, so that the LM head is a
+	// plain product, which the thin GEMM kernel runs without repacking wte.
+	wteT []float32
 	rows []sampleRow
 	want []int // rows whose logits forward returns, in order
 
@@ -139,6 +144,15 @@ func newSampler(m *Model, S, maxRows int) *sampler {
 		s.k[l], s.v[l] = make([]float32, S*T*C), make([]float32, S*T*C)
 	}
 	s.rows = make([]sampleRow, 0, max(maxRows, S))
+	V := cfg.Vocab
+	s.wteT = make([]float32, C*V)
+	m.pool.run(chunks(V, colChunk), func(c int) {
+		for v := c * colChunk; v < min(V, (c+1)*colChunk); v++ {
+			for i, x := range m.wte.Data[v*C : (v+1)*C] {
+				s.wteT[i*V+v] = x
+			}
+		}
+	})
 	s.order, s.probs = make([]int32, cfg.Vocab), make([]float32, cfg.Vocab)
 	return s
 }
@@ -174,20 +188,20 @@ func (s *sampler) forward() []float32 {
 		layernormForward(p, s.ln, s.mean, s.rstd, s.x, bl.ln1w.Data, bl.ln1b.Data, M, C)
 		linearForward(p, s.qkv, s.u, s.ln, &bl.qkv, M, false)
 		for i, row := range s.rows {
-			at := (row.seq*T + row.pos) * C
-			copy(kc[at:at+C], s.qkv[i*3*C+C:i*3*C+2*C])
-			copy(vc[at:at+C], s.qkv[i*3*C+2*C:(i+1)*3*C])
+			for h := range NH {
+				head := (row.seq*NH + h) * T * hs
+				for d, x := range s.qkv[i*3*C+C+h*hs : i*3*C+C+(h+1)*hs] {
+					kc[head+d*T+row.pos] = x
+				}
+				copy(vc[head+row.pos*hs:head+(row.pos+1)*hs], s.qkv[i*3*C+2*C+h*hs:])
+			}
 		}
 		p.run(M*NH, func(task int) {
 			i, h := task/NH, task%NH
 			row := s.rows[i]
 			n := row.pos + 1
-			base := row.seq*T*C + h*hs
-			sc := s.scores[task*T : task*T+n]
-			// sc (1,n) = scale * q (1,hs) @ K^T (hs,n); out (1,hs) = sc @ V (n,hs)
-			blas.Gemm(false, true, 1, n, hs, scale, s.qkv[i*3*C+h*hs:], 3*C, kc[base:], C, 0, sc, n)
-			softmaxCausal(sc, n)
-			blas.Gemm(false, false, 1, hs, n, 1, sc, n, vc[base:], C, 0, s.atty[i*C+h*hs:], C)
+			base := (row.seq*NH + h) * T * hs
+			kernel.Attend(s.atty[i*C+h*hs:], s.qkv[i*3*C+h*hs:], kc[base:], vc[base:], n, hs, T, scale, s.scores[task*T:(task+1)*T])
 		})
 		linearForward(p, s.x, s.u, s.atty, &bl.attProj, M, true)
 		layernormForward(p, s.ln, s.mean, s.rstd, s.x, bl.ln2w.Data, bl.ln2b.Data, M, C)
@@ -201,7 +215,7 @@ func (s *sampler) forward() []float32 {
 	}
 	layernormForward(p, s.selLN, s.mean, s.rstd, s.sel, m.lnfw.Data, m.lnfb.Data, W, C)
 	s.logits = grow(s.logits, W*V)
-	p.gemm(false, true, W, V, C, 1, s.selLN, C, m.wte.Data, C, 0, s.logits, V)
+	p.gemm(false, false, W, V, C, 1, s.selLN, C, s.wteT, V, 0, s.logits, V)
 	return s.logits
 }
 
@@ -216,13 +230,17 @@ func (s *sampler) pick(z []float32, sc SampleConfig, rng *RNG) (int32, float32) 
 				best = i
 			}
 		}
-		return int32(best), z[best] - logSumExp(z, 1)
+		sum, _ := kernel.Exps(s.probs, z, z[best], 1)
+		return int32(best), -float32(math.Log(float64(sum)))
 	}
-	lse := logSumExp(z, temp)
-	probs := s.probs
-	for i, v := range z {
-		probs[i] = expf(v/temp - lse)
+	// probs = exp((z - max)/temp), unnormalised, summing to total
+	zmax := z[0]
+	for _, v := range z[1:] {
+		zmax = max(zmax, v)
 	}
+	probs, inv := s.probs, 1/temp
+	sum, _ := kernel.Exps(probs, z, zmax, inv)
+	total := float64(sum)
 	V := len(z)
 	cand := s.order[:V]
 	for i := range cand {
@@ -242,16 +260,19 @@ func (s *sampler) pick(z []float32, sc SampleConfig, rng *RNG) (int32, float32) 
 			var cum float64
 			for j, i := range cand {
 				cum += float64(probs[i])
-				if cum >= float64(sc.TopP) {
+				if cum >= float64(sc.TopP)*total {
 					cand = cand[:j+1]
 					break
 				}
 			}
 		}
 	}
-	var mass float64
-	for _, i := range cand {
-		mass += float64(probs[i])
+	mass := total
+	if len(cand) < V {
+		mass = 0
+		for _, i := range cand {
+			mass += float64(probs[i])
+		}
 	}
 	target := float64(rng.Float32()) * mass
 	choice := cand[len(cand)-1]
@@ -263,18 +284,5 @@ func (s *sampler) pick(z []float32, sc SampleConfig, rng *RNG) (int32, float32) 
 			break
 		}
 	}
-	return choice, z[choice]/temp - lse
-}
-
-// logSumExp returns log(sum(exp(z/temp))).
-func logSumExp(z []float32, temp float32) float32 {
-	m := z[0]
-	for _, v := range z[1:] {
-		m = max(m, v)
-	}
-	var sum float64
-	for _, v := range z {
-		sum += float64(expf((v - m) / temp))
-	}
-	return m/temp + float32(math.Log(sum))
+	return choice, (z[choice]-zmax)*inv - float32(math.Log(total))
 }

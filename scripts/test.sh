@@ -27,6 +27,11 @@ bin/instructflow dev >"$log" 2>&1 &
 dev=$!
 stop_stack() {
 	kill -INT "$dev" 2>/dev/null || true
+	for _ in $(seq 1 120); do
+		kill -0 "$dev" 2>/dev/null || break
+		sleep 0.5
+	done
+	kill -KILL "$dev" 2>/dev/null || true
 	wait "$dev" 2>/dev/null || true
 }
 trap stop_stack EXIT
@@ -46,3 +51,5 @@ export INSTRUCTFLOW_INTEGRATION=1
 numeric='/model($|/)|/tokenizer$'
 go test -race -count=1 $(go list ./... | grep -Ev "$numeric")
 go test -count=1 $(go list ./... | grep -E "$numeric")
+# The pure-Go kernels (no cgo, no OpenBLAS) pass the same tests.
+go test -count=1 -tags noblas $(go list ./... | grep -E "$numeric")

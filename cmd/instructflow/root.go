@@ -52,6 +52,7 @@ See ` + "`instructflow config show`" + `.`,
 		newCheckCmd(a),
 		newQuickstartCmd(a),
 		newLabelsCmd(a),
+		newBenchCmd(),
 	)
 	return root
 }

@@ -1,6 +1,6 @@
 //go:build noblas
 
-package blas
+package kernel
 
 // Name says which kernel this build uses.
 const Name = "go"

@@ -1,4 +1,4 @@
-package blas
+package kernel
 
 import (
 	"math"
@@ -57,6 +57,9 @@ func TestGemm(t *testing.T) {
 		{"strided nn", false, false, 16, 17, 33, -1, 1, 3},
 		{"strided nt beta", false, true, 9, 31, 12, 1, 1, 5},
 		{"k zero scales c", false, false, 3, 4, 0, 1, 0.5, 0},
+		{"thin tiles and edges", false, false, 9, 150, 33, 1, 0, 3},
+		{"thin tiles beta", false, false, 16, 128, 40, 0.5, 0.5, 0},
+		{"above thin", false, false, 70, 130, 20, 1, 1, 1},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

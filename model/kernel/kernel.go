@@ -1,11 +1,21 @@
-// Package blas is the engine's one matrix-multiply kernel: a row-major
-// single-precision GEMM.
+// Package kernel holds the engine's few compute-bound inner loops: a
+// row-major single-precision GEMM, the tanh GELU, LayerNorm, one query's
+// attention over a key/value cache, and a fused exp-and-sum for softmax.
 //
-// The default build calls OpenBLAS through cgo (libopenblas-dev), pinned to one
-// thread: the engine splits work into fixed chunks itself, so results do not
-// depend on how many cores run them. Building with the noblas tag swaps in a
-// pure-Go kernel with the same contract.
-package blas
+// The default build uses cgo. GEMM calls OpenBLAS (libopenblas-dev) pinned to
+// one thread, since the engine splits work into fixed chunks itself so that
+// results do not depend on how many cores run them; products without
+// transposes and with at most 64 rows (sampling's decode steps, small tiles)
+// go instead to a register-tiled C loop that reads its operands in place:
+// OpenBLAS repacks the whole right-hand matrix on every call, which dominates
+// such thin products. The other kernels are small C loops the compiler
+// vectorises. All C loops are built for AVX-512, AVX2+FMA and plain x86-64,
+// and the best the CPU supports is picked at start-up. Building with the
+// noblas tag swaps in pure Go with the same contracts (and no cgo).
+//
+// Every function runs on one thread and panics, naming the package, when its
+// slices do not fit the shapes it is given.
+package kernel
 
 import "fmt"
 
@@ -34,7 +44,7 @@ func check(transA, transB bool, m, n, k int, a []float32, lda int, b []float32, 
 	}
 	need := func(name string, s []float32, rows, cols, ld int) {
 		if m < 0 || n < 0 || k < 0 || ld < cols || (rows > 0 && len(s) < (rows-1)*ld+cols) {
-			panic(fmt.Sprintf("blas: gemm %s: %d elements for (%d,%d) with stride %d", name, len(s), rows, cols, ld))
+			panic(fmt.Sprintf("kernel: gemm %s: %d elements for (%d,%d) with stride %d", name, len(s), rows, cols, ld))
 		}
 	}
 	if k > 0 {

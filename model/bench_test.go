@@ -1,0 +1,75 @@
+package model
+
+import "testing"
+
+// BenchmarkTrainStep is one training step (forward, backward, AdamW) of the
+// bench package's tiny preset shape; see package bench for the full
+// benchmark.
+func BenchmarkTrainStep(b *testing.B) {
+	cfg := Config{Vocab: 96, Context: 64, Layers: 4, Heads: 4, Width: 128}
+	m, err := New(cfg, NewRNG(1))
+	if err != nil {
+		b.Fatal(err)
+	}
+	m.SetThreads(1)
+	const B, T = 32, 64
+	rng := NewRNG(2)
+	tokens, targets, dlogp, mask := make([]int32, B*T), make([]int32, B*T), make([]float32, B*T), make([]float32, B*T)
+	for i := range tokens {
+		tokens[i], targets[i], mask[i] = int32(rng.IntN(cfg.Vocab)), int32(rng.IntN(cfg.Vocab)), 1
+	}
+	opt := NewAdamW(m, DefaultAdamW)
+	b.ReportAllocs()
+	for b.Loop() {
+		out, err := m.Forward(Batch{B: B, T: T, Tokens: tokens, Targets: targets})
+		if err != nil {
+			b.Fatal(err)
+		}
+		CrossEntropy(dlogp, out.LogProbs, mask)
+		m.ZeroGrad()
+		m.Backward(Grad{LogProbs: dlogp})
+		opt.Update(1e-4)
+	}
+	b.ReportMetric(float64(b.N*B*T)/b.Elapsed().Seconds(), "tokens/s")
+}
+
+// BenchmarkSample is batched KV-cache sampling on the bench package's tiny
+// and small preset shapes.
+func BenchmarkSample(b *testing.B) {
+	for _, tc := range []struct {
+		name                    string
+		cfg                     Config
+		prompts, promptLen, gen int
+	}{
+		{"tiny", Config{Vocab: 96, Context: 64, Layers: 4, Heads: 4, Width: 128}, 32, 8, 56},
+		{"small", Config{Vocab: 2048, Context: 128, Layers: 6, Heads: 8, Width: 256}, 16, 16, 112},
+	} {
+		b.Run(tc.name, func(b *testing.B) {
+			m, err := New(tc.cfg, NewRNG(1))
+			if err != nil {
+				b.Fatal(err)
+			}
+			m.SetThreads(1)
+			rng := NewRNG(2)
+			prompts := make([][]int32, tc.prompts)
+			for i := range prompts {
+				prompts[i] = make([]int32, tc.promptLen)
+				for j := range prompts[i] {
+					prompts[i][j] = int32(rng.IntN(tc.cfg.Vocab))
+				}
+			}
+			b.ReportAllocs()
+			n := 0
+			for b.Loop() {
+				seqs, err := m.Sample(prompts, SampleConfig{MaxTokens: tc.gen, Temperature: 1, StopToken: -1}, rng)
+				if err != nil {
+					b.Fatal(err)
+				}
+				for _, s := range seqs {
+					n += len(s.Tokens)
+				}
+			}
+			b.ReportMetric(float64(n)/b.Elapsed().Seconds(), "tokens/s")
+		})
+	}
+}

@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/instructflow/instructflow/stage"
 	"github.com/instructflow/instructflow/storage"
 )
 
@@ -206,4 +207,36 @@ func (s *Store) LoadCheckpoint(ctx context.Context, ref Ref) (Checkpoint, error)
 		cp.Files[e.Name] = data
 	}
 	return cp, nil
+}
+
+// StageSink is a run's stage as a stage.Sink: the trainers' checkpoints
+// under runs/<run>/<stage>/<step>/.
+type StageSink struct {
+	Store      *Store
+	Run, Stage string
+}
+
+// Save implements stage.Sink.
+func (s StageSink) Save(ctx context.Context, step int64, files []stage.File) (string, error) {
+	fs := make([]File, len(files))
+	for i, f := range files {
+		fs[i] = File{Name: f.Name, Data: f.Data}
+	}
+	return s.Store.SaveCheckpoint(ctx, Ref{Run: s.Run, Stage: s.Stage, Step: step}, fs)
+}
+
+// Latest implements stage.Sink.
+func (s StageSink) Latest(ctx context.Context) (stage.Checkpoint, bool, error) {
+	ref, err := s.Store.Latest(ctx, s.Run, s.Stage)
+	if errors.Is(err, storage.ErrNotFound) {
+		return stage.Checkpoint{}, false, nil
+	}
+	if err != nil {
+		return stage.Checkpoint{}, false, err
+	}
+	cp, err := s.Store.LoadCheckpoint(ctx, ref)
+	if err != nil {
+		return stage.Checkpoint{}, false, err
+	}
+	return stage.Checkpoint{Step: ref.Step, Files: cp.Files, ID: cp.ManifestSHA256}, true, nil
 }

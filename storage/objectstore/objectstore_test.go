@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/instructflow/instructflow/internal/testenv"
+	"github.com/instructflow/instructflow/stage"
+	"github.com/instructflow/instructflow/stage/stagetest"
 	"github.com/instructflow/instructflow/storage"
 )
 
@@ -169,4 +171,16 @@ func TestBadCredentials(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "check s3.access_key and s3.secret_key") {
 		t.Fatalf("Open with a wrong secret: %v, want a message naming the credentials", err)
 	}
+}
+
+func TestStageSinkContract(t *testing.T) {
+	s := openFresh(t)
+	stagetest.Sink(t, func(t *testing.T) stage.Sink {
+		return StageSink{Store: s, Run: "contract", Stage: testenv.Name(t)}
+	}, func(t *testing.T, sink stage.Sink, step int64, file string) {
+		ss := sink.(StageSink)
+		if err := s.Put(context.Background(), Ref{Run: ss.Run, Stage: ss.Stage, Step: step}.Prefix()+file, []byte("altered")); err != nil {
+			t.Fatal(err)
+		}
+	})
 }

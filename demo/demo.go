@@ -1,0 +1,353 @@
+// Package demo runs the whole InstructGPT recipe in process on the demo task
+// (package tasks): SFT on labeler demonstrations, label collection by
+// simulated labelers ranking K samples of the SFT policy, the reward model,
+// and PPO; then it judges SFT and PPO on held-out prompts with the gold
+// judge, which no stage ever saw. It is the proof that RLHF works here, and
+// the workload of the pipeline's quickstart.
+package demo
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"path/filepath"
+	"time"
+
+	"github.com/instructflow/instructflow/model"
+	"github.com/instructflow/instructflow/ppo"
+	"github.com/instructflow/instructflow/rewardmodel"
+	"github.com/instructflow/instructflow/sft"
+	"github.com/instructflow/instructflow/stage"
+	"github.com/instructflow/instructflow/tasks"
+	"github.com/instructflow/instructflow/tokenizer"
+)
+
+// Config is the whole demo run.
+type Config struct {
+	Seed      uint64
+	Threads   int
+	Examples  int          // prompts of the task, one in five held out
+	Model     model.Config // Vocab is filled in from the tokenizer
+	DemoError float64      // rate of slips in labeler demonstrations
+	SFT       sft.Config
+	// Label collection: K samples of the SFT policy for each of RMPrompts
+	// training prompts (and RMHeldout held-out ones), ranked by one
+	// simulated labeler each.
+	K, RMPrompts, RMHeldout int
+	// LabelRounds repeats the collection over the training prompts with
+	// fresh samples and another labeler each time.
+	LabelRounds int
+	RM                      rewardmodel.Config
+	PPO                     ppo.Config
+	// EvalSamples responses per held-out prompt from each policy.
+	EvalSamples int
+}
+
+// DefaultConfig is the tiny run that finishes in a few minutes on 2 cores.
+func DefaultConfig() Config {
+	return Config{
+		Seed: 1, Threads: 2, Examples: 5000,
+		Model:     model.Config{Context: 32, Layers: 3, Heads: 4, Width: 64},
+		DemoError: 0.1,
+		SFT: sft.Config{Steps: 1200, BatchSize: 32, LR: 3e-3, MinLR: 3e-4, Warmup: 20, WeightDecay: 0.01,
+			ClipNorm: 1, CheckpointEvery: 400, EvalEvery: 200},
+		K: 4, RMPrompts: 2000, RMHeldout: 300,
+		RM: rewardmodel.Config{Steps: 600, BatchSize: 16, LR: 1e-3, MinLR: 1e-4, Warmup: 20, WeightDecay: 0.01,
+			ClipNorm: 1, CheckpointEvery: 200, EvalEvery: 200},
+		PPO: ppo.Config{Iterations: 120, RolloutBatch: 64, MaxNewTokens: 14, Epochs: 4, MiniBatch: 16,
+			PolicyLR: 3e-4, ValueLR: 1e-3, ClipRange: 0.2, ValueClip: 0.2, EntropyCoef: 0.0,
+			Gamma: 1, Lambda: 0.95, KLCoef: 0.05, AdaptiveKL: true, TargetKL: 4, KLHorizon: 2000,
+			NormalizeReward: true, ClipNorm: 1, CheckpointEvery: 40},
+		EvalSamples: 4,
+	}
+}
+
+// Report is what the demo measured.
+type Report struct {
+	SFT          sft.Result         `json:"sft"`
+	RM           rewardmodel.Result `json:"rm"`
+	PPO          ppo.Result         `json:"ppo"`
+	RMGoldAcc    float64            `json:"rm_gold_accuracy"` // held-out pairs ordered as the gold judge orders them
+	RMGoldPairs  int                `json:"rm_gold_pairs"`
+	LabelGoldAcc float64            `json:"label_gold_accuracy"` // the same pairs as the labelers ordered them
+	WinRate      float64            `json:"win_rate"`            // PPO over SFT on held-out prompts, ties split
+	SFTGold      float64            `json:"sft_gold"`            // mean gold score
+	PPOGold      float64            `json:"ppo_gold"`
+	KL           float64            `json:"kl"` // per response, PPO policy vs SFT reference, held-out
+	TargetKL     float64            `json:"target_kl"`
+	Seconds      map[string]float64 `json:"seconds"`
+	Checkpoints  string             `json:"checkpoints"`
+}
+
+// String is the one-line summary.
+func (r Report) String() string {
+	return fmt.Sprintf("win rate PPO vs SFT %.1f%% (gold %.3f -> %.3f), RM held-out gold accuracy %.1f%% (labels %.1f%%, %d pairs), KL %.2f nats (target %.2f); SFT %.0fs, labels %.0fs, RM %.0fs, PPO %.0fs",
+		100*r.WinRate, r.SFTGold, r.PPOGold, 100*r.RMGoldAcc, 100*r.LabelGoldAcc, r.RMGoldPairs, r.KL, r.TargetKL,
+		r.Seconds["sft"], r.Seconds["labels"], r.Seconds["rm"], r.Seconds["ppo"])
+}
+
+// Run runs the recipe with checkpoints under dir (one folder per stage); a
+// rerun with the same dir continues each stage from its latest checkpoint.
+func Run(ctx context.Context, cfg Config, dir string, log func(string, stage.Report)) (Report, error) {
+	rep := Report{Seconds: map[string]float64{}, TargetKL: float64(cfg.PPO.TargetKL), Checkpoints: dir}
+	tok := tasks.Tokenizer()
+	cfg.Model.Vocab = tok.VocabSize()
+	for _, c := range []*uint64{&cfg.SFT.Seed, &cfg.RM.Seed, &cfg.PPO.Seed} {
+		*c = cfg.Seed
+	}
+	cfg.SFT.Threads, cfg.RM.Threads, cfg.PPO.Threads = cfg.Threads, cfg.Threads, cfg.Threads
+	progress := func(name string) stage.Progress {
+		return func(r stage.Report) error {
+			if log != nil {
+				log(name, r)
+			}
+			return nil
+		}
+	}
+	train, heldout := tasks.Split(tasks.Examples(cfg.Seed, cfg.Examples))
+	demos := tasks.Demonstrations(cfg.Seed, train, cfg.DemoError)
+
+	t0 := time.Now()
+	sftSink := stage.Dir{Path: filepath.Join(dir, "sft")}
+	var err error
+	rep.SFT, err = sft.Train(ctx, sft.Input{Config: cfg.SFT, Model: cfg.Model, Tokenizer: tok,
+		Train: demos, Heldout: tasks.Demonstrations(cfg.Seed+1, heldout[:min(200, len(heldout))], 0)}, sftSink, progress("sft"))
+	if err != nil {
+		return rep, err
+	}
+	sftCP, _, err := sftSink.Latest(ctx)
+	if err != nil {
+		return rep, err
+	}
+	policy, err := stage.LoadModel(sftCP.Files, "")
+	if err != nil {
+		return rep, err
+	}
+	policy.SetThreads(cfg.Threads)
+	rep.Seconds["sft"] = time.Since(t0).Seconds()
+
+	t0 = time.Now()
+	var rmTrain []rewardmodel.Comparison
+	for round := range max(1, cfg.LabelRounds) {
+		cs, err := collect(policy, tok, train[:min(cfg.RMPrompts, len(train))], cfg.K, cfg.Seed+100+uint64(round))
+		if err != nil {
+			return rep, err
+		}
+		rmTrain = append(rmTrain, cs...)
+	}
+	rmHeld, err := collect(policy, tok, heldout[:min(cfg.RMHeldout, len(heldout))], cfg.K, cfg.Seed+3)
+	if err != nil {
+		return rep, err
+	}
+	rep.Seconds["labels"] = time.Since(t0).Seconds()
+
+	t0 = time.Now()
+	rmSink := stage.Dir{Path: filepath.Join(dir, "rm")}
+	rep.RM, err = rewardmodel.Train(ctx, rewardmodel.Input{Config: cfg.RM, SFT: sftCP.Files, Tokenizer: tok,
+		Train: rmTrain, Heldout: rmHeld, Demonstrations: demos}, rmSink, progress("rm"))
+	if err != nil {
+		return rep, err
+	}
+	rmCP, _, err := rmSink.Latest(ctx)
+	if err != nil {
+		return rep, err
+	}
+	rep.Seconds["rm"] = time.Since(t0).Seconds()
+	if rep.RMGoldAcc, rep.LabelGoldAcc, rep.RMGoldPairs, err = goldAccuracy(rmCP.Files, tok, rmHeld, cfg.Threads); err != nil {
+		return rep, err
+	}
+
+	t0 = time.Now()
+	prompts := make([]string, len(train))
+	for i, ex := range train {
+		prompts[i] = ex.Prompt
+	}
+	ppoSink := stage.Dir{Path: filepath.Join(dir, "ppo")}
+	rep.PPO, err = ppo.Train(ctx, ppo.Input{Config: cfg.PPO, SFT: sftCP.Files, RM: rmCP.Files, Tokenizer: tok,
+		Prompts: prompts, Pretrain: demos}, ppoSink, progress("ppo"))
+	if err != nil {
+		return rep, err
+	}
+	ppoCP, _, err := ppoSink.Latest(ctx)
+	if err != nil {
+		return rep, err
+	}
+	rep.Seconds["ppo"] = time.Since(t0).Seconds()
+
+	tuned, err := stage.LoadModel(ppoCP.Files, "")
+	if err != nil {
+		return rep, err
+	}
+	tuned.SetThreads(cfg.Threads)
+	err = rep.evaluate(policy, tuned, tok, heldout, cfg)
+	return rep, err
+}
+
+// collect samples K responses per prompt from the policy and has one
+// reliable simulated labeler rank them (duplicates are dropped; prompts with
+// fewer than two distinct responses give no comparison).
+func collect(policy *model.Model, tok tokenizer.Tokenizer, exs []tasks.Example, k int, seed uint64) ([]rewardmodel.Comparison, error) {
+	rng := model.NewRNG(seed)
+	panel := tasks.Panel()[:6] // the reliable labelers
+	var out []rewardmodel.Comparison
+	prompts := make([][]int32, 0, len(exs)*k)
+	for _, ex := range exs {
+		p, err := tok.Encode(ex.Prompt)
+		if err != nil {
+			return nil, err
+		}
+		for range k {
+			prompts = append(prompts, p)
+		}
+	}
+	seqs, err := policy.Sample(prompts, model.SampleConfig{MaxTokens: 14, Temperature: 1, StopToken: tok.EOT()}, rng)
+	if err != nil {
+		return nil, err
+	}
+	lrng := newRand(seed)
+	first := lrng.IntN(len(panel))
+	for i, ex := range exs {
+		seen := map[string]bool{}
+		var resps []string
+		for _, s := range seqs[i*k : (i+1)*k] {
+			text, err := decode(tok, s.Tokens)
+			if err != nil || seen[text] || text == "" {
+				continue
+			}
+			seen[text] = true
+			resps = append(resps, text)
+		}
+		if len(resps) < 2 {
+			continue
+		}
+		l := panel[(first+i)%len(panel)]
+		out = append(out, rewardmodel.Comparison{Prompt: ex.Prompt, Responses: resps, Ranks: l.Rank(lrng, ex.Prompt, resps), Labeler: l.Name})
+	}
+	return out, nil
+}
+
+// decode turns sampled tokens into text, without the end-of-text token.
+func decode(tok tokenizer.Tokenizer, toks []int32) (string, error) {
+	if n := len(toks); n > 0 && toks[n-1] == tok.EOT() {
+		toks = toks[:n-1]
+	}
+	return tok.Decode(toks)
+}
+
+// goldAccuracy is the share of held-out response pairs with different gold
+// scores that the reward model (and, for reference, the labels) order as the
+// gold judge does.
+func goldAccuracy(files map[string][]byte, tok tokenizer.Tokenizer, cs []rewardmodel.Comparison, threads int) (rmAcc, labelAcc float64, pairs int, err error) {
+	rm, err := stage.LoadModel(files, "")
+	if err != nil {
+		return 0, 0, 0, err
+	}
+	rm.SetThreads(threads)
+	right, labelRight := 0, 0
+	for _, c := range cs {
+		seqs := make([]stage.Seq, len(c.Responses))
+		gold := make([]float64, len(c.Responses))
+		for i, r := range c.Responses {
+			if seqs[i], err = rewardmodel.Sequence(tok, c.Prompt, r); err != nil {
+				return 0, 0, 0, err
+			}
+			gold[i], _ = tasks.Judge(c.Prompt, r)
+		}
+		scores, err := rewardmodel.Scores(rm, seqs, tok.EOT())
+		if err != nil {
+			return 0, 0, 0, err
+		}
+		for i := range gold {
+			for j := i + 1; j < len(gold); j++ {
+				if gold[i] == gold[j] {
+					continue
+				}
+				pairs++
+				if (gold[i] > gold[j]) == (scores[i] > scores[j]) {
+					right++
+				}
+				if (gold[i] > gold[j]) == (c.Ranks[i] < c.Ranks[j]) {
+					labelRight++
+				}
+			}
+		}
+	}
+	if pairs == 0 {
+		return 0, 0, 0, nil
+	}
+	return float64(right) / float64(pairs), float64(labelRight) / float64(pairs), pairs, nil
+}
+
+// evaluate samples EvalSamples responses per held-out prompt from the SFT
+// and the PPO policy with the same seeds, judges them with the gold judge,
+// and measures the PPO policy's KL to the SFT reference on its samples.
+func (rep *Report) evaluate(ref, tuned *model.Model, tok tokenizer.Tokenizer, heldout []tasks.Example, cfg Config) error {
+	var prompts [][]int32
+	var exs []tasks.Example
+	for _, ex := range heldout {
+		p, err := tok.Encode(ex.Prompt)
+		if err != nil {
+			return err
+		}
+		for range cfg.EvalSamples {
+			prompts, exs = append(prompts, p), append(exs, ex)
+		}
+	}
+	sc := model.SampleConfig{MaxTokens: cfg.PPO.MaxNewTokens, Temperature: 1, StopToken: tok.EOT()}
+	a, err := ref.Sample(prompts, sc, model.NewRNG(cfg.Seed+10))
+	if err != nil {
+		return err
+	}
+	b, err := tuned.Sample(prompts, sc, model.NewRNG(cfg.Seed+10))
+	if err != nil {
+		return err
+	}
+	var wins, sftSum, ppoSum float64
+	for i := range prompts {
+		ta, _ := decode(tok, a[i].Tokens)
+		tb, _ := decode(tok, b[i].Tokens)
+		ga, _ := tasks.Judge(exs[i].Prompt, ta)
+		gb, _ := tasks.Judge(exs[i].Prompt, tb)
+		sftSum, ppoSum = sftSum+ga, ppoSum+gb
+		switch {
+		case gb > ga:
+			wins++
+		case gb == ga:
+			wins += 0.5
+		}
+	}
+	n := float64(len(prompts))
+	rep.WinRate, rep.SFTGold, rep.PPOGold = wins/n, sftSum/n, ppoSum/n
+	rep.KL, err = klOnSamples(tuned, ref, prompts, b, tok.EOT())
+	return err
+}
+
+// klOnSamples is the mean over samples of sum_t log pi(y_t) - log ref(y_t),
+// a Monte-Carlo estimate of KL(pi || ref) per response.
+func klOnSamples(pi, ref *model.Model, prompts [][]int32, samples []model.Sequence, pad int32) (float64, error) {
+	var total float64
+	for start := 0; start < len(prompts); start += 64 {
+		end := min(len(prompts), start+64)
+		seqs := make([]stage.Seq, 0, end-start)
+		for i := start; i < end; i++ {
+			seqs = append(seqs, stage.Seq{Tokens: append(append([]int32{}, prompts[i]...), samples[i].Tokens...), PromptLen: len(prompts[i])})
+		}
+		B, T, tokens, targets, _ := stage.Padded(seqs, pad)
+		var lp [2][]float32
+		for k, m := range []*model.Model{pi, ref} {
+			out, err := m.Forward(model.Batch{B: B, T: T, Tokens: tokens, Targets: targets})
+			if err != nil {
+				return 0, err
+			}
+			lp[k] = append([]float32{}, out.LogProbs...)
+		}
+		for b, s := range seqs {
+			for t := s.PromptLen - 1; t < len(s.Tokens)-1; t++ {
+				total += float64(lp[0][b*T+t] - lp[1][b*T+t])
+			}
+		}
+	}
+	return total / float64(len(prompts)), nil
+}
+
+func newRand(seed uint64) *rand.Rand { return rand.New(rand.NewPCG(seed, 0x1abe1)) }

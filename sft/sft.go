@@ -1,0 +1,270 @@
+// Package sft is the supervised fine-tuning stage: next-token cross-entropy
+// on labeler demonstrations, counted on the response tokens only (the prompt
+// is context, not a target), with a held-out loss and a budget of steps or
+// tokens. It resumes from its latest checkpoint to the bit.
+package sft
+
+import (
+	"context"
+	"fmt"
+	"math"
+
+	"github.com/instructflow/instructflow/model"
+	"github.com/instructflow/instructflow/stage"
+	"github.com/instructflow/instructflow/tokenizer"
+)
+
+// Config holds SFT's hyperparameters.
+type Config struct {
+	Steps       int     `json:"steps"`        // optimizer steps at most
+	TokenBudget int64   `json:"token_budget"` // response tokens trained on at most; 0 = no budget
+	BatchSize   int     `json:"batch_size"`
+	LR          float32 `json:"lr"`
+	MinLR       float32 `json:"min_lr"`
+	Warmup      int     `json:"warmup"`
+	WeightDecay float32 `json:"weight_decay"`
+	ClipNorm    float32 `json:"clip_norm"`
+	// CheckpointEvery saves every N steps (and always at the end).
+	CheckpointEvery int    `json:"checkpoint_every"`
+	EvalEvery       int    `json:"eval_every"`
+	Seed            uint64 `json:"seed"`
+	Threads         int    `json:"threads"`
+}
+
+// Validate reports a hyperparameter that cannot work, as stage.ErrBadInput.
+func (c Config) Validate() error {
+	switch {
+	case c.Steps <= 0:
+		return stage.BadInput("sft: steps is %d; give a positive number", c.Steps)
+	case c.BatchSize <= 0:
+		return stage.BadInput("sft: batch_size is %d; give a positive number", c.BatchSize)
+	case !(c.LR > 0) || c.MinLR < 0 || c.MinLR > c.LR:
+		return stage.BadInput("sft: lr %g and min_lr %g: need 0 <= min_lr <= lr, lr > 0", c.LR, c.MinLR)
+	case c.Warmup < 0 || c.ClipNorm < 0 || c.WeightDecay < 0:
+		return stage.BadInput("sft: warmup, clip_norm and weight_decay must not be negative")
+	case c.CheckpointEvery <= 0:
+		return stage.BadInput("sft: checkpoint_every is %d; give a positive number", c.CheckpointEvery)
+	}
+	return nil
+}
+
+// Input is everything a run of the stage needs.
+type Input struct {
+	Config Config
+	// Model is the shape of a fresh model; ignored when Base is given.
+	Model model.Config
+	// Base is a checkpoint's files to start from (nil: a fresh model).
+	Base      map[string][]byte
+	Tokenizer tokenizer.Tokenizer
+	Train     []stage.Example
+	Heldout   []stage.Example
+}
+
+// Result is what the stage produced.
+type Result struct {
+	Step        int64   `json:"step"`
+	Tokens      int64   `json:"tokens"`
+	TrainLoss   float64 `json:"train_loss"`
+	HeldoutLoss float64 `json:"heldout_loss"`
+	Checkpoint  string  `json:"checkpoint"`
+}
+
+// state is state.json: everything besides weights and optimizer moments
+// that a resumed run needs to continue exactly.
+type state struct {
+	Step        int64        `json:"step"`
+	Tokens      int64        `json:"tokens"`
+	Cursor      stage.Cursor `json:"cursor"`
+	TrainLoss   float64      `json:"train_loss"`
+	HeldoutLoss float64      `json:"heldout_loss"`
+}
+
+// Train runs SFT, continuing from the sink's latest checkpoint if there is
+// one, and saves a checkpoint every CheckpointEvery steps and at the end.
+func Train(ctx context.Context, in Input, sink stage.Sink, progress stage.Progress) (Result, error) {
+	cfg := in.Config
+	if err := cfg.Validate(); err != nil {
+		return Result{}, err
+	}
+	train, err := Encode(in.Tokenizer, in.Train)
+	if err != nil {
+		return Result{}, err
+	}
+	heldout, err := Encode(in.Tokenizer, in.Heldout)
+	if err != nil {
+		return Result{}, err
+	}
+	if len(train) == 0 {
+		return Result{}, stage.BadInput("sft: no training demonstrations")
+	}
+
+	var st state
+	var m *model.Model
+	var opt *model.AdamW
+	cp, ok, err := sink.Latest(ctx)
+	if err != nil {
+		return Result{}, fmt.Errorf("sft: find latest checkpoint: %w", err)
+	}
+	if ok {
+		if m, err = stage.LoadModel(cp.Files, ""); err != nil {
+			return Result{}, fmt.Errorf("sft: resume: %w", err)
+		}
+		opt = newOptimizer(m, cfg)
+		if err := stage.LoadOptimizer(cp.Files, "", opt); err != nil {
+			return Result{}, fmt.Errorf("sft: resume: %w", err)
+		}
+		if err := stage.ReadState(cp.Files, &st); err != nil {
+			return Result{}, fmt.Errorf("sft: resume: %w", err)
+		}
+	} else {
+		if m, err = initModel(in); err != nil {
+			return Result{}, err
+		}
+		opt = newOptimizer(m, cfg)
+	}
+	if cfg.Threads > 0 {
+		m.SetThreads(cfg.Threads)
+	}
+	for _, s := range append(append([]stage.Seq{}, train...), heldout...) {
+		if len(s.Tokens)-1 > m.Config.Context {
+			return Result{}, stage.BadInput("sft: a demonstration has %d tokens, more than the model's context %d; shorten it or enlarge n_positions", len(s.Tokens), m.Config.Context)
+		}
+	}
+
+	res := Result{Step: st.Step, Tokens: st.Tokens, TrainLoss: st.TrainLoss, HeldoutLoss: st.HeldoutLoss, Checkpoint: cp.ID}
+	pad := in.Tokenizer.EOT()
+	done := func() bool {
+		return st.Step >= int64(cfg.Steps) || (cfg.TokenBudget > 0 && st.Tokens >= cfg.TokenBudget)
+	}
+	for !done() {
+		if err := ctx.Err(); err != nil {
+			return res, err
+		}
+		idx := st.Cursor.Next(cfg.Seed, len(train), cfg.BatchSize)
+		seqs := make([]stage.Seq, len(idx))
+		for i, j := range idx {
+			seqs[i] = train[j]
+		}
+		B, T, tokens, targets, mask := stage.Padded(seqs, pad)
+		m.ZeroGrad()
+		out, err := m.Forward(model.Batch{B: B, T: T, Tokens: tokens, Targets: targets})
+		if err != nil {
+			return res, fmt.Errorf("sft: step %d: %w", st.Step+1, err)
+		}
+		dlogp := make([]float32, B*T)
+		loss := model.CrossEntropy(dlogp, out.LogProbs, mask)
+		m.Backward(model.Grad{LogProbs: dlogp})
+		if cfg.ClipNorm > 0 {
+			m.ClipGradNorm(cfg.ClipNorm)
+		}
+		opt.Update(model.CosineLR(int(st.Step), cfg.Warmup, cfg.Steps, cfg.LR, cfg.MinLR))
+		st.Step++
+		for _, w := range mask {
+			st.Tokens += int64(w)
+		}
+		st.TrainLoss = float64(loss)
+		metrics := map[string]float64{"loss": st.TrainLoss, "tokens": float64(st.Tokens)}
+		last := done()
+		if len(heldout) > 0 && (last || (cfg.EvalEvery > 0 && st.Step%int64(cfg.EvalEvery) == 0)) {
+			if st.HeldoutLoss, err = Loss(m, heldout, pad, cfg.BatchSize); err != nil {
+				return res, err
+			}
+			metrics["heldout_loss"] = st.HeldoutLoss
+		}
+		rep := stage.Report{Step: st.Step, Total: int64(cfg.Steps), Metrics: metrics}
+		if last || st.Step%int64(cfg.CheckpointEvery) == 0 {
+			if rep.Checkpoint, err = save(ctx, sink, m, opt, st); err != nil {
+				return res, err
+			}
+			res.Checkpoint = rep.Checkpoint
+		}
+		res.Step, res.Tokens, res.TrainLoss, res.HeldoutLoss = st.Step, st.Tokens, st.TrainLoss, st.HeldoutLoss
+		if progress != nil {
+			if err := progress(rep); err != nil {
+				return res, err
+			}
+		}
+	}
+	return res, nil
+}
+
+func initModel(in Input) (*model.Model, error) {
+	if in.Base != nil {
+		m, err := stage.LoadModel(in.Base, "")
+		if err != nil {
+			return nil, stage.BadInput("sft: base checkpoint: %v", err)
+		}
+		return m, nil
+	}
+	if in.Model.Vocab != in.Tokenizer.VocabSize() {
+		return nil, stage.BadInput("sft: model vocab_size %d differs from the tokenizer's %d", in.Model.Vocab, in.Tokenizer.VocabSize())
+	}
+	m, err := model.New(in.Model, model.NewRNG(in.Config.Seed))
+	if err != nil {
+		return nil, stage.BadInput("sft: %v", err)
+	}
+	return m, nil
+}
+
+func newOptimizer(m *model.Model, cfg Config) *model.AdamW {
+	ac := model.DefaultAdamW
+	ac.WeightDecay = cfg.WeightDecay
+	return model.NewAdamW(m, ac)
+}
+
+func save(ctx context.Context, sink stage.Sink, m *model.Model, opt *model.AdamW, st state) (string, error) {
+	files, err := stage.ModelFiles("", m, opt)
+	if err != nil {
+		return "", fmt.Errorf("sft: checkpoint: %w", err)
+	}
+	sf, err := stage.StateFile(st)
+	if err != nil {
+		return "", err
+	}
+	id, err := sink.Save(ctx, st.Step, append(files, sf))
+	if err != nil {
+		return "", fmt.Errorf("sft: save checkpoint at step %d: %w", st.Step, err)
+	}
+	return id, nil
+}
+
+// Loss is the mean response-token cross-entropy of m on seqs.
+func Loss(m *model.Model, seqs []stage.Seq, pad int32, batch int) (float64, error) {
+	var sum, count float64
+	for i := 0; i < len(seqs); i += batch {
+		B, T, tokens, targets, mask := stage.Padded(seqs[i:min(len(seqs), i+batch)], pad)
+		out, err := m.Forward(model.Batch{B: B, T: T, Tokens: tokens, Targets: targets})
+		if err != nil {
+			return 0, fmt.Errorf("sft: held-out loss: %w", err)
+		}
+		for j, w := range mask {
+			sum -= float64(w) * float64(out.LogProbs[j])
+			count += float64(w)
+		}
+	}
+	if count == 0 {
+		return math.NaN(), nil
+	}
+	return sum / count, nil
+}
+
+// Encode tokenises examples as prompt + response + end-of-text.
+func Encode(tok tokenizer.Tokenizer, exs []stage.Example) ([]stage.Seq, error) {
+	out := make([]stage.Seq, len(exs))
+	for i, ex := range exs {
+		p, err := tok.Encode(ex.Prompt)
+		if err != nil {
+			return nil, stage.BadInput("sft: example %d: prompt: %v", i, err)
+		}
+		r, err := tok.Encode(ex.Response)
+		if err != nil {
+			return nil, stage.BadInput("sft: example %d: response: %v", i, err)
+		}
+		if len(p) == 0 {
+			return nil, stage.BadInput("sft: example %d has an empty prompt", i)
+		}
+		s := append(append(p, r...), tok.EOT())
+		out[i] = stage.Seq{Tokens: s, PromptLen: len(p)}
+	}
+	return out, nil
+}

@@ -1,0 +1,57 @@
+// Package stage is the contract the three trainers (sft, rewardmodel, ppo)
+// share: where checkpoints go (a Sink, with a local-folder backend here and
+// an object-store backend in storage/objectstore), how progress is reported,
+// and the checkpoint files every trainer writes. Every trainer starts by
+// asking its sink for the latest committed checkpoint and continues from it,
+// so a crash costs at most one checkpoint interval.
+package stage
+
+import (
+	"context"
+	"errors"
+	"fmt"
+)
+
+// File is one file of a checkpoint.
+type File struct {
+	Name string
+	Data []byte
+}
+
+// Checkpoint is a committed checkpoint read back from a sink.
+type Checkpoint struct {
+	Step  int64
+	Files map[string][]byte
+	// ID identifies the checkpoint's content (the SHA-256 of its manifest).
+	ID string
+}
+
+// Sink stores a stage's checkpoints. Save commits all files or none (a
+// checkpoint without its manifest does not exist); Latest returns the newest
+// committed checkpoint, verified, or ok=false when there is none yet.
+type Sink interface {
+	Save(ctx context.Context, step int64, files []File) (id string, err error)
+	Latest(ctx context.Context) (cp Checkpoint, ok bool, err error)
+}
+
+// Report is one progress report of a trainer.
+type Report struct {
+	Step, Total int64
+	Metrics     map[string]float64
+	// Checkpoint is the id of the checkpoint saved at this step, if any.
+	Checkpoint string
+}
+
+// Progress receives reports; an error stops the trainer, which returns it
+// (after its last committed checkpoint). It later becomes Temporal
+// heartbeats and Postgres metrics.
+type Progress func(Report) error
+
+// ErrBadInput marks a user's mistake (bad hyperparameter, missing or empty
+// data): retrying cannot help. Trainers wrap it with what to fix.
+var ErrBadInput = errors.New("bad input")
+
+// BadInput returns an error that wraps ErrBadInput.
+func BadInput(format string, args ...any) error {
+	return fmt.Errorf("%w: %s", ErrBadInput, fmt.Sprintf(format, args...))
+}

@@ -37,8 +37,8 @@ type Config struct {
 	// LabelRounds repeats the collection over the training prompts with
 	// fresh samples and another labeler each time.
 	LabelRounds int
-	RM                      rewardmodel.Config
-	PPO                     ppo.Config
+	RM          rewardmodel.Config
+	PPO         ppo.Config
 	// EvalSamples responses per held-out prompt from each policy.
 	EvalSamples int
 }
@@ -51,13 +51,13 @@ func DefaultConfig() Config {
 		DemoError: 0.1,
 		SFT: sft.Config{Steps: 1200, BatchSize: 32, LR: 3e-3, MinLR: 3e-4, Warmup: 20, WeightDecay: 0.01,
 			ClipNorm: 1, CheckpointEvery: 400, EvalEvery: 200},
-		K: 4, RMPrompts: 2000, RMHeldout: 300,
-		RM: rewardmodel.Config{Steps: 600, BatchSize: 16, LR: 1e-3, MinLR: 1e-4, Warmup: 20, WeightDecay: 0.01,
-			ClipNorm: 1, CheckpointEvery: 200, EvalEvery: 200},
-		PPO: ppo.Config{Iterations: 120, RolloutBatch: 64, MaxNewTokens: 14, Epochs: 4, MiniBatch: 16,
-			PolicyLR: 3e-4, ValueLR: 1e-3, ClipRange: 0.2, ValueClip: 0.2, EntropyCoef: 0.0,
-			Gamma: 1, Lambda: 0.95, KLCoef: 0.05, AdaptiveKL: true, TargetKL: 4, KLHorizon: 2000,
-			NormalizeReward: true, ClipNorm: 1, CheckpointEvery: 40},
+		K: 6, RMPrompts: 4000, RMHeldout: 400, LabelRounds: 4,
+		RM: rewardmodel.Config{Steps: 4000, BatchSize: 32, LR: 1e-3, MinLR: 1e-4, Warmup: 20, WeightDecay: 0.01,
+			ClipNorm: 1, CheckpointEvery: 1000, EvalEvery: 1000},
+		PPO: ppo.Config{Iterations: 150, RolloutBatch: 256, MaxNewTokens: 14, Epochs: 2, MiniBatch: 128,
+			PolicyLR: 6e-4, ValueLR: 1e-3, ClipRange: 0.2, ValueClip: 0.2, EntropyCoef: 0,
+			Gamma: 1, Lambda: 1, KLCoef: 0.1, AdaptiveKL: true, TargetKL: 5, KLHorizon: 2000,
+			NormalizeReward: true, PtxCoef: 0.5, PtxBatch: 64, ClipNorm: 1, CheckpointEvery: 50},
 		EvalSamples: 4,
 	}
 }

@@ -2,52 +2,37 @@ package demo
 
 import (
 	"context"
-	"fmt"
-	"os"
-	"strconv"
 	"testing"
 
 	"github.com/instructflow/instructflow/stage"
 )
 
-func envf(name string, def float64) float64 {
-	if v, err := strconv.ParseFloat(os.Getenv(name), 64); err == nil {
-		return v
+// TestRLHFImproves is the proof that the recipe works: the demo run on 2
+// cores (a few minutes; not under -race), judged only by the gold judge on
+// held-out prompts. PPO must beat SFT (win rate >= 65%, ties split), the
+// reward model must order >= 80% of held-out pairs as the gold judge does,
+// and the PPO policy's KL to the SFT reference must stay within its target.
+func TestRLHFImproves(t *testing.T) {
+	if testing.Short() {
+		t.Skip("the end-to-end demo run takes minutes")
 	}
-	return def
-}
-
-func TestExp(t *testing.T) {
 	cfg := DefaultConfig()
-	cfg.RM.LR = float32(envf("RMLR", 1e-3))
-	cfg.RM.Steps = int(envf("RMSTEPS", 600))
-	cfg.RM.BatchSize = int(envf("RMB", 16))
-	cfg.RMPrompts = int(envf("RMP", 2000))
-	cfg.Model.Width = int(envf("WIDTH", 64))
-	cfg.Model.Layers = int(envf("LAYERS", 3))
-	cfg.PPO.PolicyLR = float32(envf("PLR", 3e-4))
-	cfg.PPO.KLCoef = float32(envf("BETA", 0.05))
-	cfg.PPO.EntropyCoef = float32(envf("ENT", 0))
-	cfg.PPO.RolloutBatch = int(envf("ROLL", 64))
-	cfg.PPO.MiniBatch = int(envf("MB", 16))
-	cfg.PPO.Epochs = int(envf("EPOCHS", 4))
-	cfg.K = int(envf("K", 4))
-	cfg.PPO.Lambda = float32(envf("LAMBDA", 0.95))
-	cfg.LabelRounds = int(envf("ROUNDS", 1))
-	cfg.PPO.Iterations = int(envf("PPOIT", 120))
-	cfg.PPO.TargetKL = float32(envf("TKL", 4))
-	dir := t.TempDir()
-	if d := os.Getenv("DIR"); d != "" {
-		dir = d
-		os.RemoveAll(d + "/ppo")
-	}
-	rep, err := Run(context.Background(), cfg, dir, func(name string, r stage.Report) {
-		if (name == "ppo" && r.Step%20 == 0) || r.Step == r.Total || (name == "rm" && r.Step%200 == 0) {
-			fmt.Println(name, r.Step, r.Metrics)
+	rep, err := Run(context.Background(), cfg, t.TempDir(), func(name string, r stage.Report) {
+		if r.Step == r.Total {
+			t.Logf("%s done: %v", name, r.Metrics)
 		}
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	fmt.Println(rep)
+	t.Log(rep)
+	if rep.WinRate < 0.65 {
+		t.Errorf("PPO beats SFT in %.1f%% of held-out samples, want >= 65%%", 100*rep.WinRate)
+	}
+	if rep.RMGoldAcc < 0.80 {
+		t.Errorf("reward model orders %.1f%% of held-out pairs as the gold judge does, want >= 80%%", 100*rep.RMGoldAcc)
+	}
+	if rep.KL > rep.TargetKL {
+		t.Errorf("KL to the reference %.2f nats, above the target %.2f", rep.KL, rep.TargetKL)
+	}
 }

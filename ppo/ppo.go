@@ -102,6 +102,7 @@ type Result struct {
 
 // state is state.json.
 type state struct {
+	Stage      string             `json:"stage"`
 	Iteration  int64              `json:"iteration"`
 	Cursor     stage.Cursor       `json:"cursor"`
 	PtxCursor  stage.Cursor       `json:"ptx_cursor"`
@@ -148,6 +149,12 @@ func Train(ctx context.Context, in Input, sink stage.Sink, progress stage.Progre
 	if !tr.reward.Config.ValueHead {
 		return Result{}, stage.BadInput("ppo: the reward-model checkpoint has no value head")
 	}
+	if tr.reference.Config.ValueHead {
+		return Result{}, stage.BadInput("ppo: the SFT checkpoint has a value head: it is a reward or value model, not an SFT policy")
+	}
+	if err := stage.CheckShape(tr.reward.Config, tr.reference.Config, "ppo: the reward model"); err != nil {
+		return Result{}, err
+	}
 	var st state
 	cp, ok, err := sink.Latest(ctx)
 	if err != nil {
@@ -159,6 +166,12 @@ func Train(ctx context.Context, in Input, sink stage.Sink, progress stage.Progre
 		err = tr.start(in, &st)
 	}
 	if err != nil {
+		return Result{}, err
+	}
+	if err := stage.CheckStage(st.Stage, "ppo"); err != nil {
+		return Result{}, err
+	}
+	if err := stage.CheckShape(tr.policy.Config, tr.reference.Config, "ppo: the latest checkpoint"); err != nil {
 		return Result{}, err
 	}
 	maxLen := 0
@@ -243,6 +256,7 @@ func (tr *trainer) start(in Input, st *state) error {
 	tr.newOptimizers()
 	tr.rng = model.NewRNG(tr.cfg.Seed)
 	st.Beta = float64(tr.cfg.KLCoef)
+	st.Stage = "ppo"
 	return nil
 }
 

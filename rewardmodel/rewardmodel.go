@@ -100,6 +100,7 @@ type Result struct {
 }
 
 type state struct {
+	Stage     string       `json:"stage"`
 	Step      int64        `json:"step"`
 	Cursor    stage.Cursor `json:"cursor"`
 	TrainLoss float64      `json:"train_loss"`
@@ -120,11 +121,19 @@ func Train(ctx context.Context, in Input, sink stage.Sink, progress stage.Progre
 	if err := cfg.Validate(); err != nil {
 		return Result{}, err
 	}
-	train, err := encodeAll(in.Tokenizer, in.Train)
+	sftModel, err := stage.LoadModel(in.SFT, "")
+	if err != nil {
+		return Result{}, stage.BadInput("rewardmodel: SFT checkpoint: %v", err)
+	}
+	if sftModel.Config.ValueHead {
+		return Result{}, stage.BadInput("rewardmodel: the SFT checkpoint has a value head: it is a reward or value model, not an SFT policy")
+	}
+	ctxLen := sftModel.Config.Context
+	train, skippedTrain, err := encodeAll(in.Tokenizer, in.Train, ctxLen)
 	if err != nil {
 		return Result{}, err
 	}
-	heldout, err := encodeAll(in.Tokenizer, in.Heldout)
+	heldout, skippedHeld, err := encodeAll(in.Tokenizer, in.Heldout, ctxLen)
 	if err != nil {
 		return Result{}, err
 	}
@@ -139,21 +148,22 @@ func Train(ctx context.Context, in Input, sink stage.Sink, progress stage.Progre
 		return Result{}, fmt.Errorf("rewardmodel: find latest checkpoint: %w", err)
 	}
 	if ok {
-		if m, err = stage.LoadModel(cp.Files, ""); err != nil {
+		m, opt, err = stage.Resume(cp.Files, func(m *model.Model) *model.AdamW { return newOptimizer(m, cfg) }, &st)
+		if err != nil {
 			return Result{}, fmt.Errorf("rewardmodel: resume: %w", err)
 		}
-		opt = newOptimizer(m, cfg)
-		if err := stage.LoadOptimizer(cp.Files, "", opt); err != nil {
-			return Result{}, fmt.Errorf("rewardmodel: resume: %w", err)
+		if err := stage.CheckStage(st.Stage, "rm"); err != nil {
+			return Result{}, err
 		}
-		if err := stage.ReadState(cp.Files, &st); err != nil {
-			return Result{}, fmt.Errorf("rewardmodel: resume: %w", err)
+		if err := stage.CheckShape(m.Config, sftModel.Config, "rewardmodel: the latest checkpoint"); err != nil {
+			return Result{}, err
 		}
 	} else {
 		if m, err = FromSFT(in.SFT, cfg.Seed); err != nil {
 			return Result{}, err
 		}
 		opt = newOptimizer(m, cfg)
+		st.Stage = "rm"
 	}
 	if cfg.Threads > 0 {
 		m.SetThreads(cfg.Threads)
@@ -180,7 +190,8 @@ func Train(ctx context.Context, in Input, sink stage.Sink, progress stage.Progre
 		opt.Update(model.CosineLR(int(st.Step), cfg.Warmup, cfg.Steps, cfg.LR, cfg.MinLR))
 		st.Step++
 		st.TrainLoss = loss
-		metrics := map[string]float64{"loss": loss}
+		metrics := map[string]float64{"loss": loss,
+			"skipped_comparisons": float64(skippedTrain), "skipped_heldout_comparisons": float64(skippedHeld)}
 		last := st.Step == int64(cfg.Steps)
 		if len(heldout) > 0 && (last || (cfg.EvalEvery > 0 && st.Step%int64(cfg.EvalEvery) == 0)) {
 			if st.Heldout, err = evaluate(m, heldout, pad); err != nil {
@@ -243,44 +254,48 @@ func newOptimizer(m *model.Model, cfg Config) *model.AdamW {
 }
 
 func save(ctx context.Context, sink stage.Sink, m *model.Model, opt *model.AdamW, st state) (string, error) {
-	files, err := stage.ModelFiles("", m, opt)
+	id, err := stage.Save(ctx, sink, st.Step, m, opt, st)
 	if err != nil {
-		return "", fmt.Errorf("rewardmodel: checkpoint: %w", err)
-	}
-	sf, err := stage.StateFile(st)
-	if err != nil {
-		return "", err
-	}
-	id, err := sink.Save(ctx, st.Step, append(files, sf))
-	if err != nil {
-		return "", fmt.Errorf("rewardmodel: save checkpoint at step %d: %w", st.Step, err)
+		return "", fmt.Errorf("rewardmodel: %w", err)
 	}
 	return id, nil
 }
 
-func encodeAll(tok tokenizer.Tokenizer, cs []Comparison) ([]encoded, error) {
-	var out []encoded
+// encodeAll tokenises comparisons. A response longer than the context
+// refuses the input (naming the comparison); a comparison that cannot teach
+// anything is skipped and counted: all its responses tie, or two of them are
+// the same token sequence (identical after tokenisation).
+func encodeAll(tok tokenizer.Tokenizer, cs []Comparison, ctxLen int) (out []encoded, skipped int, err error) {
 	for i, c := range cs {
 		if len(c.Responses) < 2 || len(c.Ranks) != len(c.Responses) {
-			return nil, stage.BadInput("rewardmodel: comparison %d has %d responses and %d ranks; need K >= 2 of each", i, len(c.Responses), len(c.Ranks))
+			return nil, 0, stage.BadInput("rewardmodel: comparison %d has %d responses and %d ranks; need K >= 2 of each", i, len(c.Responses), len(c.Ranks))
 		}
 		e := encoded{ranks: c.Ranks, labeler: c.Labeler}
-		decided := false
+		decided, duplicate := false, false
+		seen := map[string]bool{}
 		for j, r := range c.Responses {
 			seq, err := Sequence(tok, c.Prompt, r)
 			if err != nil {
-				return nil, stage.BadInput("rewardmodel: comparison %d response %d: %v", i, j, err)
+				return nil, 0, stage.BadInput("rewardmodel: comparison %d response %d: %v", i, j, err)
 			}
+			if len(seq.Tokens) > ctxLen {
+				return nil, 0, stage.BadInput("rewardmodel: comparison %d response %d has %d tokens with its prompt, more than the context %d", i, j, len(seq.Tokens), ctxLen)
+			}
+			key := fmt.Sprint(seq.Tokens[seq.PromptLen:])
+			duplicate = duplicate || seen[key]
+			seen[key] = true
 			e.seqs = append(e.seqs, seq)
 			if c.Ranks[j] != c.Ranks[0] {
 				decided = true
 			}
 		}
-		if decided {
-			out = append(out, e)
+		if !decided || duplicate {
+			skipped++
+			continue
 		}
+		out = append(out, e)
 	}
-	return out, nil
+	return out, skipped, nil
 }
 
 // Sequence tokenises prompt + response + end-of-text; the reward is read at

@@ -7,6 +7,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/instructflow/instructflow/model"
@@ -18,6 +19,12 @@ import (
 // sftFiles trains a tiny SFT model for a few steps and returns its
 // checkpoint files.
 func sftFiles(t *testing.T) map[string][]byte {
+	t.Helper()
+	files, _ := sftRun(t)
+	return files
+}
+
+func sftRun(t *testing.T) (map[string][]byte, stage.Dir) {
 	t.Helper()
 	train, _ := tasks.Split(tasks.Examples(1, 300))
 	tok := tasks.Tokenizer()
@@ -34,7 +41,7 @@ func sftFiles(t *testing.T) map[string][]byte {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return cp.Files
+	return cp.Files, dir
 }
 
 func comparisons(seed uint64, n int) []Comparison {
@@ -65,7 +72,7 @@ func TestPairLossIsKWise(t *testing.T) {
 	}
 	tok := tasks.Tokenizer()
 	c := Comparison{Prompt: "reverse abc=", Responses: []string{"cba", "abc", "cb", "bca"}, Ranks: []int{1, 3, 2, 2}, Labeler: "x"}
-	enc, err := encodeAll(tok, []Comparison{c})
+	enc, _, err := encodeAll(tok, []Comparison{c}, 32)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -189,5 +196,34 @@ func TestBadInput(t *testing.T) {
 				t.Fatalf("got %v, want a bad-input error", err)
 			}
 		})
+	}
+}
+
+func TestSkipsDegenerateComparisons(t *testing.T) {
+	in := testInput(t, 2)
+	in.Train = append(in.Train,
+		Comparison{Prompt: "upper a=", Responses: []string{"A", "a"}, Ranks: []int{1, 1}, Labeler: "x"}, // all tied
+		Comparison{Prompt: "upper a=", Responses: []string{"A", "A"}, Ranks: []int{1, 2}, Labeler: "x"}, // identical
+	)
+	var skipped float64
+	_, err := Train(context.Background(), in, stage.Dir{Path: t.TempDir()}, func(r stage.Report) error {
+		skipped = r.Metrics["skipped_comparisons"]
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if skipped < 2 {
+		t.Fatalf("skipped_comparisons = %v, want the 2 degenerate ones counted", skipped)
+	}
+}
+
+func TestRefusesAnotherStagesCheckpoint(t *testing.T) {
+	in := testInput(t, 2)
+	files, dir := sftRun(t)
+	in.SFT = files
+	// The sink already holds the SFT stage's checkpoint.
+	if _, err := Train(context.Background(), in, dir, nil); !errors.Is(err, stage.ErrBadInput) || !strings.Contains(err.Error(), "stage") {
+		t.Fatalf("got %v, want a refusal naming the other stage", err)
 	}
 }

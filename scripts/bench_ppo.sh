@@ -14,7 +14,7 @@ awk '
 		v = $1; unit = 1
 		if (v ~ /ms$/) { sub(/ms$/, "", v); unit = 0.001 } else { sub(/s$/, "", v) }
 		t = v * unit; total += t
-		if ($6 ~ /model\/kernel\.|_cgo|cgocall|sgemm|openblas|gotoblas|kernel_/) kern += t
+		if ($6 ~ /model\/kernel\.|_cgo|cgocall|sgemm|openblas|gotoblas|kernel_|libc[.]so/) kern += t
 	}
 	END { printf "kernel time %.2fs of %.2fs sampled: %.1f%% outside the kernels (target < 10%%)\n", kern, total, 100 * (total - kern) / total }
 ' "$work/top.txt"

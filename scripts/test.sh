@@ -46,10 +46,13 @@ grep -q 'instructflow dev: ready' "$log" || { echo "test: the local stack was no
 cat "$log"
 
 export INSTRUCTFLOW_INTEGRATION=1
-# Numerics-heavy packages run without -race (it makes them ~10x slower and
-# they share no memory between goroutines beyond fixed, disjoint chunks).
-numeric='/model($|/)|/tokenizer$'
+# Numerics-heavy packages (the engine, the trainers and the end-to-end demo
+# run) run without -race: it makes them ~10x slower, and their goroutines
+# share nothing but fixed, disjoint chunks. The engine's own tests also run
+# under -race below, as a check of that claim.
+numeric='/model($|/)|/tokenizer$|/sft$|/rewardmodel$|/ppo$|/demo$'
 go test -race -count=1 $(go list ./... | grep -Ev "$numeric")
-go test -count=1 $(go list ./... | grep -E "$numeric")
+go test -count=1 -timeout 30m $(go list ./... | grep -E "$numeric")
+go test -race -count=1 ./model/... ./tokenizer/...
 # The pure-Go kernels (no cgo, no OpenBLAS) pass the same tests.
-go test -count=1 -tags noblas $(go list ./... | grep -E "$numeric")
+go test -count=1 -tags noblas ./model/... ./tokenizer/... ./sft ./rewardmodel ./ppo

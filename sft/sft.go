@@ -72,6 +72,7 @@ type Result struct {
 // state is state.json: everything besides weights and optimizer moments
 // that a resumed run needs to continue exactly.
 type state struct {
+	Stage       string       `json:"stage"`
 	Step        int64        `json:"step"`
 	Tokens      int64        `json:"tokens"`
 	Cursor      stage.Cursor `json:"cursor"`
@@ -106,21 +107,26 @@ func Train(ctx context.Context, in Input, sink stage.Sink, progress stage.Progre
 		return Result{}, fmt.Errorf("sft: find latest checkpoint: %w", err)
 	}
 	if ok {
-		if m, err = stage.LoadModel(cp.Files, ""); err != nil {
+		m, opt, err = stage.Resume(cp.Files, func(m *model.Model) *model.AdamW { return newOptimizer(m, cfg) }, &st)
+		if err != nil {
 			return Result{}, fmt.Errorf("sft: resume: %w", err)
 		}
-		opt = newOptimizer(m, cfg)
-		if err := stage.LoadOptimizer(cp.Files, "", opt); err != nil {
-			return Result{}, fmt.Errorf("sft: resume: %w", err)
+		if err := stage.CheckStage(st.Stage, "sft"); err != nil {
+			return Result{}, err
 		}
-		if err := stage.ReadState(cp.Files, &st); err != nil {
-			return Result{}, fmt.Errorf("sft: resume: %w", err)
+		want, err := initModel(in)
+		if err != nil {
+			return Result{}, err
+		}
+		if err := stage.CheckShape(m.Config, want.Config, "sft: the latest checkpoint"); err != nil {
+			return Result{}, err
 		}
 	} else {
 		if m, err = initModel(in); err != nil {
 			return Result{}, err
 		}
 		opt = newOptimizer(m, cfg)
+		st.Stage = "sft"
 	}
 	if cfg.Threads > 0 {
 		m.SetThreads(cfg.Threads)
@@ -213,17 +219,9 @@ func newOptimizer(m *model.Model, cfg Config) *model.AdamW {
 }
 
 func save(ctx context.Context, sink stage.Sink, m *model.Model, opt *model.AdamW, st state) (string, error) {
-	files, err := stage.ModelFiles("", m, opt)
+	id, err := stage.Save(ctx, sink, st.Step, m, opt, st)
 	if err != nil {
-		return "", fmt.Errorf("sft: checkpoint: %w", err)
-	}
-	sf, err := stage.StateFile(st)
-	if err != nil {
-		return "", err
-	}
-	id, err := sink.Save(ctx, st.Step, append(files, sf))
-	if err != nil {
-		return "", fmt.Errorf("sft: save checkpoint at step %d: %w", st.Step, err)
+		return "", fmt.Errorf("sft: %w", err)
 	}
 	return id, nil
 }

@@ -2,6 +2,7 @@ package stage
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 
@@ -72,4 +73,59 @@ func ReadState(files map[string][]byte, state any) error {
 		return fmt.Errorf("stage: decode state.json: %w", err)
 	}
 	return nil
+}
+
+// CheckShape refuses a checkpoint whose model does not have the expected
+// shape (a checkpoint of another run or stage in the same place).
+func CheckShape(got, want model.Config, what string) error {
+	g, w := got, want
+	g.ValueHead, w.ValueHead = false, false
+	if g != w {
+		return BadInput("%s has model shape %+v, but this stage expects %+v; it belongs to another run or stage: use a fresh checkpoint location", what, got, want)
+	}
+	return nil
+}
+
+// CheckStage refuses a checkpoint written by another stage.
+func CheckStage(got, want string) error {
+	if got != want {
+		return BadInput("the latest checkpoint was written by stage %q, not %q: use a fresh checkpoint location", got, want)
+	}
+	return nil
+}
+
+// Resume loads what a one-model trainer saved with Save: the model, its
+// optimizer (made by newOpt, then given the saved moments and step) and
+// state.json into state.
+func Resume(files map[string][]byte, newOpt func(*model.Model) *model.AdamW, state any) (*model.Model, *model.AdamW, error) {
+	m, err := LoadModel(files, "")
+	if err != nil {
+		return nil, nil, err
+	}
+	opt := newOpt(m)
+	if err := LoadOptimizer(files, "", opt); err != nil {
+		return nil, nil, err
+	}
+	if err := ReadState(files, state); err != nil {
+		return nil, nil, err
+	}
+	return m, opt, nil
+}
+
+// Save commits a one-model trainer's checkpoint at step: the model, its
+// optimizer and state.json.
+func Save(ctx context.Context, sink Sink, step int64, m *model.Model, opt *model.AdamW, state any) (string, error) {
+	files, err := ModelFiles("", m, opt)
+	if err != nil {
+		return "", fmt.Errorf("checkpoint: %w", err)
+	}
+	sf, err := StateFile(state)
+	if err != nil {
+		return "", err
+	}
+	id, err := sink.Save(ctx, step, append(files, sf))
+	if err != nil {
+		return "", fmt.Errorf("save checkpoint at step %d: %w", step, err)
+	}
+	return id, nil
 }

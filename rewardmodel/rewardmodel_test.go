@@ -1,18 +1,16 @@
 package rewardmodel
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"math"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/instructflow/instructflow/model"
 	"github.com/instructflow/instructflow/sft"
 	"github.com/instructflow/instructflow/stage"
+	"github.com/instructflow/instructflow/stage/stagetest"
 	"github.com/instructflow/instructflow/tasks"
 )
 
@@ -148,38 +146,12 @@ func TestTrainLearnsAndNormalises(t *testing.T) {
 	}
 }
 
-var errStop = errors.New("stop")
-
 func TestResumeIsBitIdentical(t *testing.T) {
-	ctx := context.Background()
 	in := testInput(t, 12)
-	a := stage.Dir{Path: filepath.Join(t.TempDir(), "a")}
-	if _, err := Train(ctx, in, a, nil); err != nil {
-		t.Fatal(err)
-	}
-	b := stage.Dir{Path: filepath.Join(t.TempDir(), "b")}
-	if _, err := Train(ctx, in, b, func(r stage.Report) error {
-		if r.Step == 8 {
-			return errStop
-		}
-		return nil
-	}); !errors.Is(err, errStop) {
-		t.Fatalf("first part: %v", err)
-	}
-	if _, err := Train(ctx, in, b, nil); err != nil {
-		t.Fatal(err)
-	}
-	entries, _ := os.ReadDir(filepath.Join(a.Path, "12"))
-	if len(entries) < 4 {
-		t.Fatalf("final checkpoint has %d files", len(entries))
-	}
-	for _, e := range entries {
-		x, _ := os.ReadFile(filepath.Join(a.Path, "12", e.Name()))
-		y, _ := os.ReadFile(filepath.Join(b.Path, "12", e.Name()))
-		if !bytes.Equal(x, y) {
-			t.Errorf("%s differs between the straight and the resumed run", e.Name())
-		}
-	}
+	stagetest.ResumeIsBitIdentical(t, 12, 8, func(sink stage.Sink, p stage.Progress) error {
+		_, err := Train(context.Background(), in, sink, p)
+		return err
+	})
 }
 
 func TestBadInput(t *testing.T) {

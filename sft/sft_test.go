@@ -4,12 +4,11 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"os"
-	"path/filepath"
 	"testing"
 
 	"github.com/instructflow/instructflow/model"
 	"github.com/instructflow/instructflow/stage"
+	"github.com/instructflow/instructflow/stage/stagetest"
 	"github.com/instructflow/instructflow/tasks"
 )
 
@@ -47,46 +46,13 @@ func TestLossFallsOnResponseTokens(t *testing.T) {
 	}
 }
 
-var errStop = errors.New("stop")
-
 // TestResumeIsBitIdentical: 12 steps straight and 12 steps stopped after the
 // checkpoint at 8 and restarted give byte-identical final checkpoints.
 func TestResumeIsBitIdentical(t *testing.T) {
-	ctx := context.Background()
-	straight := stage.Dir{Path: filepath.Join(t.TempDir(), "a")}
-	if _, err := Train(ctx, testInput(12), straight, nil); err != nil {
-		t.Fatal(err)
-	}
-	resumed := stage.Dir{Path: filepath.Join(t.TempDir(), "b")}
-	_, err := Train(ctx, testInput(12), resumed, func(r stage.Report) error {
-		if r.Step == 8 {
-			return errStop
-		}
-		return nil
+	stagetest.ResumeIsBitIdentical(t, 12, 8, func(sink stage.Sink, p stage.Progress) error {
+		_, err := Train(context.Background(), testInput(12), sink, p)
+		return err
 	})
-	if !errors.Is(err, errStop) {
-		t.Fatalf("first part: %v", err)
-	}
-	res, err := Train(ctx, testInput(12), resumed, nil)
-	if err != nil || res.Step != 12 {
-		t.Fatalf("resumed: %+v %v", res, err)
-	}
-	compareCheckpoints(t, straight.Path, resumed.Path, "12")
-}
-
-func compareCheckpoints(t *testing.T, a, b, step string) {
-	t.Helper()
-	entries, err := os.ReadDir(filepath.Join(a, step))
-	if err != nil || len(entries) < 4 {
-		t.Fatalf("checkpoint %s/%s: %v", a, step, err)
-	}
-	for _, e := range entries {
-		x, _ := os.ReadFile(filepath.Join(a, step, e.Name()))
-		y, err := os.ReadFile(filepath.Join(b, step, e.Name()))
-		if err != nil || !bytes.Equal(x, y) {
-			t.Errorf("%s differs between the straight and the resumed run", e.Name())
-		}
-	}
 }
 
 func TestBadInput(t *testing.T) {

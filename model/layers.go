@@ -94,14 +94,8 @@ func linearForward(p pool, out, u, inp []float32, l *linear, N int, accumulate b
 	C, OC := l.C, l.OC
 	bias := l.b.Data
 	p.run(chunks(N, rowChunk), func(c int) {
-		for n := c * rowChunk; n < min(N, (c+1)*rowChunk); n++ {
-			o := out[n*OC : (n+1)*OC]
-			if accumulate {
-				axpy(o, bias, 1)
-			} else {
-				copy(o, bias)
-			}
-		}
+		n0, n1 := c*rowChunk, min(N, (c+1)*rowChunk)
+		kernel.AddRows(out[n0*OC:n1*OC], bias, n1-n0, OC, accumulate)
 	})
 	p.gemm(false, false, N, OC, C, 1, inp, C, l.w.Data, OC, 1, out, OC)
 	if l.loraA != nil {
@@ -156,26 +150,10 @@ func attentionForward(p pool, out, att, qkv []float32, B, T, C, NH int) {
 		a := att[bh*T*T : (bh+1)*T*T]
 		// a (T,T) = scale * q (T,hs) @ k^T (hs,T)
 		kernel.Gemm(false, true, T, T, hs, scale, q, 3*C, q[C:], 3*C, 0, a, T)
-		for t := range T {
-			softmaxCausal(a[t*T:(t+1)*T], t+1)
-		}
+		kernel.SoftmaxCausal(a, T)
 		// out (T,hs) = a (T,T) @ v (T,hs)
 		kernel.Gemm(false, false, T, hs, T, 1, a, T, q[2*C:], 3*C, 0, out[b*T*C+h*hs:], C)
 	})
-}
-
-// softmaxCausal turns row[:n] into its softmax and zeroes the rest.
-func softmaxCausal(row []float32, n int) {
-	m := row[0]
-	for _, v := range row[1:n] {
-		m = max(m, v)
-	}
-	sum, _ := kernel.Exps(row[:n], row[:n], m, 1)
-	inv := 1 / sum
-	for i := range row[:n] {
-		row[i] *= inv
-	}
-	clear(row[n:])
 }
 
 // attentionBackward: dqkv (B,T,3C) = the gradient through attention of dout

@@ -30,3 +30,22 @@ func Exps(dst, src []float32, shift, scale float32) (sum, wsum float32) {
 	}
 	return exps(dst, src, shift, scale)
 }
+
+// SoftmaxCausal turns each row r of a (t,t) into the softmax of its first
+// r+1 entries and zeroes the rest: causal attention weights, one call per
+// head.
+func SoftmaxCausal(a []float32, t int) {
+	if t < 1 || len(a) < t*t {
+		panic(fmt.Sprintf("kernel: softmax causal: %d floats for (%d,%d)", len(a), t, t))
+	}
+	softmaxCausal(a, t)
+}
+
+// AddRows sets each of the n rows of c floats in out to bias, or adds bias
+// to them when accumulate is set.
+func AddRows(out, bias []float32, n, c int, accumulate bool) {
+	if n < 1 || c < 1 || len(out) < n*c || len(bias) < c {
+		panic(fmt.Sprintf("kernel: add rows: %d floats for (%d,%d), bias %d", len(out), n, c, len(bias)))
+	}
+	addRows(out, bias, n, c, accumulate)
+}

@@ -230,6 +230,34 @@ static sums kexps(float *dst, const float *src, long n, float shift, float scale
 	return r;
 }
 
+// ksoftmax_causal turns each row t of a (T,T) into the softmax of its first
+// t+1 entries and zeroes the rest: one call per attention head.
+static void ksoftmax_causal(float *a, long T) {
+	for (long t = 0; t < T; t++) {
+		float *row = a + t * T;
+		long n = t + 1;
+		float m = row[0];
+		for (long i = 1; i < n; i++)
+			m = row[i] > m ? row[i] : m;
+		float inv = 1.0f / kexps(row, row, n, m, 1.0f).sum;
+		for (long i = 0; i < n; i++)
+			row[i] *= inv;
+		memset(row + n, 0, (size_t)(T - n) * sizeof(float));
+	}
+}
+
+// kadd_rows sets (or, accumulating, adds) bias to each of n rows of c floats.
+static void kadd_rows(float *out, const float *bias, long n, long c, int accumulate) {
+	for (long r = 0; r < n; r++) {
+		float *o = out + r * c;
+		if (accumulate)
+			for (long i = 0; i < c; i++)
+				o[i] += bias[i];
+		else
+			memcpy(o, bias, (size_t)c * sizeof(float));
+	}
+}
+
 // LN defines LayerNorm's forward and backward under a target attribute.
 // Row sums keep 16 lanes added in a fixed order.
 #define LN(suffix, target)                                                                        \
@@ -370,6 +398,16 @@ func thin(m, n, k int, alpha float32, a []float32, lda int, b []float32, ldb int
 func exps(dst, src []float32, shift, scale float32) (sum, wsum float32) {
 	r := C.kexps((*C.float)(&dst[0]), (*C.float)(&src[0]), C.long(len(src)), C.float(shift), C.float(scale))
 	return float32(r.sum), float32(r.wsum)
+}
+
+func softmaxCausal(a []float32, t int) { C.ksoftmax_causal((*C.float)(&a[0]), C.long(t)) }
+
+func addRows(out, bias []float32, n, c int, accumulate bool) {
+	acc := 0
+	if accumulate {
+		acc = 1
+	}
+	C.kadd_rows((*C.float)(&out[0]), (*C.float)(&bias[0]), C.long(n), C.long(c), C.int(acc))
 }
 
 func layerNorm(out, mean, rstd, inp, w, b []float32, n, c int, eps float32) {

@@ -39,6 +39,35 @@ func levels() []int { return []int{0} }
 
 func setLevel(int) {}
 
+func softmaxCausal(a []float32, t int) {
+	for r := range t {
+		row, n := a[r*t:(r+1)*t], r+1
+		m := row[0]
+		for _, v := range row[1:n] {
+			m = max(m, v)
+		}
+		sum, _ := exps(row[:n], row[:n], m, 1)
+		inv := 1 / sum
+		for i := range row[:n] {
+			row[i] *= inv
+		}
+		clear(row[n:])
+	}
+}
+
+func addRows(out, bias []float32, n, c int, accumulate bool) {
+	for r := range n {
+		o := out[r*c : (r+1)*c]
+		if !accumulate {
+			copy(o, bias)
+			continue
+		}
+		for i, b := range bias {
+			o[i] += b
+		}
+	}
+}
+
 func layerNorm(out, mean, rstd, inp, w, b []float32, n, c int, eps float32) {
 	for r := range n {
 		x := inp[r*c : (r+1)*c]

@@ -178,3 +178,31 @@ func TestLayerNorm(t *testing.T) {
 		}
 	}
 }
+
+func TestSoftmaxCausalAndAddRows(t *testing.T) {
+	const T = 5
+	a := make([]float32, T*T)
+	for i := range a {
+		a[i] = float32(i%7) - 3
+	}
+	SoftmaxCausal(a, T)
+	for r := range T {
+		var sum float64
+		for c := range T {
+			v := a[r*T+c]
+			if c > r && v != 0 {
+				t.Fatalf("row %d col %d above the diagonal is %v", r, c, v)
+			}
+			sum += float64(v)
+		}
+		if math.Abs(sum-1) > 1e-6 {
+			t.Fatalf("row %d sums to %v", r, sum)
+		}
+	}
+	out := []float32{1, 1, 1, 2, 2, 2}
+	AddRows(out, []float32{1, 2, 3}, 2, 3, true)
+	AddRows(out[3:], []float32{7, 8, 9}, 1, 3, false)
+	if fmt.Sprint(out) != "[2 3 4 7 8 9]" {
+		t.Fatalf("AddRows: %v", out)
+	}
+}

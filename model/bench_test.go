@@ -1,6 +1,10 @@
 package model
 
-import "testing"
+import (
+	"os"
+	"strconv"
+	"testing"
+)
 
 // BenchmarkTrainStep is one training step (forward, backward, AdamW) of the
 // bench package's tiny preset shape; see package bench for the full
@@ -49,7 +53,7 @@ func BenchmarkSample(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
-			m.SetThreads(1)
+			m.SetThreads(benchThreads())
 			rng := NewRNG(2)
 			prompts := make([][]int32, tc.prompts)
 			for i := range prompts {
@@ -72,4 +76,13 @@ func BenchmarkSample(b *testing.B) {
 			b.ReportMetric(float64(n)/b.Elapsed().Seconds(), "tokens/s")
 		})
 	}
+}
+
+// benchThreads is the thread count of the engine benchmarks: 1, or the
+// value of BENCH_THREADS.
+func benchThreads() int {
+	if n, err := strconv.Atoi(os.Getenv("BENCH_THREADS")); err == nil && n > 0 {
+		return n
+	}
+	return 1
 }

@@ -140,30 +140,11 @@ func Train(ctx context.Context, in Input, sink stage.Sink, progress stage.Progre
 	if len(train) == 0 {
 		return Result{}, stage.BadInput("rewardmodel: no training comparisons with at least one decided pair")
 	}
-	var st state
-	var m *model.Model
-	var opt *model.AdamW
-	cp, ok, err := sink.Latest(ctx)
+	st := state{Stage: "rm"}
+	m, opt, cp, err := stage.Begin(ctx, sink, "rm", sftModel.Config, func() (*model.Model, error) { return FromSFT(in.SFT, cfg.Seed) },
+		func(m *model.Model) *model.AdamW { return newOptimizer(m, cfg) }, &st)
 	if err != nil {
-		return Result{}, fmt.Errorf("rewardmodel: find latest checkpoint: %w", err)
-	}
-	if ok {
-		m, opt, err = stage.Resume(cp.Files, func(m *model.Model) *model.AdamW { return newOptimizer(m, cfg) }, &st)
-		if err != nil {
-			return Result{}, fmt.Errorf("rewardmodel: resume: %w", err)
-		}
-		if err := stage.CheckStage(st.Stage, "rm"); err != nil {
-			return Result{}, err
-		}
-		if err := stage.CheckShape(m.Config, sftModel.Config, "rewardmodel: the latest checkpoint"); err != nil {
-			return Result{}, err
-		}
-	} else {
-		if m, err = FromSFT(in.SFT, cfg.Seed); err != nil {
-			return Result{}, err
-		}
-		opt = newOptimizer(m, cfg)
-		st.Stage = "rm"
+		return Result{}, err
 	}
 	if cfg.Threads > 0 {
 		m.SetThreads(cfg.Threads)

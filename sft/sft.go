@@ -99,34 +99,15 @@ func Train(ctx context.Context, in Input, sink stage.Sink, progress stage.Progre
 		return Result{}, stage.BadInput("sft: no training demonstrations")
 	}
 
-	var st state
-	var m *model.Model
-	var opt *model.AdamW
-	cp, ok, err := sink.Latest(ctx)
+	want, err := shape(in)
 	if err != nil {
-		return Result{}, fmt.Errorf("sft: find latest checkpoint: %w", err)
+		return Result{}, err
 	}
-	if ok {
-		m, opt, err = stage.Resume(cp.Files, func(m *model.Model) *model.AdamW { return newOptimizer(m, cfg) }, &st)
-		if err != nil {
-			return Result{}, fmt.Errorf("sft: resume: %w", err)
-		}
-		if err := stage.CheckStage(st.Stage, "sft"); err != nil {
-			return Result{}, err
-		}
-		want, err := initModel(in)
-		if err != nil {
-			return Result{}, err
-		}
-		if err := stage.CheckShape(m.Config, want.Config, "sft: the latest checkpoint"); err != nil {
-			return Result{}, err
-		}
-	} else {
-		if m, err = initModel(in); err != nil {
-			return Result{}, err
-		}
-		opt = newOptimizer(m, cfg)
-		st.Stage = "sft"
+	st := state{Stage: "sft"}
+	m, opt, cp, err := stage.Begin(ctx, sink, "sft", want, func() (*model.Model, error) { return initModel(in) },
+		func(m *model.Model) *model.AdamW { return newOptimizer(m, cfg) }, &st)
+	if err != nil {
+		return Result{}, err
 	}
 	if cfg.Threads > 0 {
 		m.SetThreads(cfg.Threads)
@@ -194,6 +175,22 @@ func Train(ctx context.Context, in Input, sink stage.Sink, progress stage.Progre
 	return res, nil
 }
 
+// shape is the model shape the stage trains: the base checkpoint's, or the
+// configured one (whose vocabulary must be the tokenizer's).
+func shape(in Input) (model.Config, error) {
+	if in.Base != nil {
+		c, err := model.ParseConfig(in.Base["config.json"])
+		if err != nil {
+			return model.Config{}, stage.BadInput("sft: base checkpoint: %v", err)
+		}
+		return c, nil
+	}
+	if in.Model.Vocab != in.Tokenizer.VocabSize() {
+		return model.Config{}, stage.BadInput("sft: model vocab_size %d differs from the tokenizer's %d", in.Model.Vocab, in.Tokenizer.VocabSize())
+	}
+	return in.Model, nil
+}
+
 func initModel(in Input) (*model.Model, error) {
 	if in.Base != nil {
 		m, err := stage.LoadModel(in.Base, "")
@@ -201,9 +198,6 @@ func initModel(in Input) (*model.Model, error) {
 			return nil, stage.BadInput("sft: base checkpoint: %v", err)
 		}
 		return m, nil
-	}
-	if in.Model.Vocab != in.Tokenizer.VocabSize() {
-		return nil, stage.BadInput("sft: model vocab_size %d differs from the tokenizer's %d", in.Model.Vocab, in.Tokenizer.VocabSize())
 	}
 	m, err := model.New(in.Model, model.NewRNG(in.Config.Seed))
 	if err != nil {

@@ -94,22 +94,47 @@ func CheckStage(got, want string) error {
 	return nil
 }
 
-// Resume loads what a one-model trainer saved with Save: the model, its
-// optimizer (made by newOpt, then given the saved moments and step) and
-// state.json into state.
-func Resume(files map[string][]byte, newOpt func(*model.Model) *model.AdamW, state any) (*model.Model, *model.AdamW, error) {
-	m, err := LoadModel(files, "")
+// Begin gives a one-model trainer its model, optimizer and state. With a
+// committed checkpoint in sink it resumes from it, refusing one written by
+// another stage (state.json's "stage") or with a model shape other than want;
+// without one it builds them with fresh and newOpt and leaves state as the
+// caller set it. cp is the checkpoint resumed from (zero when none).
+func Begin(ctx context.Context, sink Sink, name string, want model.Config,
+	fresh func() (*model.Model, error), newOpt func(*model.Model) *model.AdamW, state any,
+) (m *model.Model, opt *model.AdamW, cp Checkpoint, err error) {
+	cp, ok, err := sink.Latest(ctx)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, cp, fmt.Errorf("%s: find latest checkpoint: %w", name, err)
 	}
-	opt := newOpt(m)
-	if err := LoadOptimizer(files, "", opt); err != nil {
-		return nil, nil, err
+	if !ok {
+		if m, err = fresh(); err != nil {
+			return nil, nil, cp, err
+		}
+		return m, newOpt(m), cp, nil
 	}
-	if err := ReadState(files, state); err != nil {
-		return nil, nil, err
+	var header struct {
+		Stage string `json:"stage"`
 	}
-	return m, opt, nil
+	if err := ReadState(cp.Files, &header); err != nil {
+		return nil, nil, cp, fmt.Errorf("%s: resume: %w", name, err)
+	}
+	if err := CheckStage(header.Stage, name); err != nil {
+		return nil, nil, cp, err
+	}
+	if m, err = LoadModel(cp.Files, ""); err != nil {
+		return nil, nil, cp, fmt.Errorf("%s: resume: %w", name, err)
+	}
+	if err := CheckShape(m.Config, want, name+": the latest checkpoint"); err != nil {
+		return nil, nil, cp, err
+	}
+	opt = newOpt(m)
+	if err := LoadOptimizer(cp.Files, "", opt); err != nil {
+		return nil, nil, cp, fmt.Errorf("%s: resume: %w", name, err)
+	}
+	if err := ReadState(cp.Files, state); err != nil {
+		return nil, nil, cp, fmt.Errorf("%s: resume: %w", name, err)
+	}
+	return m, opt, cp, nil
 }
 
 // Save commits a one-model trainer's checkpoint at step: the model, its

@@ -10,13 +10,33 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"time"
 
 	"go.temporal.io/sdk/activity"
+
+	"github.com/instructflow/instructflow/stage"
+	"github.com/instructflow/instructflow/storage/objectstore"
+	"github.com/instructflow/instructflow/storage/postgres"
 )
 
-// labelDB is what the activities need of the Postgres store.
-type labelDB interface {
+// database is what the activities need of the Postgres store.
+type database interface {
 	SchemaVersion(ctx context.Context) (int32, error)
+	CreateRun(ctx context.Context, id string, spec []byte) error
+	SetRunStatus(ctx context.Context, run, status string, result []byte, errText string) error
+	GetStage(ctx context.Context, run, stage string) (postgres.Stage, error)
+	BeginStage(ctx context.Context, run, stage, configSHA string) error
+	FinishStage(ctx context.Context, run, stage string, result []byte, checkpointKey, checkpointSHA string) error
+	EndStage(ctx context.Context, run, stage, status, errText string) error
+	RecordMetrics(ctx context.Context, run, stage string, step int64, values map[string]float64) error
+	Prompts(ctx context.Context, source, split string) ([]string, error)
+	Demonstrations(ctx context.Context, source, split string) ([]postgres.Pair, error)
+	CreateBatch(ctx context.Context, name, run string, deadline time.Time, items []postgres.BatchItem) (postgres.Batch, error)
+	GetBatch(ctx context.Context, name string) (postgres.Batch, error)
+	Snapshot(ctx context.Context, name string) (postgres.Snapshot, error)
+	SnapshotWhere(ctx context.Context, name string, f postgres.SnapshotFilter) (postgres.Snapshot, error)
+	ExportSnapshot(ctx context.Context, name string, fn func(postgres.ExportRow) error) error
+	SetStageSnapshot(ctx context.Context, run, stage, snapshot string) error
 }
 
 // objects is what the activities need of the object store.
@@ -24,12 +44,37 @@ type objects interface {
 	Put(ctx context.Context, key string, data []byte) error
 	Get(ctx context.Context, key string) ([]byte, error)
 	Delete(ctx context.Context, key string) error
+	Latest(ctx context.Context, run, stage string) (objectstore.Ref, error)
+	LoadCheckpoint(ctx context.Context, ref objectstore.Ref) (objectstore.Checkpoint, error)
+	Sink(run, stage string) stage.Sink
+}
+
+// signaler sends a signal to a workflow (the Temporal client).
+type signaler interface {
+	SignalWorkflow(ctx context.Context, workflowID, runID, signalName string, arg any) error
 }
 
 // Activities holds the dependencies of every activity.
 type Activities struct {
-	DB      labelDB
+	DB      database
 	Objects objects
+	// Signal, when set, carries stage progress to the workflow.
+	Signal signaler
+	// Stopping, when closed, asks running stages to stop after their next
+	// checkpoint (a worker's graceful shutdown).
+	Stopping <-chan struct{}
+	// LabelPoll and SignalEvery override how often label collection looks
+	// for new labels (2s) and how often progress is signalled (5s).
+	LabelPoll, SignalEvery time.Duration
+}
+
+func (a *Activities) stopping() bool {
+	select {
+	case <-a.Stopping: // a nil channel never fires
+		return true
+	default:
+		return false
+	}
 }
 
 // PreflightInput is the input of Preflight.

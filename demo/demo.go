@@ -179,7 +179,12 @@ func Run(ctx context.Context, cfg Config, dir string, log func(string, stage.Rep
 		return rep, err
 	}
 	tuned.SetThreads(cfg.Threads)
-	err = rep.evaluate(policy, tuned, tok, heldout, cfg)
+	evalPrompts := make([]string, len(heldout))
+	for i, ex := range heldout {
+		evalPrompts[i] = ex.Prompt
+	}
+	ev, err := Evaluate(policy, tuned, tok, evalPrompts, cfg.EvalSamples, cfg.PPO.MaxNewTokens, cfg.Seed+10)
+	rep.WinRate, rep.SFTGold, rep.PPOGold, rep.KL = ev.WinRate, ev.RefGold, ev.Gold, ev.KL
 	return rep, err
 }
 
@@ -187,41 +192,58 @@ func Run(ctx context.Context, cfg Config, dir string, log func(string, stage.Rep
 // reliable simulated labeler rank them (duplicates are dropped; prompts with
 // fewer than two distinct responses give no comparison).
 func collect(policy *model.Model, tok tokenizer.Tokenizer, exs []tasks.Example, k int, seed uint64) ([]rewardmodel.Comparison, error) {
-	rng := model.NewRNG(seed)
+	prompts := make([]string, len(exs))
+	for i, ex := range exs {
+		prompts[i] = ex.Prompt
+	}
+	resps, err := SampleResponses(policy, tok, prompts, k, model.SampleConfig{MaxTokens: 14, Temperature: 1}, model.NewRNG(seed))
+	if err != nil {
+		return nil, err
+	}
 	panel := tasks.Panel()[:6] // the reliable labelers
+	lrng := newRand(seed)
+	first := lrng.IntN(len(panel))
 	var out []rewardmodel.Comparison
-	prompts := make([][]int32, 0, len(exs)*k)
-	for _, ex := range exs {
-		p, err := tok.Encode(ex.Prompt)
+	for i, ex := range exs {
+		if len(resps[i]) < 2 {
+			continue
+		}
+		l := panel[(first+i)%len(panel)]
+		out = append(out, rewardmodel.Comparison{Prompt: ex.Prompt, Responses: resps[i], Ranks: l.Rank(lrng, ex.Prompt, resps[i]), Labeler: l.Name})
+	}
+	return out, nil
+}
+
+// SampleResponses samples k responses per prompt from the policy in one
+// batch (sc's stop token is the tokenizer's end of text) and keeps the
+// distinct non-empty ones in the order sampled.
+func SampleResponses(policy *model.Model, tok tokenizer.Tokenizer, prompts []string, k int, sc model.SampleConfig, rng *model.RNG) ([][]string, error) {
+	ids := make([][]int32, 0, len(prompts)*k)
+	for _, p := range prompts {
+		enc, err := tok.Encode(p)
 		if err != nil {
 			return nil, err
 		}
 		for range k {
-			prompts = append(prompts, p)
+			ids = append(ids, enc)
 		}
 	}
-	seqs, err := policy.Sample(prompts, model.SampleConfig{MaxTokens: 14, Temperature: 1, StopToken: tok.EOT()}, rng)
+	sc.StopToken = tok.EOT()
+	seqs, err := policy.Sample(ids, sc, rng)
 	if err != nil {
 		return nil, err
 	}
-	lrng := newRand(seed)
-	first := lrng.IntN(len(panel))
-	for i, ex := range exs {
+	out := make([][]string, len(prompts))
+	for i := range prompts {
 		seen := map[string]bool{}
-		var resps []string
 		for _, s := range seqs[i*k : (i+1)*k] {
 			text, err := decode(tok, s.Tokens)
 			if err != nil || seen[text] || text == "" {
 				continue
 			}
 			seen[text] = true
-			resps = append(resps, text)
+			out[i] = append(out[i], text)
 		}
-		if len(resps) < 2 {
-			continue
-		}
-		l := panel[(first+i)%len(panel)]
-		out = append(out, rewardmodel.Comparison{Prompt: ex.Prompt, Responses: resps, Ranks: l.Rank(lrng, ex.Prompt, resps), Labeler: l.Name})
 	}
 	return out, nil
 }
@@ -278,37 +300,47 @@ func goldAccuracy(files map[string][]byte, tok tokenizer.Tokenizer, cs []rewardm
 	return float64(right) / float64(pairs), float64(labelRight) / float64(pairs), pairs, nil
 }
 
-// evaluate samples EvalSamples responses per held-out prompt from the SFT
-// and the PPO policy with the same seeds, judges them with the gold judge,
-// and measures the PPO policy's KL to the SFT reference on its samples.
-func (rep *Report) evaluate(ref, tuned *model.Model, tok tokenizer.Tokenizer, heldout []tasks.Example, cfg Config) error {
-	var prompts [][]int32
-	var exs []tasks.Example
-	for _, ex := range heldout {
-		p, err := tok.Encode(ex.Prompt)
+// Eval is the gold judge's verdict on a tuned policy against its reference.
+type Eval struct {
+	WinRate float64 `json:"win_rate"` // tuned over reference, ties split
+	RefGold float64 `json:"ref_gold"` // mean gold score of the reference's samples
+	Gold    float64 `json:"gold"`     // of the tuned policy's
+	KL      float64 `json:"kl"`       // per response, tuned vs reference, on the tuned policy's samples
+	Samples int     `json:"samples"`
+}
+
+// Evaluate samples n responses per prompt from the reference (SFT) and the
+// tuned (PPO) policy with the same seeds, judges them with the gold judge,
+// and measures the tuned policy's KL to the reference on its samples.
+func Evaluate(ref, tuned *model.Model, tok tokenizer.Tokenizer, prompts []string, n, maxTokens int, seed uint64) (Eval, error) {
+	var ids [][]int32
+	var texts []string
+	for _, p := range prompts {
+		enc, err := tok.Encode(p)
 		if err != nil {
-			return err
+			return Eval{}, err
 		}
-		for range cfg.EvalSamples {
-			prompts, exs = append(prompts, p), append(exs, ex)
+		for range n {
+			ids, texts = append(ids, enc), append(texts, p)
 		}
 	}
-	sc := model.SampleConfig{MaxTokens: cfg.PPO.MaxNewTokens, Temperature: 1, StopToken: tok.EOT()}
-	a, err := ref.Sample(prompts, sc, model.NewRNG(cfg.Seed+10))
+	sc := model.SampleConfig{MaxTokens: maxTokens, Temperature: 1, StopToken: tok.EOT()}
+	a, err := ref.Sample(ids, sc, model.NewRNG(seed))
 	if err != nil {
-		return err
+		return Eval{}, err
 	}
-	b, err := tuned.Sample(prompts, sc, model.NewRNG(cfg.Seed+10))
+	b, err := tuned.Sample(ids, sc, model.NewRNG(seed))
 	if err != nil {
-		return err
+		return Eval{}, err
 	}
-	var wins, sftSum, ppoSum float64
-	for i := range prompts {
+	var ev Eval
+	var wins float64
+	for i := range ids {
 		ta, _ := decode(tok, a[i].Tokens)
 		tb, _ := decode(tok, b[i].Tokens)
-		ga, _ := tasks.Judge(exs[i].Prompt, ta)
-		gb, _ := tasks.Judge(exs[i].Prompt, tb)
-		sftSum, ppoSum = sftSum+ga, ppoSum+gb
+		ga, _ := tasks.Judge(texts[i], ta)
+		gb, _ := tasks.Judge(texts[i], tb)
+		ev.RefGold, ev.Gold = ev.RefGold+ga, ev.Gold+gb
 		switch {
 		case gb > ga:
 			wins++
@@ -316,10 +348,14 @@ func (rep *Report) evaluate(ref, tuned *model.Model, tok tokenizer.Tokenizer, he
 			wins += 0.5
 		}
 	}
-	n := float64(len(prompts))
-	rep.WinRate, rep.SFTGold, rep.PPOGold = wins/n, sftSum/n, ppoSum/n
-	rep.KL, err = klOnSamples(tuned, ref, prompts, b, tok.EOT())
-	return err
+	ev.Samples = len(ids)
+	if ev.Samples == 0 {
+		return ev, nil
+	}
+	cnt := float64(ev.Samples)
+	ev.WinRate, ev.RefGold, ev.Gold = wins/cnt, ev.RefGold/cnt, ev.Gold/cnt
+	ev.KL, err = klOnSamples(tuned, ref, ids, b, tok.EOT())
+	return ev, err
 }
 
 // klOnSamples is the mean over samples of sum_t log pi(y_t) - log ref(y_t),

@@ -16,6 +16,7 @@ import (
 	"fmt"
 	"maps"
 	"math"
+	"slices"
 
 	"github.com/instructflow/instructflow/model"
 	"github.com/instructflow/instructflow/stage"
@@ -195,6 +196,12 @@ func Train(ctx context.Context, in Input, sink stage.Sink, progress stage.Progre
 		if err != nil {
 			return res, fmt.Errorf("ppo: iteration %d: %w", st.Iteration+1, err)
 		}
+		if err := finite(metrics); err != nil {
+			// Deterministic: a retry would diverge the same way. The last
+			// committed checkpoint predates it.
+			return res, stage.BadInput("ppo: iteration %d: %v: the update diverged; lower ppo.policy_lr (now %g) or ppo.clip_norm and resume",
+				st.Iteration+1, err, cfg.PolicyLR)
+		}
 		st.Iteration++
 		st.Metrics = metrics
 		reported := maps.Clone(metrics)
@@ -214,6 +221,17 @@ func Train(ctx context.Context, in Input, sink stage.Sink, progress stage.Progre
 		}
 	}
 	return res, nil
+}
+
+// finite reports the first metric (by name) that is NaN or infinite.
+func finite(metrics map[string]float64) error {
+	names := slices.Sorted(maps.Keys(metrics))
+	for _, n := range names {
+		if v := metrics[n]; math.IsNaN(v) || math.IsInf(v, 0) {
+			return fmt.Errorf("%s is %v", n, v)
+		}
+	}
+	return nil
 }
 
 func (tr *trainer) encode(in Input) error {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"math"
+	"strings"
 	"testing"
 
 	"github.com/instructflow/instructflow/model"
@@ -116,5 +117,17 @@ func TestBadInput(t *testing.T) {
 				t.Fatalf("got %v, want a bad-input error", err)
 			}
 		})
+	}
+}
+
+// TestFiniteNamesTheBadMetric: the guard that stops a diverged update
+// before its checkpoint names the first non-finite metric.
+func TestFiniteNamesTheBadMetric(t *testing.T) {
+	if err := finite(map[string]float64{"kl": 0.1, "loss": 2}); err != nil {
+		t.Fatal(err)
+	}
+	err := finite(map[string]float64{"kl": math.Inf(1), "value_loss": math.NaN(), "loss": 1})
+	if err == nil || !strings.Contains(err.Error(), "kl is +Inf") {
+		t.Fatalf("got %v, want kl named", err)
 	}
 }

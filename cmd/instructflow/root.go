@@ -96,7 +96,7 @@ func (a *app) config() (config.Config, error) {
 		name, _, _ := strings.Cut(kv, "=")
 		if strings.HasPrefix(name, "INSTRUCTFLOW_") && !known[name] && !slices.Contains(envNotConfig, name) {
 			return config.Config{}, fmt.Errorf("config: unknown environment variable %s%s; unset it (known: %s)",
-				name, suggest(name, envNames), strings.Join(envNames, ", "))
+				name, config.Suggest(name, envNames), strings.Join(envNames, ", "))
 		}
 	}
 
@@ -113,7 +113,7 @@ func (a *app) config() (config.Config, error) {
 		for _, k := range v.AllKeys() {
 			if _, ok := defaults[k]; !ok {
 				return config.Config{}, fmt.Errorf("config: %s: unknown key %q%s; remove it (known keys: %s)",
-					file, k, suggest(k, configKeys()), strings.Join(configKeys(), ", "))
+					file, k, config.Suggest(k, configKeys()), strings.Join(configKeys(), ", "))
 			}
 		}
 	}
@@ -130,38 +130,4 @@ func (a *app) config() (config.Config, error) {
 		return config.Config{}, err
 	}
 	return cfg, nil
-}
-
-// suggest returns `; did you mean "x"?` when a known name is close to name.
-func suggest(name string, known []string) string {
-	best, bestDist := "", 4
-	for _, k := range known {
-		if d := editDistance(strings.ToLower(name), strings.ToLower(k)); d < bestDist {
-			best, bestDist = k, d
-		}
-	}
-	if best == "" {
-		return ""
-	}
-	return fmt.Sprintf(" (did you mean %q?)", best)
-}
-
-func editDistance(a, b string) int {
-	prev := make([]int, len(b)+1)
-	cur := make([]int, len(b)+1)
-	for j := range prev {
-		prev[j] = j
-	}
-	for i := 1; i <= len(a); i++ {
-		cur[0] = i
-		for j := 1; j <= len(b); j++ {
-			cost := 1
-			if a[i-1] == b[j-1] {
-				cost = 0
-			}
-			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
-		}
-		prev, cur = cur, prev
-	}
-	return prev[len(b)]
 }

@@ -240,3 +240,8 @@ func (s StageSink) Latest(ctx context.Context) (stage.Checkpoint, bool, error) {
 	}
 	return stage.Checkpoint{Step: ref.Step, Files: cp.Files, ID: cp.ManifestSHA256}, true, nil
 }
+
+// Sink returns a run's stage as a stage.Sink.
+func (s *Store) Sink(run, stageName string) stage.Sink {
+	return StageSink{Store: s, Run: run, Stage: stageName}
+}

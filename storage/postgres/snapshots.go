@@ -20,6 +20,7 @@ type SnapshotFilter struct {
 	Split           string     `json:"split,omitempty"`            // prompts of this split only
 	Since           *time.Time `json:"since,omitempty"`
 	Until           *time.Time `json:"until,omitempty"`
+	Batch           string     `json:"batch,omitempty"` // labels of this labeling batch only
 }
 
 // SnapshotWhere freezes the comparisons that match f under a new name and
@@ -49,8 +50,9 @@ func (db *DB) SnapshotWhere(ctx context.Context, name string, f SnapshotFilter) 
 			  AND (NOT $3 OR cardinality(c.flags) = 0)
 			  AND ($4 = '' OR p.split = $4)
 			  AND ($5::timestamptz IS NULL OR c.created_at >= $5)
-			  AND ($6::timestamptz IS NULL OR c.created_at < $6)`,
-			f.Labelers, f.ExcludeLabelers, f.ExcludeFlagged, f.Split, f.Since, f.Until).Scan(&ids); err != nil {
+			  AND ($6::timestamptz IS NULL OR c.created_at < $6)
+			  AND ($7 = '' OR c.batch_id = (SELECT id FROM labeling_batches WHERE name = $7))`,
+			f.Labelers, f.ExcludeLabelers, f.ExcludeFlagged, f.Split, f.Since, f.Until, f.Batch).Scan(&ids); err != nil {
 			return err
 		}
 		if len(ids) == 0 {
@@ -78,6 +80,7 @@ type ExportRow struct {
 	Responses []string // shown order
 	Ranks     []int16
 	Labeler   string
+	Split     string // the prompt's split
 }
 
 // ExportSnapshot streams a snapshot's comparisons in id order to fn, after
@@ -92,7 +95,7 @@ func (db *DB) ExportSnapshot(ctx context.Context, name string, fn func(ExportRow
 		       (SELECT array_agg(r.text ORDER BY u.ord)
 		          FROM unnest(c.response_ids) WITH ORDINALITY AS u (rid, ord)
 		          JOIN responses r ON r.id = u.rid),
-		       c.ranks, l.name
+		       c.ranks, l.name, p.split
 		FROM unnest($1::bigint[]) AS s (id)
 		JOIN comparisons c ON c.id = s.id
 		JOIN prompts p ON p.id = c.prompt_id
@@ -104,7 +107,7 @@ func (db *DB) ExportSnapshot(ctx context.Context, name string, fn func(ExportRow
 	defer rows.Close()
 	for rows.Next() {
 		var r ExportRow
-		if err := rows.Scan(&r.ID, &r.Prompt, &r.Responses, &r.Ranks, &r.Labeler); err != nil {
+		if err := rows.Scan(&r.ID, &r.Prompt, &r.Responses, &r.Ranks, &r.Labeler, &r.Split); err != nil {
 			return fmt.Errorf("postgres: export %s: %w", name, err)
 		}
 		if err := fn(r); err != nil {

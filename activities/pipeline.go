@@ -1,0 +1,495 @@
+package activities
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"go.temporal.io/sdk/temporal"
+
+	"github.com/instructflow/instructflow/demo"
+	"github.com/instructflow/instructflow/model"
+	"github.com/instructflow/instructflow/ppo"
+	"github.com/instructflow/instructflow/rewardmodel"
+	"github.com/instructflow/instructflow/runspec"
+	"github.com/instructflow/instructflow/sft"
+	"github.com/instructflow/instructflow/stage"
+	"github.com/instructflow/instructflow/storage"
+	"github.com/instructflow/instructflow/storage/objectstore"
+	"github.com/instructflow/instructflow/storage/postgres"
+	"github.com/instructflow/instructflow/tasks"
+)
+
+// ErrTypeBadInput is the application-error type of a user's mistake (bad
+// setting, missing data): workflows do not retry it.
+const ErrTypeBadInput = "BadInput"
+
+// Checkpoint names a committed checkpoint in payloads: where it is and the
+// SHA-256 of its manifest, which covers every file.
+type Checkpoint struct {
+	Run    string `json:"run"`
+	Stage  string `json:"stage"`
+	Step   int64  `json:"step"`
+	SHA256 string `json:"sha256"`
+}
+
+// Key is the checkpoint's folder in the object store.
+func (c Checkpoint) Key() string {
+	return objectstore.Ref{Run: c.Run, Stage: c.Stage, Step: c.Step}.Prefix()
+}
+
+// StageInput is the input of every stage activity: the spec and the
+// results of earlier stages, as names and hashes.
+type StageInput struct {
+	Spec     runspec.Spec `json:"spec"`
+	SFT      *Checkpoint  `json:"sft,omitempty"`
+	RM       *Checkpoint  `json:"rm,omitempty"`
+	PPO      *Checkpoint  `json:"ppo,omitempty"`
+	Batch    string       `json:"batch,omitempty"`
+	Snapshot string       `json:"snapshot,omitempty"`
+	// Deadline is when label collection stops waiting.
+	Deadline time.Time `json:"deadline,omitzero"`
+}
+
+// StageResult is what a stage produced; it is stored with the stage, so a
+// resumed run reuses it instead of running the stage again.
+type StageResult struct {
+	Stage      string             `json:"stage"`
+	Checkpoint *Checkpoint        `json:"checkpoint,omitempty"`
+	Metrics    map[string]float64 `json:"metrics,omitempty"`
+	Batch      string             `json:"batch,omitempty"`
+	Snapshot   string             `json:"snapshot,omitempty"`
+	// Seconds is the time spent computing (training, sampling, judging)
+	// in the attempt that finished; WaitSeconds the time spent waiting
+	// for labels.
+	Seconds     float64 `json:"seconds"`
+	WaitSeconds float64 `json:"wait_seconds,omitempty"`
+	// ResumedFrom is the step of the committed checkpoint the finishing
+	// attempt continued from (0: it started from scratch).
+	ResumedFrom int64 `json:"resumed_from"`
+	// Reused: the stage had finished in an earlier execution of the run
+	// with the same settings; nothing was done now.
+	Reused bool `json:"reused,omitempty"`
+}
+
+// RunInput is the input of BeginRun.
+type RunInput struct {
+	Spec runspec.Spec `json:"spec"`
+}
+
+// BeginRun records the run (or checks that the stored spec is this one)
+// and marks it running.
+func (a *Activities) BeginRun(ctx context.Context, in RunInput) error {
+	spec, err := json.Marshal(in.Spec)
+	if err != nil {
+		return err
+	}
+	if err := a.DB.CreateRun(ctx, in.Spec.ID, spec); err != nil {
+		return badInput(err)
+	}
+	return a.DB.SetRunStatus(ctx, in.Spec.ID, "running", nil, "")
+}
+
+// EndRunInput is the input of EndRun.
+type EndRunInput struct {
+	Run    string          `json:"run"`
+	Status string          `json:"status"`
+	Report json.RawMessage `json:"report,omitempty"`
+	Error  string          `json:"error,omitempty"`
+}
+
+// EndRun records how the run ended, with its report.
+func (a *Activities) EndRun(ctx context.Context, in EndRunInput) error {
+	return a.DB.SetRunStatus(ctx, in.Run, in.Status, in.Report, in.Error)
+}
+
+// StageStatusInput is the input of RecordStage.
+type StageStatusInput struct {
+	Run, Stage, Status, Error string
+}
+
+// RecordStage records a stage's status set by the workflow: waiting at a
+// gate, failed after its retries, cancelled.
+func (a *Activities) RecordStage(ctx context.Context, in StageStatusInput) error {
+	return a.DB.EndStage(ctx, in.Run, in.Stage, in.Status, in.Error)
+}
+
+// TrainSFT runs supervised fine-tuning on the source's demonstrations.
+func (a *Activities) TrainSFT(ctx context.Context, in StageInput) (StageResult, error) {
+	return a.runStage(ctx, in.Spec, "sft", func(ctx context.Context, t *tracker) (StageResult, error) {
+		s := in.Spec
+		tok := tasks.Tokenizer()
+		train, err := a.demonstrations(ctx, s.Data.Source, "train")
+		if err != nil {
+			return StageResult{}, err
+		}
+		if len(train) == 0 {
+			return StageResult{}, stage.BadInput("sft: no demonstrations of train prompts with source %q in Postgres; load the task's data (`instructflow quickstart` loads the demo task) or fix data.source", s.Data.Source)
+		}
+		heldout, err := a.demonstrations(ctx, s.Data.Source, "heldout")
+		if err != nil {
+			return StageResult{}, err
+		}
+		cfg := s.SFT
+		cfg.Seed, cfg.Threads = s.Seed, s.Threads
+		m := s.Model
+		m.Vocab = tok.VocabSize()
+		var res sft.Result
+		err = t.timed(func() error {
+			res, err = sft.Train(ctx, sft.Input{Config: cfg, Model: m, Tokenizer: tok, Train: train, Heldout: heldout},
+				t.sink, t.progress)
+			return err
+		})
+		return StageResult{Metrics: map[string]float64{
+			"steps": float64(res.Step), "tokens": float64(res.Tokens), "train_loss": res.TrainLoss, "heldout_loss": res.HeldoutLoss,
+		}}, err
+	})
+}
+
+// CollectLabels samples K responses per prompt from the SFT policy, stores
+// them as the run's labeling batch, and waits until the batch has its
+// comparisons or the deadline passes. A retried attempt finds the batch
+// and only waits.
+func (a *Activities) CollectLabels(ctx context.Context, in StageInput) (StageResult, error) {
+	return a.runStage(ctx, in.Spec, "labels", func(ctx context.Context, t *tracker) (StageResult, error) {
+		s := in.Spec
+		name := s.ID + "-labels"
+		res := StageResult{Batch: name}
+		b, err := a.DB.GetBatch(ctx, name)
+		if errors.Is(err, storage.ErrNotFound) {
+			err = t.timed(func() error {
+				b, err = a.createBatch(ctx, s, name, in.SFT, in.Deadline)
+				return err
+			})
+		}
+		if err != nil {
+			return res, err
+		}
+		began := time.Now()
+		defer func() { res.WaitSeconds = time.Since(began).Seconds() }()
+		for {
+			_ = t.progress(stage.Report{Step: int64(b.Labeled), Total: int64(b.Items),
+				Metrics: map[string]float64{"labeled": float64(b.Labeled), "items": float64(b.Items)}})
+			if b.Labeled >= b.Items {
+				break
+			}
+			if !time.Now().Before(in.Deadline) {
+				if float64(b.Labeled) < s.Labels.MinLabeled*float64(b.Items) {
+					return res, stage.BadInput("labels: %d of %d items of batch %s labeled by the deadline %s, below labels.min_labeled %.2f; add labels (e.g. `instructflow labels simulate --batch %s`) and `instructflow run resume %s`",
+						b.Labeled, b.Items, name, in.Deadline.Format(time.RFC3339), s.Labels.MinLabeled, name, s.ID)
+				}
+				break
+			}
+			select {
+			case <-ctx.Done():
+				return res, ctx.Err()
+			case <-time.After(a.poll()):
+			}
+			if b, err = a.DB.GetBatch(ctx, name); err != nil {
+				return res, err
+			}
+		}
+		res.Metrics = map[string]float64{"items": float64(b.Items), "labeled": float64(b.Labeled)}
+		return res, nil
+	})
+}
+
+func (a *Activities) poll() time.Duration {
+	if a.LabelPoll > 0 {
+		return a.LabelPoll
+	}
+	return 2 * time.Second
+}
+
+// createBatch samples the batch's items from the SFT policy: Rounds passes
+// over the first Prompts train prompts and one over the first
+// HeldoutPrompts held-out prompts, K samples each, distinct ones kept.
+func (a *Activities) createBatch(ctx context.Context, s runspec.Spec, name string, sftCP *Checkpoint, deadline time.Time) (postgres.Batch, error) {
+	files, err := a.load(ctx, sftCP)
+	if err != nil {
+		return postgres.Batch{}, err
+	}
+	policy, err := stage.LoadModel(files, "")
+	if err != nil {
+		return postgres.Batch{}, err
+	}
+	policy.SetThreads(s.Threads)
+	train, err := a.DB.Prompts(ctx, s.Data.Source, "train")
+	if err != nil {
+		return postgres.Batch{}, err
+	}
+	heldout, err := a.DB.Prompts(ctx, s.Data.Source, "heldout")
+	if err != nil {
+		return postgres.Batch{}, err
+	}
+	if s.Labels.Prompts > 0 {
+		train = train[:min(len(train), s.Labels.Prompts)]
+	}
+	heldout = heldout[:min(len(heldout), s.Labels.HeldoutPrompts)]
+	if len(train) == 0 || len(heldout) == 0 {
+		return postgres.Batch{}, stage.BadInput("labels: source %q has %d train and %d held-out prompts; both are needed", s.Data.Source, len(train), len(heldout))
+	}
+	tok := tasks.Tokenizer()
+	sc := model.SampleConfig{MaxTokens: s.Labels.MaxNewTokens, Temperature: s.Labels.Temperature}
+	var items []postgres.BatchItem
+	add := func(prompts []string, seed uint64) error {
+		resps, err := demo.SampleResponses(policy, tok, prompts, s.Labels.K, sc, model.NewRNG(seed))
+		if err != nil {
+			return err
+		}
+		for i, p := range prompts {
+			if len(resps[i]) >= 2 {
+				items = append(items, postgres.BatchItem{Item: len(items), Prompt: p, Responses: resps[i]})
+			}
+		}
+		return nil
+	}
+	for round := range s.Labels.Rounds {
+		if err := add(train, s.Seed+100+uint64(round)); err != nil {
+			return postgres.Batch{}, err
+		}
+	}
+	if err := add(heldout, s.Seed+3); err != nil {
+		return postgres.Batch{}, err
+	}
+	if len(items) == 0 {
+		return postgres.Batch{}, stage.BadInput("labels: the SFT policy gave fewer than 2 distinct responses for every prompt; raise labels.temperature or labels.k")
+	}
+	return a.DB.CreateBatch(ctx, name, s.ID, deadline, items)
+}
+
+// SnapshotLabels freezes the reward model's comparisons: the named
+// snapshot, or the run's batch (with the spec's filters) as <run>-rm.
+func (a *Activities) SnapshotLabels(ctx context.Context, in StageInput) (StageResult, error) {
+	return a.runStage(ctx, in.Spec, "snapshot", func(ctx context.Context, _ *tracker) (StageResult, error) {
+		s := in.Spec
+		name := s.Labels.Snapshot
+		if name == "" {
+			name = s.ID + "-rm"
+		}
+		snap, err := a.DB.Snapshot(ctx, name)
+		if errors.Is(err, storage.ErrNotFound) && s.Labels.Snapshot == "" {
+			snap, err = a.DB.SnapshotWhere(ctx, name, postgres.SnapshotFilter{
+				Batch: in.Batch, ExcludeLabelers: s.Labels.ExcludeLabelers, ExcludeFlagged: s.Labels.ExcludeFlagged})
+		}
+		if errors.Is(err, storage.ErrNotFound) {
+			return StageResult{}, stage.BadInput("snapshot: %v; fix labels.snapshot or labels.exclude_labelers", err)
+		}
+		if err != nil {
+			return StageResult{}, err
+		}
+		return StageResult{Snapshot: name, Metrics: map[string]float64{"comparisons": float64(len(snap.ComparisonIDs))}}, nil
+	})
+}
+
+// TrainRM trains the reward model on the snapshot's train-split comparisons
+// and evaluates it on the held-out ones.
+func (a *Activities) TrainRM(ctx context.Context, in StageInput) (StageResult, error) {
+	return a.runStage(ctx, in.Spec, "rm", func(ctx context.Context, t *tracker) (StageResult, error) {
+		s := in.Spec
+		if err := a.DB.SetStageSnapshot(ctx, s.ID, "rm", in.Snapshot); err != nil {
+			return StageResult{}, err
+		}
+		var train, heldout []rewardmodel.Comparison
+		err := a.DB.ExportSnapshot(ctx, in.Snapshot, func(r postgres.ExportRow) error {
+			c := rewardmodel.Comparison{Prompt: r.Prompt, Responses: r.Responses, Ranks: make([]int, len(r.Ranks)), Labeler: r.Labeler}
+			for i, rk := range r.Ranks {
+				c.Ranks[i] = int(rk)
+			}
+			if r.Split == "train" {
+				train = append(train, c)
+			} else {
+				heldout = append(heldout, c)
+			}
+			return nil
+		})
+		if err != nil {
+			return StageResult{}, err
+		}
+		if len(train) == 0 || len(heldout) == 0 {
+			return StageResult{}, stage.BadInput("rm: snapshot %s has %d comparisons of train prompts and %d of held-out ones; both are needed", in.Snapshot, len(train), len(heldout))
+		}
+		files, err := a.load(ctx, in.SFT)
+		if err != nil {
+			return StageResult{}, err
+		}
+		demos, err := a.demonstrations(ctx, s.Data.Source, "train")
+		if err != nil {
+			return StageResult{}, err
+		}
+		cfg := s.RM
+		cfg.Seed, cfg.Threads = s.Seed, s.Threads
+		var res rewardmodel.Result
+		err = t.timed(func() error {
+			res, err = rewardmodel.Train(ctx, rewardmodel.Input{Config: cfg, SFT: files, Tokenizer: tasks.Tokenizer(),
+				Train: train, Heldout: heldout, Demonstrations: demos}, t.sink, t.progress)
+			return err
+		})
+		return StageResult{Snapshot: in.Snapshot, Metrics: map[string]float64{
+			"steps": float64(res.Step), "train_loss": res.TrainLoss, "accuracy": res.Heldout.Accuracy,
+			"heldout_pairs": float64(res.Heldout.Pairs), "heldout_loss": res.Heldout.Loss,
+			"length_correlation": res.Heldout.LengthCorr, "train_comparisons": float64(len(train)),
+		}}, err
+	})
+}
+
+// TrainPPO optimises the SFT policy against the reward model.
+func (a *Activities) TrainPPO(ctx context.Context, in StageInput) (StageResult, error) {
+	return a.runStage(ctx, in.Spec, "ppo", func(ctx context.Context, t *tracker) (StageResult, error) {
+		s := in.Spec
+		sftFiles, err := a.load(ctx, in.SFT)
+		if err != nil {
+			return StageResult{}, err
+		}
+		rmFiles, err := a.load(ctx, in.RM)
+		if err != nil {
+			return StageResult{}, err
+		}
+		prompts, err := a.DB.Prompts(ctx, s.Data.Source, "train")
+		if err != nil {
+			return StageResult{}, err
+		}
+		demos, err := a.demonstrations(ctx, s.Data.Source, "train")
+		if err != nil {
+			return StageResult{}, err
+		}
+		cfg := s.PPO
+		cfg.Seed, cfg.Threads = s.Seed, s.Threads
+		var res ppo.Result
+		err = t.timed(func() error {
+			res, err = ppo.Train(ctx, ppo.Input{Config: cfg, SFT: sftFiles, RM: rmFiles, Tokenizer: tasks.Tokenizer(),
+				Prompts: prompts, Pretrain: demos}, t.sink, t.progress)
+			return err
+		})
+		return StageResult{Metrics: res.Metrics}, err
+	})
+}
+
+// Evaluate judges the PPO policy against the SFT policy on held-out prompts
+// with the task's gold judge, which no stage saw.
+func (a *Activities) Evaluate(ctx context.Context, in StageInput) (StageResult, error) {
+	return a.runStage(ctx, in.Spec, "eval", func(ctx context.Context, t *tracker) (StageResult, error) {
+		s := in.Spec
+		var ms [2]*model.Model
+		for i, cp := range []*Checkpoint{in.SFT, in.PPO} {
+			files, err := a.load(ctx, cp)
+			if err != nil {
+				return StageResult{}, err
+			}
+			if ms[i], err = stage.LoadModel(files, ""); err != nil {
+				return StageResult{}, err
+			}
+			ms[i].SetThreads(s.Threads)
+		}
+		prompts, err := a.DB.Prompts(ctx, s.Data.Source, "heldout")
+		if err != nil {
+			return StageResult{}, err
+		}
+		var ev demo.Eval
+		err = t.timed(func() error {
+			ev, err = demo.Evaluate(ms[0], ms[1], tasks.Tokenizer(), prompts, s.Eval.Samples, s.PPO.MaxNewTokens, s.Seed+10)
+			return err
+		})
+		return StageResult{Metrics: map[string]float64{
+			"win_rate": ev.WinRate, "sft_gold": ev.RefGold, "ppo_gold": ev.Gold, "kl": ev.KL, "samples": float64(ev.Samples),
+		}}, err
+	})
+}
+
+// runStage is the frame of every stage activity: reuse the stored result
+// of a stage that finished with the same settings; otherwise record the
+// start, run work with a tracker (heartbeats, metrics, the checkpoint sink),
+// and store the result. A user's mistake becomes a non-retryable error.
+func (a *Activities) runStage(ctx context.Context, spec runspec.Spec, name string,
+	work func(context.Context, *tracker) (StageResult, error),
+) (StageResult, error) {
+	run, hash := spec.ID, spec.StageHash(name)
+	rec, err := a.DB.GetStage(ctx, run, name)
+	switch {
+	case err == nil && rec.Status == "succeeded" && rec.Result != nil:
+		if rec.ConfigSHA256 != hash {
+			return StageResult{}, temporal.NewNonRetryableApplicationError(
+				fmt.Sprintf("%s: the stage finished with other settings; start a new run to change them", name), ErrTypeBadInput, nil)
+		}
+		var res StageResult
+		if err := json.Unmarshal(rec.Result, &res); err != nil {
+			return StageResult{}, fmt.Errorf("%s: stored result: %w", name, err)
+		}
+		res.Reused = true
+		return res, nil
+	case err != nil && !errors.Is(err, storage.ErrNotFound):
+		return StageResult{}, err
+	}
+	if err := a.DB.BeginStage(ctx, run, name, hash); err != nil {
+		return StageResult{}, err
+	}
+	t := a.newTracker(ctx, run, name)
+	defer t.close()
+	if ref, err := a.Objects.Latest(ctx, run, name); err == nil {
+		t.resumedFrom = ref.Step
+	}
+	res, err := work(ctx, t)
+	if err != nil {
+		if errors.Is(err, stage.ErrBadInput) {
+			_ = a.DB.EndStage(ctx, run, name, "failed", err.Error())
+			return StageResult{}, badInput(err)
+		}
+		return StageResult{}, fmt.Errorf("%s: %w", name, err)
+	}
+	res.Stage, res.Seconds, res.ResumedFrom = name, t.seconds, t.resumedFrom
+	if res.Checkpoint, err = t.lastCheckpoint(ctx); err != nil {
+		return StageResult{}, fmt.Errorf("%s: %w", name, err)
+	}
+	t.flush(ctx)
+	data, err := json.Marshal(res)
+	if err != nil {
+		return StageResult{}, err
+	}
+	key, sha := "", ""
+	if res.Checkpoint != nil {
+		key, sha = res.Checkpoint.Key(), res.Checkpoint.SHA256
+	}
+	if err := a.DB.FinishStage(ctx, run, name, data, key, sha); err != nil {
+		return StageResult{}, err
+	}
+	return res, nil
+}
+
+// badInput makes err a non-retryable application error with its message.
+func badInput(err error) error {
+	return temporal.NewNonRetryableApplicationError(err.Error(), ErrTypeBadInput, err)
+}
+
+// load reads a checkpoint named in a payload and checks that it is the one
+// its stage committed (the manifest's hash); a changed or corrupt checkpoint
+// is not retried.
+func (a *Activities) load(ctx context.Context, cp *Checkpoint) (map[string][]byte, error) {
+	if cp == nil {
+		return nil, stage.BadInput("no checkpoint given: an earlier stage did not produce one")
+	}
+	got, err := a.Objects.LoadCheckpoint(ctx, objectstore.Ref{Run: cp.Run, Stage: cp.Stage, Step: cp.Step})
+	if errors.Is(err, storage.ErrCorrupt) || errors.Is(err, storage.ErrNotFound) {
+		return nil, stage.BadInput("checkpoint %s: %v; rerun its stage in a new run", cp.Key(), err)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if got.ManifestSHA256 != cp.SHA256 {
+		return nil, stage.BadInput("checkpoint %s has manifest %s, not %s as its stage committed; rerun its stage in a new run", cp.Key(), got.ManifestSHA256, cp.SHA256)
+	}
+	return got.Files, nil
+}
+
+func (a *Activities) demonstrations(ctx context.Context, source, split string) ([]stage.Example, error) {
+	ps, err := a.DB.Demonstrations(ctx, source, split)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]stage.Example, len(ps))
+	for i, p := range ps {
+		out[i] = stage.Example{Prompt: p.Prompt, Response: p.Response}
+	}
+	return out, nil
+}

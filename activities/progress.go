@@ -1,0 +1,188 @@
+package activities
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"sync"
+	"time"
+
+	"go.temporal.io/sdk/activity"
+
+	"github.com/instructflow/instructflow/stage"
+	"github.com/instructflow/instructflow/storage"
+)
+
+// Heartbeat is what a stage activity heartbeats: where it is and its last
+// committed checkpoint. A retried attempt reads it to say where it resumes.
+type Heartbeat struct {
+	Step       int64              `json:"step"`
+	Total      int64              `json:"total"`
+	Checkpoint string             `json:"checkpoint,omitempty"` // key of the last committed checkpoint
+	Metrics    map[string]float64 `json:"metrics,omitempty"`
+}
+
+// Progress is what a stage activity tells its workflow every few seconds
+// (the signal ProgressSignal), for the progress query.
+type Progress struct {
+	Stage   string    `json:"stage"`
+	Attempt int32     `json:"attempt"`
+	Beat    Heartbeat `json:"heartbeat"`
+}
+
+// ProgressSignal is the name of the signal that carries Progress.
+const ProgressSignal = "progress"
+
+// ErrWorkerStopping: the worker is shutting down; the stage stopped right
+// after committing a checkpoint, and a retry on another worker continues
+// from it.
+var ErrWorkerStopping = errors.New("worker stopping")
+
+// tracker turns a trainer's progress reports into heartbeats, Postgres
+// metrics and progress signals, off the training goroutine: a slow or
+// unreachable Postgres never stalls training (metrics wait in memory and
+// are written when it answers again).
+type tracker struct {
+	a           *Activities
+	run, stage  string
+	sink        stage.Sink
+	seconds     float64 // inside the trainer, this attempt
+	resumedFrom int64
+
+	mu      sync.Mutex
+	beat    Heartbeat
+	cp      *Checkpoint
+	pending []stage.Report
+
+	stop chan struct{}
+	done chan struct{}
+}
+
+func (a *Activities) newTracker(ctx context.Context, run, name string) *tracker {
+	t := &tracker{a: a, run: run, stage: name, sink: a.Objects.Sink(run, name),
+		stop: make(chan struct{}), done: make(chan struct{})}
+	info := activity.GetInfo(ctx)
+	if info.Attempt > 1 && activity.HasHeartbeatDetails(ctx) {
+		var last Heartbeat
+		if err := activity.GetHeartbeatDetails(ctx, &last); err == nil {
+			activity.GetLogger(ctx).Info("retried stage resumes", "stage", name, "attempt", info.Attempt,
+				"last_step", last.Step, "last_checkpoint", last.Checkpoint)
+			t.beat = last
+		}
+	}
+	go t.loop(ctx, info)
+	return t
+}
+
+// loop heartbeats every second, writes pending metrics, and signals the
+// workflow every few seconds, until close.
+func (t *tracker) loop(ctx context.Context, info activity.Info) {
+	defer close(t.done)
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	var lastSignal time.Time
+	for {
+		select {
+		case <-t.stop:
+			return
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		t.mu.Lock()
+		beat := t.beat
+		beat.Metrics = maps.Clone(beat.Metrics)
+		t.mu.Unlock()
+		activity.RecordHeartbeat(ctx, beat)
+		t.flush(ctx)
+		if t.a.Signal != nil && time.Since(lastSignal) >= t.a.signalEvery() {
+			lastSignal = time.Now()
+			sctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			_ = t.a.Signal.SignalWorkflow(sctx, info.WorkflowExecution.ID, info.WorkflowExecution.RunID, ProgressSignal,
+				Progress{Stage: t.stage, Attempt: info.Attempt, Beat: beat})
+			cancel()
+		}
+	}
+}
+
+func (a *Activities) signalEvery() time.Duration {
+	if a.SignalEvery > 0 {
+		return a.SignalEvery
+	}
+	return 5 * time.Second
+}
+
+// progress is the trainers' stage.Progress.
+func (t *tracker) progress(r stage.Report) error {
+	t.mu.Lock()
+	t.beat.Step, t.beat.Total, t.beat.Metrics = r.Step, r.Total, r.Metrics
+	if r.Checkpoint != "" {
+		t.cp = &Checkpoint{Run: t.run, Stage: t.stage, Step: r.Step, SHA256: r.Checkpoint}
+		t.beat.Checkpoint = t.cp.Key()
+	}
+	if len(r.Metrics) > 0 {
+		t.pending = append(t.pending, r)
+	}
+	t.mu.Unlock()
+	if r.Checkpoint != "" && t.a.stopping() {
+		return fmt.Errorf("%w: %s stopped after its checkpoint at step %d", ErrWorkerStopping, t.stage, r.Step)
+	}
+	return nil
+}
+
+// timed runs fn and counts its time as the trainer's.
+func (t *tracker) timed(fn func() error) error {
+	began := time.Now()
+	err := fn()
+	t.seconds += time.Since(began).Seconds()
+	return err
+}
+
+// flush writes the pending metrics; what fails stays pending.
+func (t *tracker) flush(ctx context.Context) {
+	t.mu.Lock()
+	pending := t.pending
+	t.pending = nil
+	t.mu.Unlock()
+	for i, r := range pending {
+		wctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		err := t.a.DB.RecordMetrics(wctx, t.run, t.stage, r.Step, r.Metrics)
+		cancel()
+		if err != nil {
+			t.mu.Lock()
+			t.pending = append(pending[i:], t.pending...)
+			t.mu.Unlock()
+			return
+		}
+	}
+}
+
+// lastCheckpoint is the checkpoint reported last, or, when the trainer
+// found its work done and reported nothing, the stage's latest committed
+// one (nil for stages without checkpoints).
+func (t *tracker) lastCheckpoint(ctx context.Context) (*Checkpoint, error) {
+	t.mu.Lock()
+	cp := t.cp
+	t.mu.Unlock()
+	if cp != nil {
+		return cp, nil
+	}
+	ref, err := t.a.Objects.Latest(ctx, t.run, t.stage)
+	if errors.Is(err, storage.ErrNotFound) {
+		return nil, nil // a stage that writes no checkpoints
+	}
+	if err != nil {
+		return nil, err
+	}
+	got, err := t.a.Objects.LoadCheckpoint(ctx, ref)
+	if err != nil {
+		return nil, err
+	}
+	return &Checkpoint{Run: t.run, Stage: t.stage, Step: ref.Step, SHA256: got.ManifestSHA256}, nil
+}
+
+func (t *tracker) close() {
+	close(t.stop)
+	<-t.done
+}

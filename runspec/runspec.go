@@ -1,0 +1,398 @@
+// Package runspec is a pipeline run's spec: what a run trains, on which
+// data, with which hyperparameters, and how the pipeline treats it (gates,
+// task queues, retries). A spec starts from a preset, is read from YAML
+// (with viper) and can be changed key by key (`--set ppo.policy_lr=1e-4`);
+// unknown keys are refused. Its JSON form travels in workflow payloads and is
+// stored with the run.
+package runspec
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/mitchellh/mapstructure"
+	"github.com/spf13/viper"
+
+	"github.com/instructflow/instructflow/config"
+	"github.com/instructflow/instructflow/demo"
+	"github.com/instructflow/instructflow/model"
+	"github.com/instructflow/instructflow/ppo"
+	"github.com/instructflow/instructflow/rewardmodel"
+	"github.com/instructflow/instructflow/sft"
+	"github.com/instructflow/instructflow/storage"
+)
+
+// Spec is one run.
+type Spec struct {
+	ID   string `json:"id"`
+	Seed uint64 `json:"seed"`
+	// Threads each trainer uses (results do not depend on it).
+	Threads int `json:"threads"`
+	// Model is the policy's shape; the vocabulary comes from the tokenizer.
+	Model model.Config `json:"model"`
+	Data  Data         `json:"data"`
+	SFT   sft.Config   `json:"sft"`
+	// Labels says where the reward model's comparisons come from.
+	Labels Labels             `json:"labels"`
+	RM     rewardmodel.Config `json:"rm"`
+	Gate   Gate               `json:"gate"`
+	PPO    ppo.Config         `json:"ppo"`
+	Eval   Eval               `json:"eval"`
+	Queues Queues             `json:"task_queues"`
+	Retry  Retry              `json:"retry"`
+}
+
+// Data names the prompts and demonstrations in Postgres.
+type Data struct {
+	// Source is the prompts' source column (a task's name when loaded by
+	// quickstart); SFT trains on its demonstrations, PPO samples its train
+	// prompts.
+	Source string `json:"source"`
+	// Task is the demo task whose tokenizer and gold judge the run uses
+	// ("strops").
+	Task string `json:"task"`
+}
+
+// Labels is the reward model's data: either collected in the run (samples
+// of the SFT policy put in a labeling batch, then the run waits for labels)
+// or an existing snapshot.
+type Labels struct {
+	Collect        bool    `json:"collect"`
+	K              int     `json:"k"`               // responses per prompt
+	Rounds         int     `json:"rounds"`          // passes over the train prompts with fresh samples
+	Prompts        int     `json:"prompts"`         // train prompts per round (0 = all)
+	HeldoutPrompts int     `json:"heldout_prompts"` // held-out prompts, labeled once, for RM evaluation
+	MaxNewTokens   int     `json:"max_new_tokens"`
+	Temperature    float32 `json:"temperature"`
+	// Deadline is how long the run waits for labels; MinLabeled is the
+	// share of items that must have a comparison by then, else it fails.
+	Deadline   time.Duration `json:"deadline"`
+	MinLabeled float64       `json:"min_labeled"`
+	// Snapshot uses an existing label snapshot instead of collecting.
+	Snapshot string `json:"snapshot"`
+	// Filters applied when the run snapshots its batch.
+	ExcludeLabelers []string `json:"exclude_labelers"`
+	ExcludeFlagged  bool     `json:"exclude_flagged"`
+}
+
+// Gate holds PPO until the reward model is good enough or a person approves.
+type Gate struct {
+	// MinRMAccuracy is the held-out accuracy (pairs ordered as labeled) the
+	// reward model needs for PPO to start without approval; 0 = no gate.
+	MinRMAccuracy float64 `json:"min_rm_accuracy"`
+}
+
+// Eval judges the PPO policy against the SFT policy with the task's gold
+// judge on held-out prompts.
+type Eval struct {
+	Samples int `json:"samples"` // responses per held-out prompt and policy; 0 = skip
+}
+
+// Queues routes stages to task queues ("" = the workflow's queue), so
+// training can run on a pool of its own.
+type Queues struct {
+	SFT    string `json:"sft"`
+	Labels string `json:"labels"`
+	RM     string `json:"rm"`
+	PPO    string `json:"ppo"`
+	Eval   string `json:"eval"`
+}
+
+// Retry is how activities are retried.
+type Retry struct {
+	// HeartbeatTimeout: a worker silent for this long is presumed dead and
+	// its activity is retried elsewhere.
+	HeartbeatTimeout time.Duration `json:"heartbeat_timeout"`
+	MaxInterval      time.Duration `json:"max_interval"`
+	MaxAttempts      int           `json:"max_attempts"` // 0 = until it works or fails for good
+}
+
+// Presets are the named starting points.
+var Presets = []string{"tiny", "micro"}
+
+// Preset returns a named spec. tiny is the demo run (a few minutes on 2
+// cores, PPO clearly beats SFT); micro is the same pipeline with a tenth of
+// the work, for tests and a first look.
+func Preset(name string) (Spec, error) {
+	d := demo.DefaultConfig()
+	s := Spec{
+		Seed: d.Seed, Threads: d.Threads, Model: d.Model,
+		Data: Data{Source: "strops", Task: "strops"},
+		SFT:  d.SFT,
+		Labels: Labels{Collect: true, K: d.K, Rounds: d.LabelRounds, Prompts: d.RMPrompts, HeldoutPrompts: d.RMHeldout,
+			MaxNewTokens: 14, Temperature: 1, Deadline: 24 * time.Hour, MinLabeled: 0.9},
+		RM:    d.RM,
+		Gate:  Gate{MinRMAccuracy: 0.6},
+		PPO:   d.PPO,
+		Eval:  Eval{Samples: d.EvalSamples},
+		Retry: Retry{HeartbeatTimeout: 20 * time.Second, MaxInterval: 30 * time.Second},
+	}
+	switch name {
+	case "tiny":
+	case "micro":
+		s.SFT.Steps, s.SFT.CheckpointEvery, s.SFT.EvalEvery = 300, 50, 100
+		s.Labels.Rounds, s.Labels.Prompts, s.Labels.HeldoutPrompts = 1, 600, 100
+		s.RM.Steps, s.RM.CheckpointEvery, s.RM.EvalEvery = 300, 50, 300
+		s.PPO.Iterations, s.PPO.RolloutBatch, s.PPO.MiniBatch, s.PPO.CheckpointEvery = 16, 64, 32, 4
+		s.Gate.MinRMAccuracy = 0
+		s.Eval.Samples = 1
+	default:
+		return Spec{}, fmt.Errorf("runspec: unknown preset %q (known: %s)", name, strings.Join(Presets, ", "))
+	}
+	return s, nil
+}
+
+// Read reads a YAML spec on top of a preset: the key "preset" (default
+// tiny) picks it, every other key overrides it. name is for messages.
+func Read(r io.Reader, name string) (Spec, error) {
+	v := viper.New()
+	v.SetConfigType("yaml")
+	if err := v.ReadConfig(r); err != nil {
+		return Spec{}, fmt.Errorf("runspec: read %s: %w", name, err)
+	}
+	settings := v.AllSettings()
+	preset := "tiny"
+	if p, ok := settings["preset"]; ok {
+		preset = fmt.Sprint(p)
+		delete(settings, "preset")
+	}
+	s, err := Preset(preset)
+	if err != nil {
+		return Spec{}, fmt.Errorf("runspec: %s: %w", name, err)
+	}
+	if err := s.apply(settings); err != nil {
+		return Spec{}, fmt.Errorf("runspec: %s: %w", name, err)
+	}
+	return s, nil
+}
+
+// Set changes settings given as key=value (`ppo.policy_lr=1e-4`).
+func (s *Spec) Set(assignments []string) error {
+	for _, a := range assignments {
+		key, value, ok := strings.Cut(a, "=")
+		if !ok || key == "" {
+			return fmt.Errorf("runspec: --set %q: write key=value, e.g. ppo.policy_lr=1e-4", a)
+		}
+		m := map[string]any{}
+		cur := m
+		parts := strings.Split(strings.ToLower(key), ".")
+		for _, p := range parts[:len(parts)-1] {
+			next := map[string]any{}
+			cur[p] = next
+			cur = next
+		}
+		var val any = value
+		if strings.HasPrefix(value, "[") { // a list: labels.exclude_labelers=[a,b]
+			val = strings.FieldsFunc(strings.Trim(value, "[]"), func(r rune) bool { return r == ',' || r == ' ' })
+		}
+		cur[parts[len(parts)-1]] = val
+		if err := s.apply(m); err != nil {
+			return fmt.Errorf("runspec: --set %s: %w", a, err)
+		}
+	}
+	return nil
+}
+
+// apply decodes settings (nested maps, as YAML gives them) onto s,
+// refusing keys the spec does not have.
+func (s *Spec) apply(settings map[string]any) error {
+	known := Keys()
+	for _, k := range flatKeys("", settings) {
+		if !slices.Contains(known, k) {
+			return fmt.Errorf("unknown key %q%s", k, config.Suggest(k, known))
+		}
+	}
+	dec, err := mapstructure.NewDecoder(&mapstructure.DecoderConfig{
+		TagName: "json", WeaklyTypedInput: true, ErrorUnused: true, Result: s,
+		DecodeHook: mapstructure.ComposeDecodeHookFunc(mapstructure.StringToTimeDurationHookFunc(), mapstructure.StringToSliceHookFunc(",")),
+	})
+	if err != nil {
+		return err
+	}
+	return dec.Decode(settings)
+}
+
+// Keys lists every settable key, dotted.
+func Keys() []string {
+	s, _ := Preset("tiny")
+	data, _ := json.Marshal(s)
+	var m map[string]any
+	_ = json.Unmarshal(data, &m)
+	keys := flatKeys("", m)
+	return append(keys, "model.lora_rank", "model.lora_alpha")
+}
+
+func flatKeys(prefix string, m map[string]any) []string {
+	var out []string
+	for k, v := range m {
+		if sub, ok := v.(map[string]any); ok {
+			out = append(out, flatKeys(prefix+k+".", sub)...)
+			continue
+		}
+		out = append(out, prefix+k)
+	}
+	slices.Sort(out)
+	return out
+}
+
+// Validate reports every setting that cannot work, each naming its key.
+func (s Spec) Validate() error {
+	var errs []error
+	bad := func(key string, err error) {
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", key, err))
+		}
+	}
+	bad("id", storage.ValidateID("run", s.ID))
+	if s.Threads < 1 {
+		bad("threads", fmt.Errorf("%d: use 1 or more", s.Threads))
+	}
+	m := s.Model
+	m.Vocab = max(m.Vocab, 1)
+	bad("model", m.Validate())
+	if s.Data.Source == "" {
+		bad("data.source", errors.New("empty: name the prompts' source"))
+	}
+	if s.Data.Task != "strops" {
+		bad("data.task", fmt.Errorf("%q: the only task with a tokenizer and gold judge is \"strops\"", s.Data.Task))
+	}
+	bad("sft", s.SFT.Validate())
+	l := s.Labels
+	switch {
+	case l.Collect && l.Snapshot != "":
+		bad("labels", errors.New("collect and snapshot both set: collect new labels or name a snapshot, not both"))
+	case !l.Collect && l.Snapshot == "":
+		bad("labels", errors.New("set labels.collect: true or name an existing snapshot in labels.snapshot"))
+	case l.Collect:
+		if l.K < 2 {
+			bad("labels.k", fmt.Errorf("%d: rank at least 2 responses per prompt", l.K))
+		}
+		if l.Rounds < 1 {
+			bad("labels.rounds", fmt.Errorf("%d: use 1 or more", l.Rounds))
+		}
+		if l.Prompts < 0 || l.HeldoutPrompts < 1 {
+			bad("labels.heldout_prompts", errors.New("held-out prompts must be 1 or more (the reward model is evaluated on them)"))
+		}
+		if l.MaxNewTokens < 1 || l.MaxNewTokens >= s.Model.Context {
+			bad("labels.max_new_tokens", fmt.Errorf("%d: use 1 to model.n_positions-1", l.MaxNewTokens))
+		}
+		if !(l.Temperature > 0) {
+			bad("labels.temperature", fmt.Errorf("%v: must be > 0", l.Temperature))
+		}
+		if l.Deadline <= 0 {
+			bad("labels.deadline", errors.New("must be positive, e.g. 24h"))
+		}
+		if !(l.MinLabeled > 0 && l.MinLabeled <= 1) {
+			bad("labels.min_labeled", fmt.Errorf("%v: a share in (0, 1]", l.MinLabeled))
+		}
+	}
+	bad("rm", s.RM.Validate())
+	if s.Gate.MinRMAccuracy < 0 || s.Gate.MinRMAccuracy > 1 {
+		bad("gate.min_rm_accuracy", fmt.Errorf("%v: a share in [0, 1]", s.Gate.MinRMAccuracy))
+	}
+	bad("ppo", s.PPO.Validate())
+	if s.PPO.MaxNewTokens >= s.Model.Context {
+		bad("ppo.max_new_tokens", fmt.Errorf("%d: must be below model.n_positions (%d)", s.PPO.MaxNewTokens, s.Model.Context))
+	}
+	if s.Eval.Samples < 0 {
+		bad("eval.samples", fmt.Errorf("%d: use 0 (skip) or more", s.Eval.Samples))
+	}
+	if s.Retry.HeartbeatTimeout < time.Second {
+		bad("retry.heartbeat_timeout", fmt.Errorf("%v: use 1s or more", s.Retry.HeartbeatTimeout))
+	}
+	if s.Retry.MaxInterval < time.Second {
+		bad("retry.max_interval", fmt.Errorf("%v: use 1s or more", s.Retry.MaxInterval))
+	}
+	if s.Retry.MaxAttempts < 0 {
+		bad("retry.max_attempts", fmt.Errorf("%d: use 0 (no limit) or more", s.Retry.MaxAttempts))
+	}
+	if len(errs) > 0 {
+		return fmt.Errorf("run spec: %w", errors.Join(errs...))
+	}
+	return nil
+}
+
+// Stages are the pipeline's stages in order, as named in records, object
+// keys and workflow ids.
+var Stages = []string{"sft", "labels", "snapshot", "rm", "ppo", "eval"}
+
+// owner maps a top-level key to the first stage whose result depends on it;
+// keys not listed (threads, gate, task_queues, retry) change no result.
+var owner = map[string]string{
+	"id": "sft", "seed": "sft", "model": "sft", "data": "sft", "sft": "sft",
+	"labels": "labels", "rm": "rm", "ppo": "ppo", "eval": "eval",
+}
+
+// StageHash is the SHA-256 of every setting stage's result depends on (its
+// own and all earlier stages'): a finished stage with the same hash can be
+// reused.
+func (s Spec) StageHash(stage string) string {
+	data, _ := json.Marshal(s)
+	var m map[string]json.RawMessage
+	_ = json.Unmarshal(data, &m)
+	upto := slices.Index(Stages, stage)
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		if o, ok := owner[k]; ok && slices.Index(Stages, o) <= upto {
+			keys = append(keys, k)
+		}
+	}
+	slices.Sort(keys)
+	h := sha256.New()
+	for _, k := range keys {
+		fmt.Fprintf(h, "%s=%s\n", k, m[k])
+	}
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+// Changed lists the dotted keys whose values differ between a and b.
+func Changed(a, b Spec) []string {
+	fa, fb := flatValues(a), flatValues(b)
+	var out []string
+	for k, v := range fa {
+		if fb[k] != v {
+			out = append(out, k)
+		}
+	}
+	for k := range fb {
+		if _, ok := fa[k]; !ok {
+			out = append(out, k)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+// FirstAffected is the first stage whose result a change of key affects
+// ("" when none does).
+func FirstAffected(key string) string {
+	top, _, _ := strings.Cut(key, ".")
+	return owner[top]
+}
+
+func flatValues(s Spec) map[string]string {
+	data, _ := json.Marshal(s)
+	var m map[string]any
+	_ = json.Unmarshal(data, &m)
+	out := map[string]string{}
+	var walk func(string, any)
+	walk = func(prefix string, v any) {
+		if sub, ok := v.(map[string]any); ok {
+			for k, x := range sub {
+				walk(prefix+k+".", x)
+			}
+			return
+		}
+		b, _ := json.Marshal(v)
+		out[strings.TrimSuffix(prefix, ".")] = string(b)
+	}
+	walk("", m)
+	return out
+}

@@ -1,0 +1,254 @@
+package postgres
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/instructflow/instructflow/preference"
+	"github.com/instructflow/instructflow/storage"
+)
+
+// BatchItem is a prompt with the responses to rank, in the order to show
+// them. Item numbers count from 0 within a batch.
+type BatchItem struct {
+	Item      int      `json:"item"`
+	Prompt    string   `json:"prompt"`
+	Responses []string `json:"responses"`
+}
+
+// Batch is a labeling batch: items waiting for comparisons.
+type Batch struct {
+	ID       int64      `json:"id"`
+	Name     string     `json:"name"`
+	Run      string     `json:"run,omitempty"`
+	Items    int        `json:"items"`
+	Labeled  int        `json:"labeled"` // items with at least one comparison
+	Deadline *time.Time `json:"deadline,omitempty"`
+}
+
+// BatchLabel is one labeler's ranking of a batch item (ranks in the shown
+// order, 1 = best, equal ranks tie).
+type BatchLabel struct {
+	Item    int
+	Labeler string
+	Ranks   []int
+}
+
+// CreateBatch stores a labeling batch of a run with its items (responses
+// as policy samples of source "sample:<run>") in one transaction. Creating a
+// batch that exists with as many items returns it, so a retried activity is
+// harmless.
+func (db *DB) CreateBatch(ctx context.Context, name, run string, deadline time.Time, items []BatchItem) (Batch, error) {
+	b := Batch{Name: name, Run: run, Items: len(items), Deadline: &deadline}
+	err := pgx.BeginFunc(ctx, db.pool, func(tx pgx.Tx) error {
+		var existing int
+		err := tx.QueryRow(ctx, "SELECT id, items FROM labeling_batches WHERE name = $1", name).Scan(&b.ID, &existing)
+		if err == nil {
+			if existing != len(items) {
+				return fmt.Errorf("batch exists with %d items, not %d", existing, len(items))
+			}
+			return nil
+		}
+		if !errors.Is(err, pgx.ErrNoRows) {
+			return err
+		}
+		var itemNo, pos []int32
+		var promptTexts, respTexts []string
+		var promptSums, promptNorms, respSums, respNorms [][]byte
+		var chars []int32
+		for i, it := range items {
+			if it.Item != i {
+				return fmt.Errorf("item %d is numbered %d: number items 0, 1, ... in order", i, it.Item)
+			}
+			ps, pn := sha256.Sum256([]byte(it.Prompt)), preference.NormHash(it.Prompt)
+			for j, r := range it.Responses {
+				rs, rn := sha256.Sum256([]byte(r)), preference.NormHash(r)
+				itemNo, pos = append(itemNo, int32(i)), append(pos, int32(j))
+				promptTexts, promptSums, promptNorms = append(promptTexts, it.Prompt), append(promptSums, ps[:]), append(promptNorms, pn[:])
+				respTexts, respSums, respNorms = append(respTexts, r), append(respSums, rs[:]), append(respNorms, rn[:])
+				chars = append(chars, int32(utf8.RuneCountInString(r)))
+			}
+		}
+		if err := tx.QueryRow(ctx,
+			"INSERT INTO labeling_batches (name, run_id, deadline, items) VALUES ($1, $2, $3, $4) RETURNING id",
+			name, run, deadline, len(items)).Scan(&b.ID); err != nil {
+			return err
+		}
+		if _, err := tx.Exec(ctx,
+			`INSERT INTO prompts (text, sha256, norm_sha256) SELECT DISTINCT ON (s) t, s, n
+			 FROM unnest($1::text[], $2::bytea[], $3::bytea[]) AS u (t, s, n) ORDER BY s
+			 ON CONFLICT (sha256) DO NOTHING`, promptTexts, promptSums, promptNorms); err != nil {
+			return fmt.Errorf("prompts: %w", err)
+		}
+		if _, err := tx.Exec(ctx,
+			`INSERT INTO responses (prompt_id, text, sha256, norm_sha256, chars, source)
+			 SELECT DISTINCT ON (p.id, u.s) p.id, u.t, u.s, u.n, u.c, $6
+			 FROM unnest($1::bytea[], $2::text[], $3::bytea[], $4::bytea[], $5::integer[]) AS u (ps, t, s, n, c)
+			 JOIN prompts p ON p.sha256 = u.ps
+			 ORDER BY p.id, u.s
+			 ON CONFLICT (prompt_id, sha256) DO NOTHING`, promptSums, respTexts, respSums, respNorms, chars, "sample:"+run); err != nil {
+			return fmt.Errorf("responses: %w", err)
+		}
+		tag, err := tx.Exec(ctx,
+			`INSERT INTO labeling_batch_items (batch_id, item, prompt_id, response_ids)
+			 SELECT $1, u.item, p.id, array_agg(r.id ORDER BY u.pos)
+			 FROM unnest($2::integer[], $3::integer[], $4::bytea[], $5::bytea[]) AS u (item, pos, ps, rs)
+			 JOIN prompts p ON p.sha256 = u.ps
+			 JOIN responses r ON r.prompt_id = p.id AND r.sha256 = u.rs
+			 GROUP BY u.item, p.id`, b.ID, itemNo, pos, promptSums, respSums)
+		if err != nil {
+			return fmt.Errorf("items: %w", err)
+		}
+		if int(tag.RowsAffected()) != len(items) {
+			return fmt.Errorf("stored %d items of %d", tag.RowsAffected(), len(items))
+		}
+		return nil
+	})
+	if err != nil {
+		return Batch{}, fmt.Errorf("postgres: create batch %s: %w", name, translate(err))
+	}
+	return b, nil
+}
+
+// GetBatch reads a batch with how many of its items have comparisons.
+func (db *DB) GetBatch(ctx context.Context, name string) (Batch, error) {
+	var b Batch
+	var run *string
+	err := db.pool.QueryRow(ctx,
+		`SELECT b.id, b.name, b.run_id, b.items, b.deadline,
+		        (SELECT count(DISTINCT c.batch_item) FROM comparisons c WHERE c.batch_id = b.id)
+		 FROM labeling_batches b WHERE b.name = $1`, name).Scan(&b.ID, &b.Name, &run, &b.Items, &b.Deadline, &b.Labeled)
+	if err != nil {
+		return Batch{}, fmt.Errorf("postgres: batch %s: %w", name, translate(err))
+	}
+	if run != nil {
+		b.Run = *run
+	}
+	return b, nil
+}
+
+// OpenBatches lists the batches that still have items without a comparison,
+// oldest first; with run set, only that run's.
+func (db *DB) OpenBatches(ctx context.Context, run string) ([]string, error) {
+	rows, err := db.pool.Query(ctx,
+		`SELECT b.name FROM labeling_batches b
+		 WHERE ($1 = '' OR b.run_id = $1)
+		   AND b.items > (SELECT count(DISTINCT c.batch_item) FROM comparisons c WHERE c.batch_id = b.id)
+		 ORDER BY b.id`, run)
+	if err != nil {
+		return nil, fmt.Errorf("postgres: open batches: %w", err)
+	}
+	names, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return nil, fmt.Errorf("postgres: open batches: %w", err)
+	}
+	return names, nil
+}
+
+// UnlabeledItems returns a batch's items that have no comparison yet, in
+// item order.
+func (db *DB) UnlabeledItems(ctx context.Context, name string) ([]BatchItem, error) {
+	rows, err := db.pool.Query(ctx,
+		`SELECT i.item, p.text,
+		        (SELECT array_agg(r.text ORDER BY u.ord)
+		           FROM unnest(i.response_ids) WITH ORDINALITY AS u (rid, ord) JOIN responses r ON r.id = u.rid)
+		 FROM labeling_batches b
+		 JOIN labeling_batch_items i ON i.batch_id = b.id
+		 JOIN prompts p ON p.id = i.prompt_id
+		 WHERE b.name = $1
+		   AND NOT EXISTS (SELECT 1 FROM comparisons c WHERE c.batch_id = b.id AND c.batch_item = i.item)
+		 ORDER BY i.item`, name)
+	if err != nil {
+		return nil, fmt.Errorf("postgres: items of batch %s: %w", name, err)
+	}
+	items, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (BatchItem, error) {
+		var it BatchItem
+		return it, row.Scan(&it.Item, &it.Prompt, &it.Responses)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("postgres: items of batch %s: %w", name, err)
+	}
+	return items, nil
+}
+
+// AddLabels stores rankings of a batch's items in one statement. A label
+// already stored (same batch, item, labeler and ranks) is not stored twice;
+// an item the batch does not have refuses the whole call. kind is the
+// labelers' kind ("human" or "simulated").
+func (db *DB) AddLabels(ctx context.Context, batch, kind string, labels []BatchLabel) (int64, error) {
+	items := make([]int32, len(labels))
+	names := make([]string, len(labels))
+	ranks := make([]string, len(labels))
+	hashes := make([][]byte, len(labels))
+	for i, l := range labels {
+		items[i], names[i] = int32(l.Item), l.Labeler
+		parts := make([]string, len(l.Ranks))
+		for j, r := range l.Ranks {
+			parts[j] = strconv.Itoa(r)
+		}
+		ranks[i] = "{" + strings.Join(parts, ",") + "}"
+		h := batchLabelHash(batch, l)
+		hashes[i] = h[:]
+	}
+	var inserted int64
+	err := pgx.BeginFunc(ctx, db.pool, func(tx pgx.Tx) error {
+		var missing []int32
+		if err := tx.QueryRow(ctx,
+			`SELECT coalesce(array_agg(u.item ORDER BY u.item), '{}') FROM unnest($2::integer[]) AS u (item)
+			 WHERE NOT EXISTS (SELECT 1 FROM labeling_batch_items i JOIN labeling_batches b ON b.id = i.batch_id
+			                   WHERE b.name = $1 AND i.item = u.item)`, batch, items).Scan(&missing); err != nil {
+			return err
+		}
+		if len(missing) > 0 {
+			return fmt.Errorf("batch has no item %d: %w", missing[0], storage.ErrNotFound)
+		}
+		if _, err := tx.Exec(ctx,
+			"INSERT INTO labelers (name, kind) SELECT DISTINCT n, $2 FROM unnest($1::text[]) AS n ON CONFLICT (name) DO NOTHING",
+			names, kind); err != nil {
+			return err
+		}
+		tag, err := tx.Exec(ctx,
+			`INSERT INTO comparisons (prompt_id, labeler_id, response_ids, ranks, content_sha256, source, batch_id, batch_item)
+			 SELECT i.prompt_id, l.id, i.response_ids, u.rk::smallint[], u.h, 'batch:' || b.name, b.id, i.item
+			 FROM unnest($2::integer[], $3::text[], $4::text[], $5::bytea[]) WITH ORDINALITY AS u (item, lab, rk, h, ord)
+			 JOIN labeling_batches b ON b.name = $1
+			 JOIN labeling_batch_items i ON i.batch_id = b.id AND i.item = u.item
+			 JOIN labelers l ON l.name = u.lab
+			 ORDER BY u.ord
+			 ON CONFLICT (content_sha256) DO NOTHING`, batch, items, names, ranks, hashes)
+		inserted = tag.RowsAffected()
+		return err
+	})
+	if err != nil {
+		return 0, fmt.Errorf("postgres: add labels to batch %s: %w", batch, translate(err))
+	}
+	return inserted, nil
+}
+
+// batchLabelHash is a batch label's content hash: batch, item, labeler and
+// ranks (the item fixes the prompt and the responses).
+func batchLabelHash(batch string, l BatchLabel) [32]byte {
+	h := sha256.New()
+	var n [8]byte
+	for _, s := range []string{"batch", batch, strconv.Itoa(l.Item), l.Labeler} {
+		binary.BigEndian.PutUint64(n[:], uint64(len(s)))
+		h.Write(n[:])
+		h.Write([]byte(s))
+	}
+	for _, r := range l.Ranks {
+		binary.BigEndian.PutUint64(n[:], uint64(r))
+		h.Write(n[:])
+	}
+	var out [32]byte
+	h.Sum(out[:0])
+	return out
+}

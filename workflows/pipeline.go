@@ -1,0 +1,417 @@
+package workflows
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"go.temporal.io/sdk/temporal"
+	"go.temporal.io/sdk/workflow"
+
+	"github.com/instructflow/instructflow/activities"
+	"github.com/instructflow/instructflow/runspec"
+)
+
+// Names of the pipeline's query and updates.
+const (
+	ProgressQuery = "progress" // -> Progress
+	PauseUpdate   = "pause"    // stop the running stage now; on unpause it continues from its last checkpoint
+	UnpauseUpdate = "unpause"
+	ApproveUpdate = "approve" // let PPO start although the reward model missed the gate
+)
+
+// PipelineInput is the input of Pipeline.
+type PipelineInput struct {
+	Spec runspec.Spec `json:"spec"`
+}
+
+// StageState is one stage as the pipeline sees it.
+type StageState struct {
+	Name     string                  `json:"name"`
+	Status   string                  `json:"status"` // pending, running, waiting, succeeded, failed, cancelled, skipped
+	Result   *activities.StageResult `json:"result,omitempty"`
+	Error    string                  `json:"error,omitempty"`
+	Started  time.Time               `json:"started,omitzero"`
+	Finished time.Time               `json:"finished,omitzero"`
+}
+
+// Report is the pipeline's result: every stage, and where the wall time
+// went. Overhead is the wall time outside the trainers (and outside waits
+// for people: labels, approval, pause), as a share of the wall time minus
+// those waits.
+type Report struct {
+	Run             string       `json:"run"`
+	Status          string       `json:"status"`
+	Stages          []StageState `json:"stages"`
+	Started         time.Time    `json:"started"`
+	Finished        time.Time    `json:"finished,omitzero"`
+	WallSeconds     float64      `json:"wall_seconds"`
+	TrainerSeconds  float64      `json:"trainer_seconds"`
+	WaitSeconds     float64      `json:"wait_seconds"`
+	OverheadSeconds float64      `json:"overhead_seconds"`
+	OverheadShare   float64      `json:"overhead_share"`
+}
+
+// Progress is the answer to the progress query.
+type Progress struct {
+	Run     string             `json:"run"`
+	Status  string             `json:"status"` // running, paused, waiting for approval, succeeded, failed, cancelled
+	Stage   string             `json:"stage,omitempty"`
+	Step    int64              `json:"step"`
+	Total   int64              `json:"total"`
+	Attempt int32              `json:"attempt,omitempty"`
+	Metrics map[string]float64 `json:"metrics,omitempty"`
+	// ETASeconds is the running stage's time left at its recent pace
+	// (0 when unknown).
+	ETASeconds float64      `json:"eta_seconds"`
+	Gate       string       `json:"gate,omitempty"` // why the run waits for approval
+	Stages     []StageState `json:"stages"`
+}
+
+// pipeline is the workflow's state.
+type pipeline struct {
+	spec     runspec.Spec
+	started  time.Time
+	status   string
+	stages   []StageState
+	current  int // index of the running stage, -1 before the first
+	progress activities.Progress
+	// pace: the first and the latest progress of the current attempt
+	firstStep, lastStep int64
+	firstAt, lastAt     time.Time
+	paused              bool
+	pausedAt            time.Time
+	cancelStage         workflow.CancelFunc
+	gate                string
+	approved            bool
+	waited              time.Duration // pause and gate
+}
+
+// Pipeline runs an InstructGPT run as one durable execution: SFT ->
+// (optional) label collection -> label snapshot -> reward model -> gate ->
+// PPO -> evaluation. Each stage is an activity with the id <run>/<stage>;
+// payloads carry ids, keys and hashes. Stages that finished in an earlier
+// execution of the same run are reused, and the unfinished one continues
+// from its last committed checkpoint.
+func Pipeline(ctx workflow.Context, in PipelineInput) (Report, error) {
+	s := in.Spec
+	p := &pipeline{spec: s, started: workflow.Now(ctx), status: "running", current: -1}
+	for _, name := range runspec.Stages {
+		switch {
+		case name == "labels" && !s.Labels.Collect, name == "eval" && s.Eval.Samples == 0:
+			continue
+		case name == "ppo":
+			p.stages = append(p.stages, StageState{Name: "gate", Status: "pending"})
+		}
+		p.stages = append(p.stages, StageState{Name: name, Status: "pending"})
+	}
+	if err := p.handlers(ctx); err != nil {
+		return Report{}, err
+	}
+	err := p.run(ctx)
+	p.status = "succeeded"
+	if err != nil {
+		p.status = "failed"
+		var canceled *temporal.CanceledError
+		if errors.As(err, &canceled) || errors.Is(ctx.Err(), workflow.ErrCanceled) {
+			p.status = "cancelled"
+		}
+	}
+	rep := p.report(workflow.Now(ctx))
+	data, _ := json.Marshal(rep)
+	dctx, _ := workflow.NewDisconnectedContext(ctx)
+	dctx = workflow.WithActivityOptions(dctx, bookkeeping(s))
+	var a *activities.Activities
+	if err != nil && p.current >= 0 && p.stages[p.current].Status != "succeeded" {
+		_ = workflow.ExecuteActivity(dctx, a.RecordStage, activities.StageStatusInput{
+			Run: s.ID, Stage: p.stages[p.current].Name, Status: p.stages[p.current].Status, Error: p.stages[p.current].Error}).Get(dctx, nil)
+	}
+	if rerr := workflow.ExecuteActivity(dctx, a.EndRun, activities.EndRunInput{
+		Run: s.ID, Status: p.status, Report: data, Error: message(err)}).Get(dctx, nil); rerr != nil && err == nil {
+		err = rerr
+	}
+	return rep, err
+}
+
+func (p *pipeline) run(ctx workflow.Context) error {
+	s := p.spec
+	var a *activities.Activities
+	if err := workflow.ExecuteActivity(workflow.WithActivityOptions(ctx, bookkeeping(s)), a.BeginRun,
+		activities.RunInput{Spec: s}).Get(ctx, nil); err != nil {
+		return err
+	}
+	in := activities.StageInput{Spec: s}
+	sft, err := p.stage(ctx, "sft", a.TrainSFT, in, s.Queues.SFT, 0)
+	if err != nil {
+		return err
+	}
+	in.SFT = sft.Checkpoint
+	if s.Labels.Collect {
+		in.Deadline = workflow.Now(ctx).Add(s.Labels.Deadline)
+		labels, err := p.stage(ctx, "labels", a.CollectLabels, in, s.Queues.Labels, s.Labels.Deadline+time.Hour)
+		if err != nil {
+			return err
+		}
+		in.Batch = labels.Batch
+	}
+	snap, err := p.stage(ctx, "snapshot", a.SnapshotLabels, in, "", 0)
+	if err != nil {
+		return err
+	}
+	in.Snapshot = snap.Snapshot
+	rm, err := p.stage(ctx, "rm", a.TrainRM, in, s.Queues.RM, 0)
+	if err != nil {
+		return err
+	}
+	in.RM = rm.Checkpoint
+	if err := p.awaitGate(ctx, rm); err != nil {
+		return err
+	}
+	ppo, err := p.stage(ctx, "ppo", a.TrainPPO, in, s.Queues.PPO, 0)
+	if err != nil {
+		return err
+	}
+	in.PPO = ppo.Checkpoint
+	if s.Eval.Samples > 0 {
+		if _, err := p.stage(ctx, "eval", a.Evaluate, in, s.Queues.Eval, 0); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// stage runs one stage activity. A pause cancels the running attempt (which
+// stops after its last committed checkpoint) and runs the stage again once
+// unpaused.
+func (p *pipeline) stage(ctx workflow.Context, name string, fn any, in activities.StageInput, queue string, timeout time.Duration) (activities.StageResult, error) {
+	p.current = p.index(name)
+	st := &p.stages[p.current]
+	st.Status, st.Started = "running", workflow.Now(ctx)
+	p.progress, p.firstAt = activities.Progress{Stage: name}, time.Time{}
+	if timeout == 0 {
+		timeout = 7 * 24 * time.Hour
+	}
+	opts := workflow.ActivityOptions{
+		ActivityID:          p.spec.ID + "/" + name,
+		TaskQueue:           queue,
+		StartToCloseTimeout: timeout,
+		HeartbeatTimeout:    p.spec.Retry.HeartbeatTimeout,
+		WaitForCancellation: true,
+		RetryPolicy:         retryPolicy(p.spec),
+	}
+	for {
+		if err := workflow.Await(ctx, func() bool { return !p.paused }); err != nil {
+			st.Status = "cancelled"
+			return activities.StageResult{}, err
+		}
+		actx, cancel := workflow.WithCancel(workflow.WithActivityOptions(ctx, opts))
+		p.cancelStage = cancel
+		var res activities.StageResult
+		err := workflow.ExecuteActivity(actx, fn, in).Get(actx, &res)
+		p.cancelStage = nil
+		cancel()
+		var canceled *temporal.CanceledError
+		if err != nil && p.paused && ctx.Err() == nil && errors.As(err, &canceled) {
+			continue
+		}
+		if err != nil {
+			st.Status, st.Error = "failed", message(err)
+			if ctx.Err() != nil || errors.As(err, &canceled) {
+				st.Status = "cancelled"
+			}
+			return res, err
+		}
+		st.Status, st.Result, st.Finished = "succeeded", &res, workflow.Now(ctx)
+		return res, nil
+	}
+}
+
+// awaitGate lets PPO start when the reward model's held-out accuracy meets
+// the gate, or else waits (durably, as long as it takes) for an approval.
+func (p *pipeline) awaitGate(ctx workflow.Context, rm activities.StageResult) error {
+	p.current = p.index("gate")
+	st := &p.stages[p.current]
+	st.Started = workflow.Now(ctx)
+	acc, min := rm.Metrics["accuracy"], p.spec.Gate.MinRMAccuracy
+	if acc >= min {
+		st.Status, st.Finished = "succeeded", st.Started
+		return nil
+	}
+	p.gate = fmt.Sprintf("reward model held-out accuracy %.3f is below gate.min_rm_accuracy %.3f; approve with `instructflow run approve %s` or cancel",
+		acc, min, p.spec.ID)
+	st.Status = "waiting"
+	p.status = "waiting for approval"
+	bctx := workflow.WithActivityOptions(ctx, bookkeeping(p.spec))
+	var a *activities.Activities
+	record := func(status, status2 string) error {
+		if err := workflow.ExecuteActivity(bctx, a.RecordStage, activities.StageStatusInput{
+			Run: p.spec.ID, Stage: "gate", Status: status, Error: p.gate}).Get(bctx, nil); err != nil {
+			return err
+		}
+		return workflow.ExecuteActivity(bctx, a.EndRun, activities.EndRunInput{Run: p.spec.ID, Status: status2}).Get(bctx, nil)
+	}
+	if err := record("waiting", "waiting"); err != nil {
+		return err
+	}
+	began := workflow.Now(ctx)
+	if err := workflow.Await(ctx, func() bool { return p.approved }); err != nil {
+		st.Status = "cancelled"
+		return err
+	}
+	p.waited += workflow.Now(ctx).Sub(began)
+	p.status, p.gate = "running", ""
+	st.Status, st.Finished = "succeeded", workflow.Now(ctx)
+	return record("succeeded", "running")
+}
+
+// handlers registers the progress query, the updates and the progress
+// signal from running stages.
+func (p *pipeline) handlers(ctx workflow.Context) error {
+	if err := workflow.SetQueryHandler(ctx, ProgressQuery, func() (Progress, error) {
+		return p.view(), nil
+	}); err != nil {
+		return err
+	}
+	noArg := func(check func() error) workflow.UpdateHandlerOptions {
+		return workflow.UpdateHandlerOptions{Validator: func() error { return check() }}
+	}
+	running := func() error {
+		if p.status != "running" && p.status != "paused" && p.status != "waiting for approval" {
+			return fmt.Errorf("run %s is %s", p.spec.ID, p.status)
+		}
+		return nil
+	}
+	if err := workflow.SetUpdateHandlerWithOptions(ctx, PauseUpdate, func(ctx workflow.Context) (Progress, error) {
+		if !p.paused {
+			p.paused, p.pausedAt = true, workflow.Now(ctx)
+			if p.cancelStage != nil {
+				p.cancelStage()
+			}
+		}
+		return p.view(), nil
+	}, noArg(running)); err != nil {
+		return err
+	}
+	if err := workflow.SetUpdateHandlerWithOptions(ctx, UnpauseUpdate, func(ctx workflow.Context) (Progress, error) {
+		if p.paused {
+			p.paused = false
+			p.waited += workflow.Now(ctx).Sub(p.pausedAt)
+		}
+		return p.view(), nil
+	}, noArg(running)); err != nil {
+		return err
+	}
+	if err := workflow.SetUpdateHandlerWithOptions(ctx, ApproveUpdate, func(ctx workflow.Context) (Progress, error) {
+		p.approved = true
+		return p.view(), nil
+	}, noArg(func() error {
+		if p.gate == "" {
+			return fmt.Errorf("run %s is not waiting for approval (it is %s)", p.spec.ID, p.status)
+		}
+		return nil
+	})); err != nil {
+		return err
+	}
+	ch := workflow.GetSignalChannel(ctx, activities.ProgressSignal)
+	workflow.Go(ctx, func(gctx workflow.Context) {
+		for {
+			var pr activities.Progress
+			if !ch.Receive(gctx, &pr) {
+				return
+			}
+			if p.current < 0 || pr.Stage != p.stages[p.current].Name {
+				continue
+			}
+			now := workflow.Now(gctx)
+			if p.firstAt.IsZero() || pr.Attempt != p.progress.Attempt || pr.Beat.Step < p.lastStep {
+				p.firstStep, p.firstAt = pr.Beat.Step, now
+			}
+			p.progress, p.lastStep, p.lastAt = pr, pr.Beat.Step, now
+		}
+	})
+	return nil
+}
+
+func (p *pipeline) view() Progress {
+	v := Progress{Run: p.spec.ID, Status: p.status, Gate: p.gate, Stages: p.stages}
+	if p.paused && p.status == "running" {
+		v.Status = "paused"
+	}
+	if p.current >= 0 {
+		st := p.stages[p.current]
+		v.Stage = st.Name
+		if st.Status == "running" {
+			b := p.progress.Beat
+			v.Step, v.Total, v.Metrics, v.Attempt = b.Step, b.Total, b.Metrics, p.progress.Attempt
+			if done := b.Step - p.firstStep; done > 0 && b.Total > b.Step {
+				v.ETASeconds = p.lastAt.Sub(p.firstAt).Seconds() / float64(done) * float64(b.Total-b.Step)
+			}
+		}
+	}
+	return v
+}
+
+func (p *pipeline) report(now time.Time) Report {
+	r := Report{Run: p.spec.ID, Status: p.status, Stages: p.stages, Started: p.started, Finished: now,
+		WallSeconds: now.Sub(p.started).Seconds(), WaitSeconds: p.waited.Seconds()}
+	for _, st := range p.stages {
+		if st.Result != nil && !st.Result.Reused {
+			r.TrainerSeconds += st.Result.Seconds
+			r.WaitSeconds += st.Result.WaitSeconds
+		}
+	}
+	r.OverheadSeconds = max(0, r.WallSeconds-r.TrainerSeconds-r.WaitSeconds)
+	if busy := r.WallSeconds - r.WaitSeconds; busy > 0 {
+		r.OverheadShare = r.OverheadSeconds / busy
+	}
+	return r
+}
+
+func (p *pipeline) index(name string) int {
+	for i, st := range p.stages {
+		if st.Name == name {
+			return i
+		}
+	}
+	panic("workflows: no stage " + name)
+}
+
+// bookkeeping are the options of the short activities that record status:
+// retried until Postgres answers.
+func bookkeeping(s runspec.Spec) workflow.ActivityOptions {
+	return workflow.ActivityOptions{StartToCloseTimeout: 30 * time.Second, RetryPolicy: retryPolicy(s)}
+}
+
+func retryPolicy(s runspec.Spec) *temporal.RetryPolicy {
+	return &temporal.RetryPolicy{
+		InitialInterval:        time.Second,
+		BackoffCoefficient:     2,
+		MaximumInterval:        s.Retry.MaxInterval,
+		MaximumAttempts:        int32(s.Retry.MaxAttempts),
+		NonRetryableErrorTypes: []string{activities.ErrTypeBadInput},
+	}
+}
+
+// message is the innermost message of a workflow error: what went wrong,
+// without Temporal's wrapping.
+func message(err error) string {
+	if err == nil {
+		return ""
+	}
+	var app *temporal.ApplicationError
+	if errors.As(err, &app) {
+		return app.Message()
+	}
+	var canceled *temporal.CanceledError
+	if errors.As(err, &canceled) {
+		return "cancelled"
+	}
+	for {
+		next := errors.Unwrap(err)
+		if next == nil {
+			return err.Error()
+		}
+		err = next
+	}
+}

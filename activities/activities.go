@@ -60,22 +60,13 @@ type Activities struct {
 	Objects objects
 	// Signal, when set, carries stage progress to the workflow.
 	Signal signaler
-	// Stopping, when closed, asks running stages to stop after their next
-	// checkpoint (a worker's graceful shutdown).
-	Stopping <-chan struct{}
 	// LabelPoll and SignalEvery override how often label collection looks
 	// for new labels (2s) and how often progress is signalled (5s).
 	LabelPoll, SignalEvery time.Duration
+	// Metrics, when set, counts stage work for Prometheus.
+	Metrics *Metrics
 }
 
-func (a *Activities) stopping() bool {
-	select {
-	case <-a.Stopping: // a nil channel never fires
-		return true
-	default:
-		return false
-	}
-}
 
 // PreflightInput is the input of Preflight.
 type PreflightInput struct {

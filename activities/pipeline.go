@@ -418,6 +418,7 @@ func (a *Activities) runStage(ctx context.Context, spec runspec.Spec, name strin
 			return StageResult{}, fmt.Errorf("%s: stored result: %w", name, err)
 		}
 		res.Reused = true
+		a.Metrics.ended(name, "reused")
 		return res, nil
 	case err != nil && !errors.Is(err, storage.ErrNotFound):
 		return StageResult{}, err
@@ -427,15 +428,19 @@ func (a *Activities) runStage(ctx context.Context, spec runspec.Spec, name strin
 	}
 	t := a.newTracker(ctx, run, name)
 	defer t.close()
+	a.Metrics.started(name, 1)
+	defer a.Metrics.started(name, -1)
 	if ref, err := a.Objects.Latest(ctx, run, name); err == nil {
 		t.resumedFrom = ref.Step
 	}
 	res, err := work(ctx, t)
 	if err != nil {
 		if errors.Is(err, stage.ErrBadInput) {
+			a.Metrics.ended(name, "bad_input")
 			_ = a.DB.EndStage(ctx, run, name, "failed", err.Error())
 			return StageResult{}, badInput(err)
 		}
+		a.Metrics.ended(name, "error")
 		return StageResult{}, fmt.Errorf("%s: %w", name, err)
 	}
 	res.Stage, res.Seconds, res.ResumedFrom = name, t.seconds, t.resumedFrom
@@ -454,6 +459,7 @@ func (a *Activities) runStage(ctx context.Context, spec runspec.Spec, name strin
 	if err := a.DB.FinishStage(ctx, run, name, data, key, sha); err != nil {
 		return StageResult{}, err
 	}
+	a.Metrics.ended(name, "succeeded")
 	return res, nil
 }
 

@@ -57,11 +57,14 @@ type tracker struct {
 
 	stop chan struct{}
 	done chan struct{}
+	// workerStop closes when the worker shuts down: the stage stops right
+	// after its next checkpoint.
+	workerStop <-chan struct{}
 }
 
 func (a *Activities) newTracker(ctx context.Context, run, name string) *tracker {
 	t := &tracker{a: a, run: run, stage: name, sink: a.Objects.Sink(run, name),
-		stop: make(chan struct{}), done: make(chan struct{})}
+		stop: make(chan struct{}), done: make(chan struct{}), workerStop: activity.GetWorkerStopChannel(ctx)}
 	info := activity.GetInfo(ctx)
 	if info.Attempt > 1 && activity.HasHeartbeatDetails(ctx) {
 		var last Heartbeat
@@ -125,7 +128,8 @@ func (t *tracker) progress(r stage.Report) error {
 		t.pending = append(t.pending, r)
 	}
 	t.mu.Unlock()
-	if r.Checkpoint != "" && t.a.stopping() {
+	t.a.Metrics.reported(t.stage, r.Step, r.Checkpoint != "")
+	if r.Checkpoint != "" && closed(t.workerStop) {
 		return fmt.Errorf("%w: %s stopped after its checkpoint at step %d", ErrWorkerStopping, t.stage, r.Step)
 	}
 	return nil
@@ -135,7 +139,9 @@ func (t *tracker) progress(r stage.Report) error {
 func (t *tracker) timed(fn func() error) error {
 	began := time.Now()
 	err := fn()
-	t.seconds += time.Since(began).Seconds()
+	d := time.Since(began).Seconds()
+	t.seconds += d
+	t.a.Metrics.trained(t.stage, d)
 	return err
 }
 
@@ -145,6 +151,11 @@ func (t *tracker) flush(ctx context.Context) {
 	pending := t.pending
 	t.pending = nil
 	t.mu.Unlock()
+	defer func() {
+		t.mu.Lock()
+		t.a.Metrics.pendingMetrics(len(t.pending))
+		t.mu.Unlock()
+	}()
 	for i, r := range pending {
 		wctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		err := t.a.DB.RecordMetrics(wctx, t.run, t.stage, r.Step, r.Metrics)
@@ -185,4 +196,13 @@ func (t *tracker) lastCheckpoint(ctx context.Context) (*Checkpoint, error) {
 func (t *tracker) close() {
 	close(t.stop)
 	<-t.done
+}
+
+func closed(ch <-chan struct{}) bool {
+	select {
+	case <-ch:
+		return true
+	default:
+		return false
+	}
 }

@@ -26,6 +26,14 @@ type Config struct {
 	Temporal Temporal `mapstructure:"temporal" json:"temporal"`
 	Postgres Postgres `mapstructure:"postgres" json:"postgres"`
 	S3       S3       `mapstructure:"s3" json:"s3"`
+	Worker   Worker   `mapstructure:"worker" json:"worker"`
+}
+
+// Worker configures `instructflow worker`.
+type Worker struct {
+	// MetricsAddress is where the worker serves Prometheus metrics
+	// (/metrics); empty turns the endpoint off.
+	MetricsAddress string `mapstructure:"metrics_address" json:"metrics_address"`
 }
 
 // Temporal says where the Temporal frontend is and which queue workers poll.
@@ -73,6 +81,7 @@ func Default() Config {
 			AccessKey: "instructflow",
 			SecretKey: "instructflow-secret",
 		},
+		Worker: Worker{MetricsAddress: "127.0.0.1:9464"},
 	}
 }
 
@@ -81,17 +90,18 @@ func Default() Config {
 func Defaults() map[string]any {
 	d := Default()
 	return map[string]any{
-		"data_dir":            d.DataDir,
-		"temporal.address":    d.Temporal.Address,
-		"temporal.namespace":  d.Temporal.Namespace,
-		"temporal.task_queue": d.Temporal.TaskQueue,
-		"temporal.ui_port":    d.Temporal.UIPort,
-		"postgres.url":        d.Postgres.URL,
-		"s3.endpoint":         d.S3.Endpoint,
-		"s3.region":           d.S3.Region,
-		"s3.bucket":           d.S3.Bucket,
-		"s3.access_key":       d.S3.AccessKey,
-		"s3.secret_key":       d.S3.SecretKey,
+		"data_dir":               d.DataDir,
+		"temporal.address":       d.Temporal.Address,
+		"temporal.namespace":     d.Temporal.Namespace,
+		"temporal.task_queue":    d.Temporal.TaskQueue,
+		"temporal.ui_port":       d.Temporal.UIPort,
+		"postgres.url":           d.Postgres.URL,
+		"s3.endpoint":            d.S3.Endpoint,
+		"s3.region":              d.S3.Region,
+		"s3.bucket":              d.S3.Bucket,
+		"s3.access_key":          d.S3.AccessKey,
+		"s3.secret_key":          d.S3.SecretKey,
+		"worker.metrics_address": d.Worker.MetricsAddress,
 	}
 }
 
@@ -131,6 +141,11 @@ func (c Config) Validate() error {
 	}
 	if c.Temporal.TaskQueue == "" {
 		bad("temporal.task_queue", "is empty; use a name such as \"instructflow\"")
+	}
+	if a := c.Worker.MetricsAddress; a != "" {
+		if _, port, err := net.SplitHostPort(a); err != nil || port == "" {
+			bad("worker.metrics_address", "%q is not host:port; use e.g. 127.0.0.1:9464, or empty to turn metrics off", a)
+		}
 	}
 	if c.Temporal.UIPort < 1 || c.Temporal.UIPort > 65535 {
 		bad("temporal.ui_port", "%d is not a TCP port; use 1-65535 (default 8233)", c.Temporal.UIPort)

@@ -30,7 +30,7 @@ func newCheckCmd(a *app) *cobra.Command {
 				return err
 			}
 			if withWorker {
-				w, closeAll, err := startWorker(cmd.Context(), cfg)
+				w, closeAll, err := startWorker(cmd.Context(), cfg, nil)
 				if err != nil {
 					return err
 				}

@@ -25,7 +25,7 @@ func newLabelsCmd(a *app) *cobra.Command {
 		Short: "Import, validate, snapshot, export and audit preference labels",
 	}
 	cmd.AddCommand(newLabelsImportCmd(a), newLabelsSnapshotCmd(a), newLabelsExportCmd(a),
-		newLabelsLineageCmd(a), newLabelsAuditCmd(a))
+		newLabelsLineageCmd(a), newLabelsAuditCmd(a), newLabelsSimulateCmd(a))
 	return cmd
 }
 

@@ -2,31 +2,56 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
+
+	"github.com/instructflow/instructflow/runspec"
 )
 
 func newQuickstartCmd(a *app) *cobra.Command {
+	var preset, id string
+	var sets []string
+	var keep bool
 	cmd := &cobra.Command{
 		Use:   "quickstart",
-		Short: "Start the local stack and a worker, and check end to end that all services answer",
-		Long: `quickstart starts the local stack (as 'instructflow dev'), a worker in this
-process, and runs the Preflight workflow: Temporal schedules it, the worker
-runs it, and from the worker Postgres (migrated schema) and the object store
-(write, read back, delete) must answer. Then it stops what it started; run
-'instructflow dev' to keep the services up.`,
+		Short: "Run the whole pipeline on the demo task on a local stack, with simulated labelers, and report",
+		Long: `quickstart starts the local stack (as 'instructflow dev') and a worker in
+this process, checks that every service answers (the Preflight workflow),
+loads the demo task (string operations with a gold judge) into Postgres, and
+runs the pipeline: SFT, label collection (the simulated labelers of
+'labels simulate' rank the SFT policy's samples as they arrive), label
+snapshot, reward model, gate, PPO and the gold-judge evaluation. It ends with
+the run's report. Then it stops what it started, unless --keep; the data
+stays in data_dir and 'instructflow dev' brings it back.
+
+Presets: ` + strings.Join(runspec.Presets, ", "),
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg, err := a.config()
 			if err != nil {
 				return err
 			}
+			spec, err := runspec.Preset(preset)
+			if err != nil {
+				return err
+			}
+			spec.ID = id
+			if spec.ID == "" {
+				spec.ID = "quickstart-" + time.Now().UTC().Format("20060102-150405")
+			}
+			if err := spec.Set(sets); err != nil {
+				return err
+			}
+			if err := spec.Validate(); err != nil {
+				return err
+			}
 			ctx := cmd.Context()
-			out := cmd.OutOrStdout()
-			began := time.Now()
-			st, err := startStack(ctx, cfg, cmd.ErrOrStderr())
+			out, log := cmd.OutOrStdout(), cmd.ErrOrStderr()
+			st, err := startStack(ctx, cfg, log)
 			if err != nil {
 				return err
 			}
@@ -35,24 +60,74 @@ runs it, and from the worker Postgres (migrated schema) and the object store
 				defer cancel()
 				_ = st.Stop(stopCtx)
 			}()
-			printEndpoints(out, st.Endpoints(), false)
-			w, closeAll, err := startWorker(ctx, cfg)
+			printEndpoints(log, st.Endpoints(), false)
+			w, closeAll, err := startWorker(ctx, cfg, nil)
 			if err != nil {
 				return err
 			}
 			defer closeAll()
 			defer w.Stop()
-			res, err := preflight(ctx, cfg, time.Minute)
+			if _, err := preflight(ctx, cfg, time.Minute); err != nil {
+				return err
+			}
+			s, err := a.session(ctx)
 			if err != nil {
 				return err
 			}
-			if err := printPreflight(out, cfg, res, false); err != nil {
+			defer s.close()
+			added, err := loadDemoTask(ctx, s.db)
+			if err != nil {
 				return err
 			}
-			fmt.Fprintf(out, "quickstart: all services answer (%.1fs); Temporal Web UI: http://127.0.0.1:%d\n",
-				time.Since(began).Seconds(), cfg.Temporal.UIPort)
+			fmt.Fprintf(log, "quickstart: demo task in Postgres (%d prompts added)\n", added)
+			if err := s.start(ctx, spec, false); err != nil {
+				return err
+			}
+			fmt.Fprintf(log, "quickstart: run %s started (preset %s); Temporal UI: %s\n", spec.ID, preset, s.uiLink(spec.ID))
+			labelCtx, stopLabeling := context.WithCancel(ctx)
+			labeling := make(chan error, 1)
+			go func() { labeling <- s.labelUntilDone(labelCtx, spec.ID) }()
+			err = s.watchAndReport(ctx, spec.ID, out, log, false)
+			stopLabeling()
+			if lerr := <-labeling; lerr != nil && !errors.Is(lerr, context.Canceled) && err == nil {
+				err = lerr
+			}
+			if err != nil {
+				return err
+			}
+			if keep {
+				fmt.Fprintf(log, "quickstart: the stack and the worker stay up; Ctrl-C stops them\n")
+				<-ctx.Done()
+			} else {
+				fmt.Fprintf(log, "quickstart: stopping the stack; `instructflow dev` brings it back with every run, label and checkpoint\n")
+			}
 			return nil
 		},
 	}
+	cmd.Flags().StringVar(&preset, "preset", "tiny", "run spec preset")
+	cmd.Flags().StringVar(&id, "id", "", "run id (default quickstart-<time>)")
+	cmd.Flags().StringArrayVar(&sets, "set", nil, "override a setting, key=value (repeatable)")
+	cmd.Flags().BoolVar(&keep, "keep", false, "keep the stack and worker running after the report")
 	return cmd
+}
+
+// labelUntilDone plays the simulated labelers for a run's batches until ctx
+// ends.
+func (s *session) labelUntilDone(ctx context.Context, run string) error {
+	for {
+		names, err := s.db.OpenBatches(ctx, run)
+		if err != nil {
+			return err
+		}
+		for _, name := range names {
+			if _, err := simulateLabels(ctx, s.db, name, 1, 0.1); err != nil {
+				return err
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(time.Second):
+		}
+	}
 }

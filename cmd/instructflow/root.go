@@ -47,6 +47,7 @@ See ` + "`instructflow config show`" + `.`,
 	}
 	root.AddCommand(
 		newConfigCmd(a),
+		newRunCmd(a),
 		newDevCmd(a),
 		newWorkerCmd(a),
 		newCheckCmd(a),

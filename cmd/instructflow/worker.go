@@ -4,9 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
+	"net/http"
 	"strings"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/spf13/cobra"
 	"go.temporal.io/sdk/client"
 	"go.temporal.io/sdk/worker"
@@ -29,22 +34,44 @@ func newWorkerCmd(a *app) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			w, closeAll, err := startWorker(cmd.Context(), cfg)
+			var metrics *activities.Metrics
+			if addr := cfg.Worker.MetricsAddress; addr != "" {
+				reg := prometheus.NewRegistry()
+				reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+				metrics = activities.NewMetrics(reg)
+				ln, err := net.Listen("tcp", addr)
+				if err != nil {
+					return fmt.Errorf("worker: metrics endpoint: %w (set worker.metrics_address to a free host:port, or empty to turn it off)", err)
+				}
+				mux := http.NewServeMux()
+				mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+				srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+				go func() { _ = srv.Serve(ln) }()
+				defer srv.Close()
+				fmt.Fprintf(cmd.ErrOrStderr(), "instructflow worker: metrics on http://%s/metrics\n", ln.Addr())
+			}
+			w, closeAll, err := startWorker(cmd.Context(), cfg, metrics)
 			if err != nil {
 				return err
 			}
 			defer closeAll()
 			fmt.Fprintf(cmd.ErrOrStderr(), "instructflow worker: polling task queue %q on %s\n", cfg.Temporal.TaskQueue, cfg.Temporal.Address)
 			<-cmd.Context().Done()
-			w.Stop() // waits for running activities up to WorkerStopTimeout
+			fmt.Fprintf(cmd.ErrOrStderr(), "instructflow worker: stopping; running stages stop after their next checkpoint (at most %s)\n", workerStopTimeout)
+			w.Stop()
 			return nil
 		},
 	}
 }
 
-// startWorker connects to everything an activity needs and starts a worker.
-// closeAll releases the connections after the worker stopped.
-func startWorker(ctx context.Context, cfg config.Config) (worker.Worker, func(), error) {
+// workerStopTimeout is how long a stopping worker lets running stages reach
+// their next checkpoint before it cancels them.
+const workerStopTimeout = 5 * time.Minute
+
+// startWorker connects to everything an activity needs and starts a worker
+// for the workflows and activities on cfg's task queue. closeAll releases
+// the connections after the worker stopped. metrics may be nil.
+func startWorker(ctx context.Context, cfg config.Config, metrics *activities.Metrics) (worker.Worker, func(), error) {
 	db, err := postgres.Open(ctx, cfg.Postgres.URL)
 	if err != nil {
 		return nil, nil, err
@@ -59,9 +86,10 @@ func startWorker(ctx context.Context, cfg config.Config) (worker.Worker, func(),
 		db.Close()
 		return nil, nil, err
 	}
-	w := worker.New(c, cfg.Temporal.TaskQueue, worker.Options{WorkerStopTimeout: time.Minute})
+	w := worker.New(c, cfg.Temporal.TaskQueue, worker.Options{WorkerStopTimeout: workerStopTimeout})
 	w.RegisterWorkflow(workflows.Preflight)
-	w.RegisterActivity(&activities.Activities{DB: db, Objects: store})
+	w.RegisterWorkflow(workflows.Pipeline)
+	w.RegisterActivity(&activities.Activities{DB: db, Objects: store, Signal: c, Metrics: metrics})
 	if err := w.Start(); err != nil {
 		c.Close()
 		db.Close()

@@ -35,7 +35,8 @@ func (db *DB) LoadSource(ctx context.Context, source, labeler string, ps []Sourc
 		}
 		tag, err := tx.Exec(ctx,
 			`INSERT INTO prompts (text, sha256, norm_sha256, split, source)
-			 SELECT t, s, n, sp, $5 FROM unnest($1::text[], $2::bytea[], $3::bytea[], $4::text[]) AS u (t, s, n, sp)
+			 SELECT t, s, n, sp, $5 FROM unnest($1::text[], $2::bytea[], $3::bytea[], $4::text[]) WITH ORDINALITY AS u (t, s, n, sp, ord)
+			 ORDER BY ord
 			 ON CONFLICT (sha256) DO NOTHING`, texts, sums, norms, splits, source)
 		if err != nil {
 			return fmt.Errorf("prompts: %w", err)

@@ -168,7 +168,6 @@ func (a *Activities) CollectLabels(ctx context.Context, in StageInput) (StageRes
 			return res, err
 		}
 		began := time.Now()
-		defer func() { res.WaitSeconds = time.Since(began).Seconds() }()
 		for {
 			_ = t.progress(stage.Report{Step: int64(b.Labeled), Total: int64(b.Items),
 				Metrics: map[string]float64{"labeled": float64(b.Labeled), "items": float64(b.Items)}})
@@ -192,6 +191,7 @@ func (a *Activities) CollectLabels(ctx context.Context, in StageInput) (StageRes
 			}
 		}
 		res.Metrics = map[string]float64{"items": float64(b.Items), "labeled": float64(b.Labeled)}
+		res.WaitSeconds = time.Since(began).Seconds()
 		return res, nil
 	})
 }

@@ -62,13 +62,17 @@ func TestPreflightPassesResultThrough(t *testing.T) {
 	}
 }
 
-// TestPreflightReplay replays a history recorded on the real dev server: a
-// change to Preflight that would break runs in flight fails here.
-func TestPreflightReplay(t *testing.T) {
-	r := worker.NewWorkflowReplayer()
-	r.RegisterWorkflow(Preflight)
-	if err := r.ReplayWorkflowHistoryFromJSONFile(devstack.QuietTemporalLogger(), historyFile); err != nil {
-		t.Fatalf("replay %s: %v", historyFile, err)
+// TestReplay replays histories recorded on the real dev server: a change
+// to a workflow that would break runs in flight fails here. The pipeline's
+// history is the reference run of cmd/instructflow's TestPipelineSurvivesFaults
+// (record it again with -update-history there).
+func TestReplay(t *testing.T) {
+	for file, wf := range map[string]any{historyFile: Preflight, "testdata/pipeline_history.json": Pipeline} {
+		r := worker.NewWorkflowReplayer()
+		r.RegisterWorkflow(wf)
+		if err := r.ReplayWorkflowHistoryFromJSONFile(devstack.QuietTemporalLogger(), file); err != nil {
+			t.Errorf("replay %s: %v", file, err)
+		}
 	}
 }
 

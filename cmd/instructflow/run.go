@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"slices"
 	"strings"
@@ -426,8 +427,13 @@ func eta(seconds float64) string {
 // metricsLine shows the metrics users read first, in a fixed order.
 func metricsLine(m map[string]float64) string {
 	var parts []string
-	for _, k := range []string{"loss", "heldout_loss", "accuracy", "reward", "kl", "kl_coef", "labeled", "items", "comparisons", "win_rate"} {
-		if v, ok := m[k]; ok {
+	for _, k := range []string{"loss", "heldout_loss", "accuracy", "score_mean", "kl", "beta", "labeled", "items", "comparisons", "win_rate"} {
+		v, ok := m[k]
+		switch {
+		case !ok:
+		case v == math.Trunc(v) && math.Abs(v) < 1e12:
+			parts = append(parts, fmt.Sprintf("%s %d", k, int64(v)))
+		default:
 			parts = append(parts, fmt.Sprintf("%s %.4g", k, v))
 		}
 	}

@@ -124,17 +124,10 @@ func simulateLabels(ctx context.Context, db *postgres.DB, batch string, seed uin
 // them. It is idempotent.
 func loadDemoTask(ctx context.Context, db *postgres.DB) (int64, error) {
 	d := demo.DefaultConfig()
-	train, heldout := tasks.Split(tasks.Examples(d.Seed, d.Examples))
-	var ps []postgres.SourcePrompt
-	for _, ex := range tasks.Demonstrations(d.Seed, train, d.DemoError) {
-		ps = append(ps, postgres.SourcePrompt{Text: ex.Prompt, Split: "train", Demonstration: ex.Response})
-	}
-	withDemo := map[string]string{}
-	for _, ex := range tasks.Demonstrations(d.Seed+1, heldout[:min(200, len(heldout))], 0) {
-		withDemo[ex.Prompt] = ex.Response
-	}
-	for _, ex := range heldout {
-		ps = append(ps, postgres.SourcePrompt{Text: ex.Prompt, Split: "heldout", Demonstration: withDemo[ex.Prompt]})
+	src := tasks.Source(d.Seed, d.Examples, d.DemoError)
+	ps := make([]postgres.SourcePrompt, len(src))
+	for i, p := range src {
+		ps[i] = postgres.SourcePrompt(p)
 	}
 	return db.LoadSource(ctx, "strops", "demo-writers", ps)
 }

@@ -7,12 +7,14 @@
 package runspec
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"reflect"
 	"slices"
 	"strings"
 	"time"
@@ -127,7 +129,7 @@ func Preset(name string) (Spec, error) {
 		Data: Data{Source: "strops", Task: "strops"},
 		SFT:  d.SFT,
 		Labels: Labels{Collect: true, K: d.K, Rounds: d.LabelRounds, Prompts: d.RMPrompts, HeldoutPrompts: d.RMHeldout,
-			MaxNewTokens: 14, Temperature: 1, Deadline: 24 * time.Hour, MinLabeled: 0.9},
+			MaxNewTokens: 14, Temperature: 1, Deadline: 24 * time.Hour, MinLabeled: 0.9, ExcludeLabelers: []string{}},
 		RM:    d.RM,
 		Gate:  Gate{MinRMAccuracy: 0.6},
 		PPO:   d.PPO,
@@ -201,7 +203,8 @@ func (s *Spec) Set(assignments []string) error {
 }
 
 // apply decodes settings (nested maps, as YAML gives them) onto s,
-// refusing keys the spec does not have.
+// refusing keys the spec does not have. Settings replace whole values
+// (a list replaces the list).
 func (s *Spec) apply(settings map[string]any) error {
 	known := Keys()
 	for _, k := range flatKeys("", settings) {
@@ -209,14 +212,59 @@ func (s *Spec) apply(settings map[string]any) error {
 			return fmt.Errorf("unknown key %q%s", k, config.Suggest(k, known))
 		}
 	}
+	data, err := json.Marshal(s)
+	if err != nil {
+		return err
+	}
+	var merged map[string]any
+	dj := json.NewDecoder(bytes.NewReader(data))
+	dj.UseNumber() // exact: a uint64 seed does not pass through float64
+	if err := dj.Decode(&merged); err != nil {
+		return err
+	}
+	merge(merged, settings)
+	var out Spec
 	dec, err := mapstructure.NewDecoder(&mapstructure.DecoderConfig{
-		TagName: "json", WeaklyTypedInput: true, ErrorUnused: true, Result: s,
-		DecodeHook: mapstructure.ComposeDecodeHookFunc(mapstructure.StringToTimeDurationHookFunc(), mapstructure.StringToSliceHookFunc(",")),
+		TagName: "json", WeaklyTypedInput: true, ErrorUnused: true, Result: &out,
+		DecodeHook: mapstructure.ComposeDecodeHookFunc(durationHook, mapstructure.StringToSliceHookFunc(",")),
 	})
 	if err != nil {
 		return err
 	}
-	return dec.Decode(settings)
+	if err := dec.Decode(merged); err != nil {
+		return err
+	}
+	*s = out
+	return nil
+}
+
+// durationHook reads a duration from "90m" (YAML, --set) or from
+// nanoseconds (the spec's JSON form).
+func durationHook(from, to reflect.Type, data any) (any, error) {
+	if to != reflect.TypeOf(time.Duration(0)) {
+		return data, nil
+	}
+	switch v := data.(type) {
+	case json.Number:
+		n, err := v.Int64()
+		return time.Duration(n), err
+	case string:
+		return time.ParseDuration(v)
+	}
+	return data, nil
+}
+
+// merge writes src's leaves into dst, descending into maps both have.
+func merge(dst, src map[string]any) {
+	for k, v := range src {
+		if sub, ok := v.(map[string]any); ok {
+			if d, ok := dst[k].(map[string]any); ok {
+				merge(d, sub)
+				continue
+			}
+		}
+		dst[k] = v
+	}
 }
 
 // Keys lists every settable key, dotted.

@@ -1,0 +1,129 @@
+package runspec
+
+import (
+	"os"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestExampleSpecReadsAndValidates(t *testing.T) {
+	f, err := os.Open("../examples/run.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	s, err := Read(f, "run.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	tiny, _ := Preset("tiny")
+	tiny.ID = "strops-1"
+	if ch := Changed(tiny, s); len(ch) != 0 {
+		t.Errorf("the example differs from the tiny preset it documents in %v", ch)
+	}
+}
+
+func TestReadOverridesThePreset(t *testing.T) {
+	s, err := Read(strings.NewReader("preset: micro\nid: r1\nppo: {policy_lr: 1e-4}\nlabels: {deadline: 90m, exclude_labelers: [rand, first]}\n"), "x.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	micro, _ := Preset("micro")
+	if s.PPO.PolicyLR != 1e-4 || s.Labels.Deadline != 90*time.Minute || len(s.Labels.ExcludeLabelers) != 2 ||
+		s.SFT.Steps != micro.SFT.Steps || s.ID != "r1" {
+		t.Errorf("spec %+v", s)
+	}
+}
+
+func TestBadSpecs(t *testing.T) {
+	for name, tc := range map[string]struct {
+		yaml, set, want string
+	}{
+		"unknown key":     {yaml: "ppo: {polcy_lr: 1}\n", want: `unknown key "ppo.polcy_lr" (did you mean "ppo.policy_lr"?)`},
+		"unknown preset":  {yaml: "preset: huge\n", want: `unknown preset "huge"`},
+		"bad set":         {set: "ppo.policy_lr", want: "write key=value"},
+		"unknown set key": {set: "sft.stepz=3", want: `did you mean "sft.steps"`},
+		"not a number":    {set: "sft.steps=many", want: "sft.steps"},
+		"bad duration":    {set: "labels.deadline=soon", want: "deadline"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			s, err := Read(strings.NewReader(tc.yaml+"id: x\n"), "x.yaml")
+			if err == nil && tc.set != "" {
+				err = s.Set([]string{tc.set})
+			}
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("got %v, want an error containing %q", err, tc.want)
+			}
+		})
+	}
+}
+
+// TestValidateNamesEveryBadKey: one message lists every setting to fix.
+func TestValidateNamesEveryBadKey(t *testing.T) {
+	s, _ := Preset("micro")
+	s.ID = "Bad Id"
+	s.SFT.LR = -1
+	s.Labels.K = 1
+	s.PPO.MaxNewTokens = 40
+	s.Retry.HeartbeatTimeout = 0
+	err := s.Validate()
+	for _, want := range []string{"id:", "sft:", "labels.k:", "ppo.max_new_tokens:", "retry.heartbeat_timeout:"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("error %v lacks %q", err, want)
+		}
+	}
+}
+
+// TestStageHashFollowsTheStagesASettingFeeds: a PPO setting changes only
+// PPO's (and later stages') hash; the seed changes every stage's; threads
+// none.
+func TestStageHashFollowsTheStagesASettingFeeds(t *testing.T) {
+	a, _ := Preset("micro")
+	b := a
+	b.PPO.PolicyLR *= 2
+	for _, st := range Stages {
+		same := a.StageHash(st) == b.StageHash(st)
+		if want := st != "ppo" && st != "eval"; same != want {
+			t.Errorf("ppo.policy_lr: stage %s hash unchanged = %v, want %v", st, same, want)
+		}
+	}
+	c := a
+	c.Threads = 1
+	c.Seed = a.Seed + 1
+	d := a
+	d.Threads = 1
+	if a.StageHash("sft") == c.StageHash("sft") || a.StageHash("eval") != d.StageHash("eval") {
+		t.Error("seed must change every stage's hash, threads none")
+	}
+	if got := Changed(a, b); len(got) != 1 || got[0] != "ppo.policy_lr" || FirstAffected(got[0]) != "ppo" {
+		t.Errorf("Changed = %v", got)
+	}
+}
+
+func TestSetReplacesLists(t *testing.T) {
+	s, err := Read(strings.NewReader("id: x\nlabels: {exclude_labelers: [rand, first, long]}\n"), "x.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Set([]string{"labels.exclude_labelers=[long]"}); err != nil {
+		t.Fatal(err)
+	}
+	if got := s.Labels.ExcludeLabelers; len(got) != 1 || got[0] != "long" {
+		t.Errorf("exclude_labelers = %v, want [long]", got)
+	}
+}
+
+func TestLargeSeedSurvivesASet(t *testing.T) {
+	s, _ := Preset("micro")
+	s.Seed = 1<<63 + 12345
+	if err := s.Set([]string{"ppo.policy_lr=1e-4"}); err != nil {
+		t.Fatal(err)
+	}
+	if s.Seed != 1<<63+12345 {
+		t.Errorf("seed became %d", s.Seed)
+	}
+}

@@ -67,7 +67,6 @@ type Activities struct {
 	Metrics *Metrics
 }
 
-
 // PreflightInput is the input of Preflight.
 type PreflightInput struct {
 	// ProbeKey is where the object-store probe is written and removed.

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"go.temporal.io/sdk/activity"
+	tlog "go.temporal.io/sdk/log"
 
 	"github.com/instructflow/instructflow/stage"
 	"github.com/instructflow/instructflow/storage"
@@ -60,16 +61,18 @@ type tracker struct {
 	// workerStop closes when the worker shuts down: the stage stops right
 	// after its next checkpoint.
 	workerStop <-chan struct{}
+	log        tlog.Logger
 }
 
 func (a *Activities) newTracker(ctx context.Context, run, name string) *tracker {
 	t := &tracker{a: a, run: run, stage: name, sink: a.Objects.Sink(run, name),
-		stop: make(chan struct{}), done: make(chan struct{}), workerStop: activity.GetWorkerStopChannel(ctx)}
+		stop: make(chan struct{}), done: make(chan struct{}), workerStop: activity.GetWorkerStopChannel(ctx),
+		log: activity.GetLogger(ctx)}
 	info := activity.GetInfo(ctx)
 	if info.Attempt > 1 && activity.HasHeartbeatDetails(ctx) {
 		var last Heartbeat
 		if err := activity.GetHeartbeatDetails(ctx, &last); err == nil {
-			activity.GetLogger(ctx).Info("retried stage resumes", "stage", name, "attempt", info.Attempt,
+			t.log.Info("retried stage resumes", "stage", name, "attempt", info.Attempt,
 				"last_step", last.Step, "last_checkpoint", last.Checkpoint)
 			t.beat = last
 		}
@@ -130,7 +133,9 @@ func (t *tracker) progress(r stage.Report) error {
 	t.mu.Unlock()
 	t.a.Metrics.reported(t.stage, r.Step, r.Checkpoint != "")
 	if r.Checkpoint != "" && closed(t.workerStop) {
-		return fmt.Errorf("%w: %s stopped after its checkpoint at step %d", ErrWorkerStopping, t.stage, r.Step)
+		err := fmt.Errorf("%w: %s stopped after its checkpoint at step %d", ErrWorkerStopping, t.stage, r.Step)
+		t.log.Warn(err.Error(), "run", t.run)
+		return err
 	}
 	return nil
 }

@@ -11,6 +11,8 @@ import (
 	"math/rand/v2"
 	"slices"
 	"strings"
+
+	"github.com/instructflow/instructflow/internal/editdist"
 )
 
 // Ops are the instructions of the demo task.
@@ -87,29 +89,9 @@ func Judge(prompt, response string) (float64, error) {
 	if response == gold {
 		return 1, nil
 	}
-	d := editDistance(response, gold)
+	d := editdist.Distance(response, gold)
 	sim := 1 - float64(d)/float64(max(len(response), len(gold)))
 	return 0.9 * sim * sim, nil
-}
-
-func editDistance(a, b string) int {
-	prev := make([]int, len(b)+1)
-	cur := make([]int, len(b)+1)
-	for j := range prev {
-		prev[j] = j
-	}
-	for i := 1; i <= len(a); i++ {
-		cur[0] = i
-		for j := 1; j <= len(b); j++ {
-			cost := 1
-			if a[i-1] == b[j-1] {
-				cost = 0
-			}
-			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
-		}
-		prev, cur = cur, prev
-	}
-	return prev[len(b)]
 }
 
 // Demonstration is the labelers' answer to an example: the gold answer,

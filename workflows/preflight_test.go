@@ -4,17 +4,14 @@ import (
 	"context"
 	"errors"
 	"flag"
-	"os"
 	"testing"
 	"time"
 
 	"github.com/google/uuid"
 	"github.com/stretchr/testify/mock"
-	historypb "go.temporal.io/api/history/v1"
 	"go.temporal.io/sdk/client"
 	"go.temporal.io/sdk/testsuite"
 	"go.temporal.io/sdk/worker"
-	"google.golang.org/protobuf/encoding/protojson"
 
 	"github.com/instructflow/instructflow/activities"
 	"github.com/instructflow/instructflow/devstack"
@@ -117,25 +114,6 @@ func TestPreflightOnDevServer(t *testing.T) {
 		t.Errorf("preflight result %+v", res)
 	}
 	if *update {
-		recordHistory(t, ctx, c, run.GetID(), run.GetRunID())
-	}
-}
-
-func recordHistory(t *testing.T, ctx context.Context, c client.Client, id, runID string) {
-	hist := &historypb.History{}
-	it := c.GetWorkflowHistory(ctx, id, runID, false, 0)
-	for it.HasNext() {
-		ev, err := it.Next()
-		if err != nil {
-			t.Fatal(err)
-		}
-		hist.Events = append(hist.Events, ev)
-	}
-	b, err := protojson.MarshalOptions{Indent: "  "}.Marshal(hist)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(historyFile, b, 0o644); err != nil {
-		t.Fatal(err)
+		testenv.RecordHistory(t, c, run.GetID(), run.GetRunID(), historyFile)
 	}
 }

@@ -2,10 +2,10 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"time"
 
 	"github.com/google/uuid"
@@ -30,7 +30,7 @@ func newCheckCmd(a *app) *cobra.Command {
 				return err
 			}
 			if withWorker {
-				w, closeAll, err := startWorker(cmd.Context(), cfg, nil)
+				w, closeAll, err := startWorker(cmd.Context(), cfg, nil, slog.LevelError)
 				if err != nil {
 					return err
 				}
@@ -78,9 +78,7 @@ func preflight(ctx context.Context, cfg config.Config, timeout time.Duration) (w
 
 func printPreflight(w io.Writer, cfg config.Config, res workflows.PreflightResult, asJSON bool) error {
 	if asJSON {
-		enc := json.NewEncoder(w)
-		enc.SetIndent("", "  ")
-		return enc.Encode(res)
+		return printJSON(w, res)
 	}
 	fmt.Fprintf(w, "temporal  ok  %s namespace %s, task queue %s (worker on %s)\n", cfg.Temporal.Address, cfg.Temporal.Namespace, res.TaskQueue, res.Worker)
 	fmt.Fprintf(w, "postgres  ok  schema version %d\n", res.SchemaVersion)

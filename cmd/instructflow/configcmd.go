@@ -22,9 +22,7 @@ func newConfigCmd(a *app) *cobra.Command {
 			}
 			red := cfg.Redacted()
 			if asJSON {
-				enc := json.NewEncoder(cmd.OutOrStdout())
-				enc.SetIndent("", "  ")
-				return enc.Encode(red)
+				return printJSON(cmd.OutOrStdout(), red)
 			}
 			// Through JSON so that YAML keys match the config file's keys.
 			var generic map[string]any

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"time"
@@ -63,9 +62,7 @@ func startStack(ctx context.Context, cfg config.Config, log io.Writer) (*devstac
 
 func printEndpoints(w io.Writer, eps []devstack.Endpoint, asJSON bool) {
 	if asJSON {
-		enc := json.NewEncoder(w)
-		enc.SetIndent("", "  ")
-		_ = enc.Encode(eps)
+		_ = printJSON(w, eps)
 		return
 	}
 	for _, e := range eps {

@@ -96,9 +96,7 @@ by 'labels audit' and can be left out of snapshots (--exclude-flagged).`,
 			})
 			report := importReport{ImportResult: res, File: name, Rows: rd.Rows, Problems: rd.Problems}
 			if asJSON {
-				enc := json.NewEncoder(cmd.OutOrStdout())
-				enc.SetIndent("", "  ")
-				if e := enc.Encode(report); e != nil {
+				if e := printJSON(cmd.OutOrStdout(), report); e != nil {
 					return e
 				}
 			} else {
@@ -312,9 +310,7 @@ func newLabelsLineageCmd(a *app) *cobra.Command {
 			}
 			out := cmd.OutOrStdout()
 			if asJSON {
-				enc := json.NewEncoder(out)
-				enc.SetIndent("", "  ")
-				return enc.Encode(ls)
+				return printJSON(out, ls)
 			}
 			if len(ls) == 0 {
 				fmt.Fprintf(out, "run %s: no stage records a label snapshot yet\n", args[0])
@@ -369,9 +365,7 @@ is flagged when a rate differs from its reference with p < 0.001 by at least
 			}
 			rep := preference.Audit(counts)
 			if asJSON {
-				enc := json.NewEncoder(cmd.OutOrStdout())
-				enc.SetIndent("", "  ")
-				return enc.Encode(rep)
+				return printJSON(cmd.OutOrStdout(), rep)
 			}
 			rep.WriteText(cmd.OutOrStdout())
 			return nil

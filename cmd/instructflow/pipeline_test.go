@@ -17,9 +17,6 @@ import (
 	"testing"
 	"time"
 
-	historypb "go.temporal.io/api/history/v1"
-	"google.golang.org/protobuf/encoding/protojson"
-
 	"github.com/instructflow/instructflow/config"
 	"github.com/instructflow/instructflow/devstack"
 	"github.com/instructflow/instructflow/internal/testenv"
@@ -153,6 +150,37 @@ func (p *pipelineEnv) kill9(w *exec.Cmd) {
 	_, _ = w.Process.Wait()
 }
 
+// terminate stops a worker gracefully and checks that it exits cleanly
+// within a minute, saying that it lets running stages checkpoint; it
+// returns the step of the checkpoint its running stage stopped after.
+func (p *pipelineEnv) terminate(w *exec.Cmd) int64 {
+	p.t.Helper()
+	if err := w.Process.Signal(syscall.SIGTERM); err != nil {
+		p.t.Fatal(err)
+	}
+	done := make(chan *os.ProcessState, 1)
+	go func() { st, _ := w.Process.Wait(); done <- st }()
+	var state *os.ProcessState
+	select {
+	case state = <-done:
+	case <-time.After(time.Minute):
+		p.t.Fatal("worker still running a minute after SIGTERM")
+	}
+	log, _ := os.ReadFile(w.Stdout.(*os.File).Name())
+	if !strings.Contains(string(log), "stop after their next checkpoint") {
+		p.t.Errorf("worker log after SIGTERM:\n%s", log)
+	}
+	if state == nil || !state.Success() {
+		p.t.Errorf("worker exited with %v after SIGTERM", state)
+	}
+	_, after, ok := strings.Cut(string(log), "stopped after its checkpoint at step ")
+	var step int64
+	if _, err := fmt.Sscan(after, &step); !ok || err != nil {
+		p.t.Fatalf("the stopping worker did not stop its stage at a checkpoint:\n%s", log)
+	}
+	return step
+}
+
 // waitStep waits until a stage of run has recorded metrics at step >= step
 // (they reach Postgres about once a second).
 func (p *pipelineEnv) waitStep(run, stage string, step int64) {
@@ -266,15 +294,26 @@ func TestPipelineSurvivesFaults(t *testing.T) {
 		p.killWorkers()
 		w := p.startWorker("")
 		end := p.startRun("killed")
+		p.waitStep("killed", "sft", 250)
+		p.kill9(w)
+		w = p.startWorker("")
+		// A graceful stop (SIGTERM) lets SFT reach its next checkpoint,
+		// then the worker exits; the stage continues from that checkpoint.
+		p.waitStep("killed", "sft", 550)
+		stoppedAt := p.terminate(w)
+		w = p.startWorker("")
 		for _, at := range []struct {
 			stage string
 			step  int64
-		}{{"sft", 250}, {"rm", 60}, {"ppo", 8}} {
+		}{{"rm", 60}, {"ppo", 8}} {
 			p.waitStep("killed", at.stage, at.step)
 			p.kill9(w)
 			w = p.startWorker("")
 		}
 		got := p.finished(end)
+		if res := resultOf(t, stageOf(got, "sft")); res.ResumedFrom != stoppedAt {
+			t.Errorf("sft last resumed from step %d, not from the checkpoint at %d the stopping worker committed", res.ResumedFrom, stoppedAt)
+		}
 		for _, name := range []string{"sft", "rm", "ppo"} {
 			st := stageOf(got, name)
 			res := resultOf(t, st)
@@ -431,26 +470,10 @@ func checkMetricsEndpoint(t *testing.T, addr string) {
 // recordPipelineHistory writes the reference run's history for the replay
 // test in package workflows.
 func recordPipelineHistory(t *testing.T, cfg config.Config, id string) {
-	ctx := context.Background()
-	c, err := dialTemporal(ctx, cfg.Temporal)
+	c, err := dialTemporal(context.Background(), cfg.Temporal)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	hist := &historypb.History{}
-	it := c.GetWorkflowHistory(ctx, id, "", false, 0)
-	for it.HasNext() {
-		ev, err := it.Next()
-		if err != nil {
-			t.Fatal(err)
-		}
-		hist.Events = append(hist.Events, ev)
-	}
-	b, err := protojson.MarshalOptions{Indent: "  "}.Marshal(hist)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile("../../workflows/testdata/pipeline_history.json", b, 0o644); err != nil {
-		t.Fatal(err)
-	}
+	testenv.RecordHistory(t, c, id, "", "../../workflows/testdata/pipeline_history.json")
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strings"
 	"time"
 
@@ -61,7 +62,7 @@ Presets: ` + strings.Join(runspec.Presets, ", "),
 				_ = st.Stop(stopCtx)
 			}()
 			printEndpoints(log, st.Endpoints(), false)
-			w, closeAll, err := startWorker(ctx, cfg, nil)
+			w, closeAll, err := startWorker(ctx, cfg, nil, slog.LevelError)
 			if err != nil {
 				return err
 			}

@@ -273,19 +273,10 @@ func (s *session) progress(ctx context.Context, run string) (workflows.Progress,
 }
 
 func newRunStatusCmd(a *app) *cobra.Command {
-	var asJSON bool
-	cmd := &cobra.Command{
-		Use:   "status RUN_ID",
-		Short: "Show a run's stages, the running one's step, metrics and ETA",
-		Args:  cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
+	return runCmd(a, "status", "Show a run's stages, the running one's step, metrics and ETA",
+		func(cmd *cobra.Command, s *session, run string, asJSON bool) error {
 			ctx := cmd.Context()
-			s, err := a.session(ctx)
-			if err != nil {
-				return err
-			}
-			defer s.close()
-			rec, err := s.db.GetRun(ctx, args[0])
+			rec, err := s.db.GetRun(ctx, run)
 			if err != nil {
 				return fmt.Errorf("run status: %w", err)
 			}
@@ -329,17 +320,22 @@ func newRunStatusCmd(a *app) *cobra.Command {
 				fmt.Fprintf(out, "error: %s\n", rec.Error)
 			}
 			return nil
-		},
-	}
-	cmd.Flags().BoolVar(&asJSON, "json", false, "print the result as JSON")
-	return cmd
+		})
 }
 
 func newRunWatchCmd(a *app) *cobra.Command {
+	return runCmd(a, "watch", "Show live progress bars per stage until the run ends, then its report",
+		func(cmd *cobra.Command, s *session, run string, asJSON bool) error {
+			return s.watchAndReport(cmd.Context(), run, cmd.OutOrStdout(), cmd.ErrOrStderr(), asJSON)
+		})
+}
+
+// runCmd builds `run <use> RUN_ID [--json]`; do gets a session.
+func runCmd(a *app, use, short string, do func(cmd *cobra.Command, s *session, run string, asJSON bool) error) *cobra.Command {
 	var asJSON bool
 	cmd := &cobra.Command{
-		Use:   "watch RUN_ID",
-		Short: "Show live progress bars per stage until the run ends, then its report",
+		Use:   use + " RUN_ID",
+		Short: short,
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			s, err := a.session(cmd.Context())
@@ -347,10 +343,10 @@ func newRunWatchCmd(a *app) *cobra.Command {
 				return err
 			}
 			defer s.close()
-			return s.watchAndReport(cmd.Context(), args[0], cmd.OutOrStdout(), cmd.ErrOrStderr(), asJSON)
+			return do(cmd, s, args[0], asJSON)
 		},
 	}
-	cmd.Flags().BoolVar(&asJSON, "json", false, "print the final report as JSON")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print the result as JSON")
 	return cmd
 }
 
@@ -487,26 +483,14 @@ func newRunListCmd(a *app) *cobra.Command {
 }
 
 func newRunReportCmd(a *app) *cobra.Command {
-	var asJSON bool
-	cmd := &cobra.Command{
-		Use:   "report RUN_ID",
-		Short: "Show a finished run's report: per-stage time and results, checkpoints, orchestration overhead",
-		Args:  cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			s, err := a.session(cmd.Context())
-			if err != nil {
-				return err
-			}
-			defer s.close()
-			rec, err := s.db.GetRun(cmd.Context(), args[0])
+	return runCmd(a, "report", "Show a run's report: per-stage time and results, checkpoints, orchestration overhead",
+		func(cmd *cobra.Command, s *session, run string, asJSON bool) error {
+			rec, err := s.db.GetRun(cmd.Context(), run)
 			if err != nil {
 				return fmt.Errorf("run report: %w", err)
 			}
 			return s.printReport(cmd.Context(), cmd.OutOrStdout(), rec, asJSON)
-		},
-	}
-	cmd.Flags().BoolVar(&asJSON, "json", false, "print the result as JSON")
-	return cmd
+		})
 }
 
 // RunReport is what `run report --json` prints.
@@ -629,24 +613,15 @@ func (s *session) uiLink(run string) string {
 }
 
 func newRunCancelCmd(a *app) *cobra.Command {
-	var asJSON bool
-	cmd := &cobra.Command{
-		Use:   "cancel RUN_ID",
-		Short: "Cancel a run: the running stage stops after its last checkpoint; `run resume` continues it later",
-		Args:  cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			s, err := a.session(cmd.Context())
-			if err != nil {
+	return runCmd(a, "cancel", "Cancel a run: the running stage stops after its last checkpoint; `run resume` continues it later",
+		func(cmd *cobra.Command, s *session, run string, asJSON bool) error {
+			if err := s.tc.CancelWorkflow(cmd.Context(), run, ""); err != nil {
+				return fmt.Errorf("run cancel %s: %w", run, err)
+			}
+			if err := s.watch(cmd.Context(), run, io.Discard); err != nil {
 				return err
 			}
-			defer s.close()
-			if err := s.tc.CancelWorkflow(cmd.Context(), args[0], ""); err != nil {
-				return fmt.Errorf("run cancel %s: %w", args[0], err)
-			}
-			if err := s.watch(cmd.Context(), args[0], io.Discard); err != nil {
-				return err
-			}
-			rec, err := s.db.GetRun(cmd.Context(), args[0])
+			rec, err := s.db.GetRun(cmd.Context(), run)
 			if err != nil {
 				return err
 			}
@@ -655,42 +630,26 @@ func newRunCancelCmd(a *app) *cobra.Command {
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "run %s: %s\n", rec.ID, rec.Status)
 			return nil
-		},
-	}
-	cmd.Flags().BoolVar(&asJSON, "json", false, "print the result as JSON")
-	return cmd
+		})
 }
 
 func newRunUpdateCmd(a *app, use, update, short string) *cobra.Command {
-	var asJSON bool
-	cmd := &cobra.Command{
-		Use:   use + " RUN_ID",
-		Short: short,
-		Args:  cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			s, err := a.session(cmd.Context())
-			if err != nil {
-				return err
-			}
-			defer s.close()
-			h, err := s.tc.UpdateWorkflow(cmd.Context(), client.UpdateWorkflowOptions{
-				WorkflowID: args[0], UpdateName: update, WaitForStage: client.WorkflowUpdateStageCompleted})
-			if err != nil {
-				return fmt.Errorf("run %s %s: %w", use, args[0], err)
-			}
-			var p workflows.Progress
-			if err := h.Get(cmd.Context(), &p); err != nil {
-				return fmt.Errorf("run %s %s: %w", use, args[0], err)
-			}
-			if asJSON {
-				return printJSON(cmd.OutOrStdout(), p)
-			}
-			fmt.Fprintf(cmd.OutOrStdout(), "run %s: %s\n", p.Run, p.Status)
-			return nil
-		},
-	}
-	cmd.Flags().BoolVar(&asJSON, "json", false, "print the result as JSON")
-	return cmd
+	return runCmd(a, use, short, func(cmd *cobra.Command, s *session, run string, asJSON bool) error {
+		h, err := s.tc.UpdateWorkflow(cmd.Context(), client.UpdateWorkflowOptions{
+			WorkflowID: run, UpdateName: update, WaitForStage: client.WorkflowUpdateStageCompleted})
+		if err != nil {
+			return fmt.Errorf("run %s %s: %w", use, run, err)
+		}
+		var p workflows.Progress
+		if err := h.Get(cmd.Context(), &p); err != nil {
+			return fmt.Errorf("run %s %s: %w", use, run, err)
+		}
+		if asJSON {
+			return printJSON(cmd.OutOrStdout(), p)
+		}
+		fmt.Fprintf(cmd.OutOrStdout(), "run %s: %s\n", p.Run, p.Status)
+		return nil
+	})
 }
 
 func printJSON(w io.Writer, v any) error {

@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"strings"
 	"time"
 
@@ -14,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/spf13/cobra"
 	"go.temporal.io/sdk/client"
+	tlog "go.temporal.io/sdk/log"
 	"go.temporal.io/sdk/worker"
 
 	"github.com/instructflow/instructflow/activities"
@@ -50,7 +53,7 @@ func newWorkerCmd(a *app) *cobra.Command {
 				defer srv.Close()
 				fmt.Fprintf(cmd.ErrOrStderr(), "instructflow worker: metrics on http://%s/metrics\n", ln.Addr())
 			}
-			w, closeAll, err := startWorker(cmd.Context(), cfg, metrics)
+			w, closeAll, err := startWorker(cmd.Context(), cfg, metrics, slog.LevelInfo)
 			if err != nil {
 				return err
 			}
@@ -71,7 +74,7 @@ const workerStopTimeout = 5 * time.Minute
 // startWorker connects to everything an activity needs and starts a worker
 // for the workflows and activities on cfg's task queue. closeAll releases
 // the connections after the worker stopped. metrics may be nil.
-func startWorker(ctx context.Context, cfg config.Config, metrics *activities.Metrics) (worker.Worker, func(), error) {
+func startWorker(ctx context.Context, cfg config.Config, metrics *activities.Metrics, logLevel slog.Level) (worker.Worker, func(), error) {
 	db, err := postgres.Open(ctx, cfg.Postgres.URL)
 	if err != nil {
 		return nil, nil, err
@@ -81,7 +84,8 @@ func startWorker(ctx context.Context, cfg config.Config, metrics *activities.Met
 		db.Close()
 		return nil, nil, err
 	}
-	c, err := dialTemporal(ctx, cfg.Temporal)
+	c, err := dialTemporalWith(ctx, cfg.Temporal,
+		tlog.NewStructuredLogger(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: logLevel}))))
 	if err != nil {
 		db.Close()
 		return nil, nil, err
@@ -98,14 +102,21 @@ func startWorker(ctx context.Context, cfg config.Config, metrics *activities.Met
 	return w, func() { c.Close(); db.Close() }, nil
 }
 
-// dialTemporal connects to the Temporal frontend or says how to start one.
+// dialTemporal connects to the Temporal frontend or says how to start one;
+// the SDK's own log lines are dropped (failures come back as errors).
 func dialTemporal(ctx context.Context, cfg config.Temporal) (client.Client, error) {
+	return dialTemporalWith(ctx, cfg, devstack.QuietTemporalLogger())
+}
+
+// dialTemporalWith is dialTemporal with the SDK logging to logger (a
+// worker's activity and workflow logs).
+func dialTemporalWith(ctx context.Context, cfg config.Temporal, logger tlog.Logger) (client.Client, error) {
 	dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	c, err := client.DialContext(dctx, client.Options{
 		HostPort:  cfg.Address,
 		Namespace: cfg.Namespace,
-		Logger:    devstack.QuietTemporalLogger(),
+		Logger:    logger,
 	})
 	if err != nil {
 		hint := ""

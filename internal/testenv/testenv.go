@@ -14,6 +14,9 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	historypb "go.temporal.io/api/history/v1"
+	"go.temporal.io/sdk/client"
+	"google.golang.org/protobuf/encoding/protojson"
 
 	"github.com/instructflow/instructflow/config"
 )
@@ -82,4 +85,28 @@ func FreshDatabase(t testing.TB) string {
 	}
 	u.Path = "/" + name
 	return u.String()
+}
+
+// RecordHistory writes a workflow execution's history as JSON to file, for
+// a replay test (run the recording test again with its -update flag after
+// a deliberate change to the workflow).
+func RecordHistory(t testing.TB, c client.Client, id, runID, file string) {
+	t.Helper()
+	ctx := context.Background()
+	hist := &historypb.History{}
+	it := c.GetWorkflowHistory(ctx, id, runID, false, 0)
+	for it.HasNext() {
+		ev, err := it.Next()
+		if err != nil {
+			t.Fatal(err)
+		}
+		hist.Events = append(hist.Events, ev)
+	}
+	b, err := protojson.MarshalOptions{Indent: "  "}.Marshal(hist)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(file, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
 }

@@ -378,7 +378,7 @@ func TestLabelerRole(t *testing.T) {
 	if _, err := db.pool.Exec(ctx, "INSERT INTO labeling_batches (name) VALUES ('b1')"); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := db.pool.Exec(ctx, "INSERT INTO labeling_batch_items SELECT b.id, $1, $2 FROM labeling_batches b", c.PromptID, c.ResponseIDs); err != nil {
+	if _, err := db.pool.Exec(ctx, "INSERT INTO labeling_batch_items (batch_id, item, prompt_id, response_ids) SELECT b.id, 0, $1, $2 FROM labeling_batches b", c.PromptID, c.ResponseIDs); err != nil {
 		t.Fatal(err)
 	}
 	role := fmt.Sprintf("tool_%d", rand.Uint32())
@@ -401,7 +401,8 @@ func TestLabelerRole(t *testing.T) {
 		t.Fatalf("tool reads its batch: %d %v", items, err)
 	}
 	h := sha256.Sum256([]byte("tool-made"))
-	if _, err := tool.Exec(ctx, "INSERT INTO comparisons (prompt_id, labeler_id, response_ids, ranks, content_sha256) VALUES ($1, $2, $3, '{2,1}', $4)",
+	if _, err := tool.Exec(ctx, `INSERT INTO comparisons (prompt_id, labeler_id, response_ids, ranks, content_sha256, batch_id, batch_item)
+		SELECT $1, $2, $3, '{2,1}', $4, b.id, 0 FROM labeling_batches b`,
 		c.PromptID, c.LabelerID, c.ResponseIDs, h[:]); err != nil {
 		t.Fatalf("tool inserts a comparison: %v", err)
 	}

@@ -1,0 +1,26 @@
+// Package editdist is the Levenshtein distance between byte strings, shared
+// by the demo task's gold judge and the "did you mean" of configuration
+// errors.
+package editdist
+
+// Distance is the number of single-byte insertions, deletions and
+// substitutions that turn a into b.
+func Distance(a, b string) int {
+	prev := make([]int, len(b)+1)
+	cur := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+		}
+		prev, cur = cur, prev
+	}
+	return prev[len(b)]
+}

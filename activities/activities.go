@@ -37,6 +37,7 @@ type database interface {
 	SnapshotWhere(ctx context.Context, name string, f postgres.SnapshotFilter) (postgres.Snapshot, error)
 	ExportSnapshot(ctx context.Context, name string, fn func(postgres.ExportRow) error) error
 	SetStageSnapshot(ctx context.Context, run, stage, snapshot string) error
+	RecordRewardScores(ctx context.Context, snapshot, model string, responseIDs []int64, scores []float64) error
 }
 
 // objects is what the activities need of the object store.

@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 	"time"
 
 	"go.temporal.io/sdk/temporal"
@@ -293,7 +295,11 @@ func (a *Activities) TrainRM(ctx context.Context, in StageInput) (StageResult, e
 			return StageResult{}, err
 		}
 		var train, heldout []rewardmodel.Comparison
+		responses := map[int64]stage.Example{} // every response of the snapshot, for the audit's scores
 		err := a.DB.ExportSnapshot(ctx, in.Snapshot, func(r postgres.ExportRow) error {
+			for i, id := range r.ResponseIDs {
+				responses[id] = stage.Example{Prompt: r.Prompt, Response: r.Responses[i]}
+			}
 			c := rewardmodel.Comparison{Prompt: r.Prompt, Responses: r.Responses, Ranks: make([]int, len(r.Ranks)), Labeler: r.Labeler}
 			for i, rk := range r.Ranks {
 				c.Ranks[i] = int(rk)
@@ -322,17 +328,66 @@ func (a *Activities) TrainRM(ctx context.Context, in StageInput) (StageResult, e
 		cfg := s.RM
 		cfg.Seed, cfg.Threads = s.Seed, s.Threads
 		var res rewardmodel.Result
+		var ids []int64
+		var scores []float64
+		var rmKey string
 		err = t.timed(func() error {
-			res, err = rewardmodel.Train(ctx, rewardmodel.Input{Config: cfg, SFT: files, Tokenizer: tasks.Tokenizer(),
-				Train: train, Heldout: heldout, Demonstrations: demos}, t.sink, t.progress)
+			if res, err = rewardmodel.Train(ctx, rewardmodel.Input{Config: cfg, SFT: files, Tokenizer: tasks.Tokenizer(),
+				Train: train, Heldout: heldout, Demonstrations: demos}, t.sink, t.progress); err != nil {
+				return err
+			}
+			rmKey, ids, scores, err = a.scoreResponses(ctx, t.sink, s, responses)
 			return err
 		})
+		if err != nil {
+			return StageResult{}, err
+		}
+		// The audit lists the labels the trained model most confidently
+		// disagrees with from these scores (`labels audit --snapshot`).
+		if err := a.DB.RecordRewardScores(ctx, in.Snapshot, rmKey, ids, scores); err != nil {
+			return StageResult{}, err
+		}
 		return StageResult{Snapshot: in.Snapshot, Metrics: map[string]float64{
 			"steps": float64(res.Step), "train_loss": res.TrainLoss, "accuracy": res.Heldout.Accuracy,
 			"heldout_pairs": float64(res.Heldout.Pairs), "heldout_loss": res.Heldout.Loss,
 			"length_correlation": res.Heldout.LengthCorr, "train_comparisons": float64(len(train)),
 		}}, err
 	})
+}
+
+// scoreResponses scores every response with the stage's final reward
+// model, in id order, and returns the model's checkpoint key.
+func (a *Activities) scoreResponses(ctx context.Context, sink stage.Sink, s runspec.Spec, responses map[int64]stage.Example) (string, []int64, []float64, error) {
+	cp, ok, err := sink.Latest(ctx)
+	if err != nil || !ok {
+		return "", nil, nil, fmt.Errorf("rm: final checkpoint: %v", err)
+	}
+	rm, err := stage.LoadModel(cp.Files, "")
+	if err != nil {
+		return "", nil, nil, err
+	}
+	rm.SetThreads(s.Threads)
+	key := Checkpoint{Run: s.ID, Stage: "rm", Step: cp.Step}.Key()
+	ids := slices.Sorted(maps.Keys(responses))
+	tok := tasks.Tokenizer()
+	seqs := make([]stage.Seq, len(ids))
+	for i, id := range ids {
+		ex := responses[id]
+		if seqs[i], err = rewardmodel.Sequence(tok, ex.Prompt, ex.Response); err != nil {
+			return "", nil, nil, err
+		}
+	}
+	scores := make([]float64, 0, len(ids))
+	for start := 0; start < len(seqs); start += 256 {
+		part, err := rewardmodel.Scores(rm, seqs[start:min(len(seqs), start+256)], tok.EOT())
+		if err != nil {
+			return "", nil, nil, err
+		}
+		for _, v := range part {
+			scores = append(scores, float64(v))
+		}
+	}
+	return key, ids, scores, nil
 }
 
 // TrainPPO optimises the SFT policy against the reward model.

@@ -131,7 +131,7 @@ func Preset(name string) (Spec, error) {
 		Labels: Labels{Collect: true, K: d.K, Rounds: d.LabelRounds, Prompts: d.RMPrompts, HeldoutPrompts: d.RMHeldout,
 			MaxNewTokens: 14, Temperature: 1, Deadline: 24 * time.Hour, MinLabeled: 0.9, ExcludeLabelers: []string{}},
 		RM:    d.RM,
-		Gate:  Gate{MinRMAccuracy: 0.6},
+		Gate:  Gate{MinRMAccuracy: 0.55}, // better than chance (0.5); the tiny run measured 0.66
 		PPO:   d.PPO,
 		Eval:  Eval{Samples: d.EvalSamples},
 		Retry: Retry{HeartbeatTimeout: 20 * time.Second, MaxInterval: 30 * time.Second},

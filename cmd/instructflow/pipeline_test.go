@@ -286,6 +286,17 @@ func TestPipelineSurvivesFaults(t *testing.T) {
 	t.Logf("reference: ppo checkpoint %s (%s), overhead %.1f%%", stageOf(ref, "ppo").CheckpointKey,
 		stageOf(ref, "ppo").CheckpointSHA, 100*ref.Pipeline.OverheadShare)
 	checkMetricsEndpoint(t, metricsAddr)
+	// The reward model's scores of its snapshot reach the label audit.
+	out, _, err := runCLI(t, "labels", "audit", "--snapshot", "ref-rm", "--json")
+	var audit struct {
+		RMDisagreements []json.RawMessage `json:"rm_disagreements"`
+	}
+	if err != nil || json.Unmarshal([]byte(out), &audit) != nil || len(audit.RMDisagreements) == 0 {
+		t.Errorf("audit of the reference run's snapshot lists no pairs the reward model disagrees with: %v\n%.500s", err, out)
+	}
+	if out, _, err := runCLI(t, "labels", "lineage", "ref"); err != nil || !strings.Contains(out, "ref-rm") {
+		t.Errorf("lineage of the reference run: %v\n%s", err, out)
+	}
 	if *updateHistory {
 		recordPipelineHistory(t, p.cfg, "ref")
 	}

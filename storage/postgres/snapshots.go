@@ -75,12 +75,13 @@ func (db *DB) SnapshotWhere(ctx context.Context, name string, f SnapshotFilter) 
 
 // ExportRow is one comparison of a snapshot with its texts.
 type ExportRow struct {
-	ID        int64
-	Prompt    string
-	Responses []string // shown order
-	Ranks     []int16
-	Labeler   string
-	Split     string // the prompt's split
+	ID          int64
+	Prompt      string
+	Responses   []string // shown order
+	Ranks       []int16
+	Labeler     string
+	Split       string  // the prompt's split
+	ResponseIDs []int64 // shown order
 }
 
 // ExportSnapshot streams a snapshot's comparisons in id order to fn, after
@@ -95,7 +96,7 @@ func (db *DB) ExportSnapshot(ctx context.Context, name string, fn func(ExportRow
 		       (SELECT array_agg(r.text ORDER BY u.ord)
 		          FROM unnest(c.response_ids) WITH ORDINALITY AS u (rid, ord)
 		          JOIN responses r ON r.id = u.rid),
-		       c.ranks, l.name, p.split
+		       c.ranks, l.name, p.split, c.response_ids
 		FROM unnest($1::bigint[]) AS s (id)
 		JOIN comparisons c ON c.id = s.id
 		JOIN prompts p ON p.id = c.prompt_id
@@ -107,7 +108,7 @@ func (db *DB) ExportSnapshot(ctx context.Context, name string, fn func(ExportRow
 	defer rows.Close()
 	for rows.Next() {
 		var r ExportRow
-		if err := rows.Scan(&r.ID, &r.Prompt, &r.Responses, &r.Ranks, &r.Labeler, &r.Split); err != nil {
+		if err := rows.Scan(&r.ID, &r.Prompt, &r.Responses, &r.Ranks, &r.Labeler, &r.Split, &r.ResponseIDs); err != nil {
 			return fmt.Errorf("postgres: export %s: %w", name, err)
 		}
 		if err := fn(r); err != nil {

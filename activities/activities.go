@@ -62,7 +62,9 @@ type Activities struct {
 	// Signal, when set, carries stage progress to the workflow.
 	Signal signaler
 	// LabelPoll and SignalEvery override how often label collection looks
-	// for new labels (2s) and how often progress is signalled (5s).
+	// for new labels (2s) and how often progress is signalled (1 min: each
+	// signal adds about four events to the workflow's history, which
+	// Temporal caps at 51,200).
 	LabelPoll, SignalEvery time.Duration
 	// Metrics, when set, counts stage work for Prometheus.
 	Metrics *Metrics

@@ -9,6 +9,7 @@ import (
 	"slices"
 	"time"
 
+	"go.temporal.io/sdk/activity"
 	"go.temporal.io/sdk/temporal"
 
 	"github.com/instructflow/instructflow/demo"
@@ -64,8 +65,8 @@ type StageResult struct {
 	Batch      string             `json:"batch,omitempty"`
 	Snapshot   string             `json:"snapshot,omitempty"`
 	// Seconds is the time spent computing (training, sampling, judging)
-	// in the attempt that finished; WaitSeconds the time spent waiting
-	// for labels.
+	// and WaitSeconds waiting for labels, over all attempts (an attempt
+	// that died counts up to its last heartbeat).
 	Seconds     float64 `json:"seconds"`
 	WaitSeconds float64 `json:"wait_seconds,omitempty"`
 	// ResumedFrom is the step of the committed checkpoint the finishing
@@ -74,6 +75,8 @@ type StageResult struct {
 	// Reused: the stage had finished in an earlier execution of the run
 	// with the same settings; nothing was done now.
 	Reused bool `json:"reused,omitempty"`
+	// Execution is the workflow execution (run id) that finished it.
+	Execution string `json:"execution,omitempty"`
 }
 
 // RunInput is the input of BeginRun.
@@ -88,8 +91,10 @@ func (a *Activities) BeginRun(ctx context.Context, in RunInput) error {
 	if err != nil {
 		return err
 	}
-	if err := a.DB.CreateRun(ctx, in.Spec.ID, spec); err != nil {
+	if err := a.DB.CreateRun(ctx, in.Spec.ID, spec); errors.Is(err, storage.ErrConflict) {
 		return badInput(err)
+	} else if err != nil {
+		return err
 	}
 	return a.DB.SetRunStatus(ctx, in.Spec.ID, "running", nil, "")
 }
@@ -166,10 +171,14 @@ func (a *Activities) CollectLabels(ctx context.Context, in StageInput) (StageRes
 				return err
 			})
 		}
+		if errors.Is(err, storage.ErrConflict) {
+			return res, stage.BadInput("labels: %v; start a new run to sample again", err)
+		}
 		if err != nil {
 			return res, err
 		}
-		began := time.Now()
+		stopWaiting := t.waiting()
+		defer stopWaiting()
 		for {
 			_ = t.progress(stage.Report{Step: int64(b.Labeled), Total: int64(b.Items),
 				Metrics: map[string]float64{"labeled": float64(b.Labeled), "items": float64(b.Items)}})
@@ -193,7 +202,6 @@ func (a *Activities) CollectLabels(ctx context.Context, in StageInput) (StageRes
 			}
 		}
 		res.Metrics = map[string]float64{"items": float64(b.Items), "labeled": float64(b.Labeled)}
-		res.WaitSeconds = time.Since(began).Seconds()
 		return res, nil
 	})
 }
@@ -359,8 +367,11 @@ func (a *Activities) TrainRM(ctx context.Context, in StageInput) (StageResult, e
 // model, in id order, and returns the model's checkpoint key.
 func (a *Activities) scoreResponses(ctx context.Context, sink stage.Sink, s runspec.Spec, responses map[int64]stage.Example) (string, []int64, []float64, error) {
 	cp, ok, err := sink.Latest(ctx)
-	if err != nil || !ok {
-		return "", nil, nil, fmt.Errorf("rm: final checkpoint: %v", err)
+	if err != nil {
+		return "", nil, nil, fmt.Errorf("rm: final checkpoint: %w", err)
+	}
+	if !ok {
+		return "", nil, nil, errors.New("rm: no final checkpoint after training")
 	}
 	rm, err := stage.LoadModel(cp.Files, "")
 	if err != nil {
@@ -472,7 +483,9 @@ func (a *Activities) runStage(ctx context.Context, spec runspec.Spec, name strin
 		if err := json.Unmarshal(rec.Result, &res); err != nil {
 			return StageResult{}, fmt.Errorf("%s: stored result: %w", name, err)
 		}
-		res.Reused = true
+		// A retry whose first completion was lost is not a reuse: the
+		// work was done in this execution.
+		res.Reused = res.Execution != activity.GetInfo(ctx).WorkflowExecution.RunID
 		a.Metrics.ended(name, "reused")
 		return res, nil
 	case err != nil && !errors.Is(err, storage.ErrNotFound):
@@ -483,6 +496,7 @@ func (a *Activities) runStage(ctx context.Context, spec runspec.Spec, name strin
 	}
 	t := a.newTracker(ctx, run, name)
 	defer t.close()
+	defer t.flush(ctx) // best effort on the way out; after close below on success
 	a.Metrics.started(name, 1)
 	defer a.Metrics.started(name, -1)
 	if ref, err := a.Objects.Latest(ctx, run, name); err == nil {
@@ -498,7 +512,10 @@ func (a *Activities) runStage(ctx context.Context, spec runspec.Spec, name strin
 		a.Metrics.ended(name, "error")
 		return StageResult{}, fmt.Errorf("%s: %w", name, err)
 	}
-	res.Stage, res.Seconds, res.ResumedFrom = name, t.seconds, t.resumedFrom
+	t.close() // no heartbeat or metrics write after this point but the final flush
+	res.Stage, res.ResumedFrom = name, t.resumedFrom
+	res.Seconds, res.WaitSeconds = t.totals()
+	res.Execution = activity.GetInfo(ctx).WorkflowExecution.RunID
 	if res.Checkpoint, err = t.lastCheckpoint(ctx); err != nil {
 		return StageResult{}, fmt.Errorf("%s: %w", name, err)
 	}

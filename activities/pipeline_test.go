@@ -124,7 +124,12 @@ func TestFinishedStagesAreReused(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if first.Reused || !second.Reused || second.Snapshot != first.Snapshot || first.Metrics["comparisons"] != 2 {
+	// Both calls come from one workflow execution (the test environment's),
+	// as a retry after a lost completion does: the second returns the
+	// stored result without running again, and is not called a reuse
+	// (the work was done in this execution).
+	if first.Reused || second.Reused || second.Snapshot != first.Snapshot || first.Metrics["comparisons"] != 2 ||
+		second.Execution != first.Execution || first.Execution == "" {
 		t.Errorf("first %+v, second %+v", first, second)
 	}
 	if st, _ := db.GetStage(context.Background(), spec.ID, "snapshot"); st.Attempts != 1 {

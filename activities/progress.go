@@ -22,6 +22,10 @@ type Heartbeat struct {
 	Total      int64              `json:"total"`
 	Checkpoint string             `json:"checkpoint,omitempty"` // key of the last committed checkpoint
 	Metrics    map[string]float64 `json:"metrics,omitempty"`
+	// Seconds inside the trainer and waiting for labels so far, over all
+	// attempts: a retry adds its own to the last heartbeat's.
+	Seconds     float64 `json:"seconds"`
+	WaitSeconds float64 `json:"wait_seconds,omitempty"`
 }
 
 // Progress is what a stage activity tells its workflow every few seconds
@@ -48,16 +52,21 @@ type tracker struct {
 	a           *Activities
 	run, stage  string
 	sink        stage.Sink
-	seconds     float64 // inside the trainer, this attempt
 	resumedFrom int64
 
 	mu      sync.Mutex
 	beat    Heartbeat
 	cp      *Checkpoint
 	pending []stage.Report
+	// seconds and waited are the time inside the trainer and waiting,
+	// earlier attempts included, up to the segment that started at
+	// since/waitSince (zero when none runs).
+	seconds, waited  float64
+	since, waitSince time.Time
 
-	stop chan struct{}
-	done chan struct{}
+	stop      chan struct{}
+	done      chan struct{}
+	closeOnce sync.Once
 	// workerStop closes when the worker shuts down: the stage stops right
 	// after its next checkpoint.
 	workerStop <-chan struct{}
@@ -75,6 +84,7 @@ func (a *Activities) newTracker(ctx context.Context, run, name string) *tracker 
 			t.log.Info("retried stage resumes", "stage", name, "attempt", info.Attempt,
 				"last_step", last.Step, "last_checkpoint", last.Checkpoint)
 			t.beat = last
+			t.seconds, t.waited = last.Seconds, last.WaitSeconds
 		}
 	}
 	go t.loop(ctx, info)
@@ -88,6 +98,7 @@ func (t *tracker) loop(ctx context.Context, info activity.Info) {
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
 	var lastSignal time.Time
+	lastStep := int64(-1)
 	for {
 		select {
 		case <-t.stop:
@@ -99,11 +110,15 @@ func (t *tracker) loop(ctx context.Context, info activity.Info) {
 		t.mu.Lock()
 		beat := t.beat
 		beat.Metrics = maps.Clone(beat.Metrics)
+		beat.Seconds, beat.WaitSeconds = t.totalsLocked()
 		t.mu.Unlock()
 		activity.RecordHeartbeat(ctx, beat)
 		t.flush(ctx)
-		if t.a.Signal != nil && time.Since(lastSignal) >= t.a.signalEvery() {
-			lastSignal = time.Now()
+		// Each signal adds events to the workflow's history, so they are
+		// rare (and skipped when nothing moved); `run status` reads the
+		// live step from the heartbeat.
+		if t.a.Signal != nil && beat.Step != lastStep && time.Since(lastSignal) >= t.a.signalEvery() {
+			lastSignal, lastStep = time.Now(), beat.Step
 			sctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 			_ = t.a.Signal.SignalWorkflow(sctx, info.WorkflowExecution.ID, info.WorkflowExecution.RunID, ProgressSignal,
 				Progress{Stage: t.stage, Attempt: info.Attempt, Beat: beat})
@@ -116,7 +131,7 @@ func (a *Activities) signalEvery() time.Duration {
 	if a.SignalEvery > 0 {
 		return a.SignalEvery
 	}
-	return 5 * time.Second
+	return time.Minute
 }
 
 // progress is the trainers' stage.Progress.
@@ -142,12 +157,46 @@ func (t *tracker) progress(r stage.Report) error {
 
 // timed runs fn and counts its time as the trainer's.
 func (t *tracker) timed(fn func() error) error {
-	began := time.Now()
+	t.mu.Lock()
+	t.since = time.Now()
+	t.mu.Unlock()
 	err := fn()
-	d := time.Since(began).Seconds()
-	t.seconds += d
+	t.mu.Lock()
+	d := time.Since(t.since).Seconds()
+	t.seconds, t.since = t.seconds+d, time.Time{}
+	t.mu.Unlock()
 	t.a.Metrics.trained(t.stage, d)
 	return err
+}
+
+// waiting counts the time from now until done() as waiting for people.
+func (t *tracker) waiting() (done func()) {
+	t.mu.Lock()
+	t.waitSince = time.Now()
+	t.mu.Unlock()
+	return func() {
+		t.mu.Lock()
+		t.waited, t.waitSince = t.waited+time.Since(t.waitSince).Seconds(), time.Time{}
+		t.mu.Unlock()
+	}
+}
+
+// totals returns the trainer and waiting seconds so far, all attempts.
+func (t *tracker) totals() (seconds, waited float64) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.totalsLocked()
+}
+
+func (t *tracker) totalsLocked() (seconds, waited float64) {
+	seconds, waited = t.seconds, t.waited
+	if !t.since.IsZero() {
+		seconds += time.Since(t.since).Seconds()
+	}
+	if !t.waitSince.IsZero() {
+		waited += time.Since(t.waitSince).Seconds()
+	}
+	return seconds, waited
 }
 
 // flush writes the pending metrics; what fails stays pending.
@@ -198,8 +247,9 @@ func (t *tracker) lastCheckpoint(ctx context.Context) (*Checkpoint, error) {
 	return &Checkpoint{Run: t.run, Stage: t.stage, Step: ref.Step, SHA256: got.ManifestSHA256}, nil
 }
 
+// close stops the heartbeat loop (once) and waits for it.
 func (t *tracker) close() {
-	close(t.stop)
+	t.closeOnce.Do(func() { close(t.stop) })
 	<-t.done
 }
 

@@ -134,7 +134,9 @@ func Preset(name string) (Spec, error) {
 		Gate:  Gate{MinRMAccuracy: 0.55}, // better than chance (0.5); the tiny run measured 0.66
 		PPO:   d.PPO,
 		Eval:  Eval{Samples: d.EvalSamples},
-		Retry: Retry{HeartbeatTimeout: 20 * time.Second, MaxInterval: 30 * time.Second},
+		// 100 attempts 30 s apart ride out outages of most of an hour;
+		// then the run fails and `run resume` continues it.
+		Retry: Retry{HeartbeatTimeout: 20 * time.Second, MaxInterval: 30 * time.Second, MaxAttempts: 100},
 	}
 	switch name {
 	case "tiny":
@@ -245,11 +247,13 @@ func durationHook(from, to reflect.Type, data any) (any, error) {
 		return data, nil
 	}
 	switch v := data.(type) {
-	case json.Number:
+	case json.Number: // nanoseconds, as the spec's JSON form writes them
 		n, err := v.Int64()
 		return time.Duration(n), err
 	case string:
 		return time.ParseDuration(v)
+	case int, int64, uint64, float64:
+		return nil, fmt.Errorf("duration %v has no unit: write e.g. 24h, 90m or 30s", v)
 	}
 	return data, nil
 }
@@ -371,6 +375,11 @@ func (s Spec) Validate() error {
 // keys and workflow ids.
 var Stages = []string{"sft", "labels", "snapshot", "rm", "ppo", "eval"}
 
+// SamplingKeys are the label settings used when the labeling batch is
+// sampled: once it exists they no longer take effect.
+var SamplingKeys = []string{"labels.k", "labels.rounds", "labels.prompts", "labels.heldout_prompts",
+	"labels.max_new_tokens", "labels.temperature"}
+
 // owner maps a top-level key to the first stage whose result depends on it;
 // keys not listed (threads, gate, task_queues, retry) change no result.
 var owner = map[string]string{
@@ -380,22 +389,27 @@ var owner = map[string]string{
 
 // StageHash is the SHA-256 of every setting stage's result depends on (its
 // own and all earlier stages'): a finished stage with the same hash can be
-// reused.
+// reused. Settings at their zero value are left out, so a setting added by
+// a later build (zero in specs stored before it) leaves the hash alone.
 func (s Spec) StageHash(stage string) string {
-	data, _ := json.Marshal(s)
-	var m map[string]json.RawMessage
-	_ = json.Unmarshal(data, &m)
 	upto := slices.Index(Stages, stage)
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		if o, ok := owner[k]; ok && slices.Index(Stages, o) <= upto {
-			keys = append(keys, k)
+	vals := flatValues(s)
+	keys := make([]string, 0, len(vals))
+	for k, v := range vals {
+		o := FirstAffected(k)
+		if o == "" || slices.Index(Stages, o) > upto {
+			continue
 		}
+		switch v {
+		case "0", "false", `""`, "null", "[]", "{}":
+			continue
+		}
+		keys = append(keys, k)
 	}
 	slices.Sort(keys)
 	h := sha256.New()
 	for _, k := range keys {
-		fmt.Fprintf(h, "%s=%s\n", k, m[k])
+		fmt.Fprintf(h, "%s=%s\n", k, vals[k])
 	}
 	return hex.EncodeToString(h.Sum(nil))
 }

@@ -43,12 +43,13 @@ func TestBadSpecs(t *testing.T) {
 	for name, tc := range map[string]struct {
 		yaml, set, want string
 	}{
-		"unknown key":     {yaml: "ppo: {polcy_lr: 1}\n", want: `unknown key "ppo.polcy_lr" (did you mean "ppo.policy_lr"?)`},
-		"unknown preset":  {yaml: "preset: huge\n", want: `unknown preset "huge"`},
-		"bad set":         {set: "ppo.policy_lr", want: "write key=value"},
-		"unknown set key": {set: "sft.stepz=3", want: `did you mean "sft.steps"`},
-		"not a number":    {set: "sft.steps=many", want: "sft.steps"},
-		"bad duration":    {set: "labels.deadline=soon", want: "deadline"},
+		"unknown key":      {yaml: "ppo: {polcy_lr: 1}\n", want: `unknown key "ppo.polcy_lr" (did you mean "ppo.policy_lr"?)`},
+		"unknown preset":   {yaml: "preset: huge\n", want: `unknown preset "huge"`},
+		"bad set":          {set: "ppo.policy_lr", want: "write key=value"},
+		"unknown set key":  {set: "sft.stepz=3", want: `did you mean "sft.steps"`},
+		"not a number":     {set: "sft.steps=many", want: "sft.steps"},
+		"bad duration":     {set: "labels.deadline=soon", want: "deadline"},
+		"duration no unit": {yaml: "labels: {deadline: 86400}\n", want: "has no unit"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			s, err := Read(strings.NewReader(tc.yaml+"id: x\n"), "x.yaml")

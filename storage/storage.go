@@ -16,6 +16,8 @@ var (
 	ErrCorrupt = errors.New("corrupt")
 	// ErrImmutable: the database refused to change append-only history.
 	ErrImmutable = errors.New("immutable")
+	// ErrConflict: a record with this name exists with other content.
+	ErrConflict = errors.New("conflict")
 )
 
 var idPattern = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,62}$`)

@@ -24,6 +24,9 @@ const (
 // PipelineInput is the input of Pipeline.
 type PipelineInput struct {
 	Spec runspec.Spec `json:"spec"`
+	// GateApproved: a person approved PPO in an earlier execution of the
+	// run (a resume does not ask again).
+	GateApproved bool `json:"gate_approved,omitempty"`
 }
 
 // StageState is one stage as the pipeline sees it.
@@ -81,6 +84,7 @@ type pipeline struct {
 	firstStep, lastStep int64
 	firstAt, lastAt     time.Time
 	paused              bool
+	pauses              int // pause updates so far: a cancel caused by one re-runs the stage
 	pausedAt            time.Time
 	cancelStage         workflow.CancelFunc
 	gate                string
@@ -96,7 +100,7 @@ type pipeline struct {
 // from its last committed checkpoint.
 func Pipeline(ctx workflow.Context, in PipelineInput) (Report, error) {
 	s := in.Spec
-	p := &pipeline{spec: s, started: workflow.Now(ctx), status: "running", current: -1}
+	p := &pipeline{spec: s, started: workflow.Now(ctx), status: "running", current: -1, approved: in.GateApproved}
 	for _, name := range runspec.Stages {
 		switch {
 		case name == "labels" && !s.Labels.Collect, name == "eval" && s.Eval.Samples == 0:
@@ -207,13 +211,14 @@ func (p *pipeline) stage(ctx workflow.Context, name string, fn any, in activitie
 		}
 		actx, cancel := workflow.WithCancel(workflow.WithActivityOptions(ctx, opts))
 		p.cancelStage = cancel
+		pauses := p.pauses
 		var res activities.StageResult
 		err := workflow.ExecuteActivity(actx, fn, in).Get(actx, &res)
 		p.cancelStage = nil
 		cancel()
 		var canceled *temporal.CanceledError
-		if err != nil && p.paused && ctx.Err() == nil && errors.As(err, &canceled) {
-			continue
+		if err != nil && p.pauses != pauses && ctx.Err() == nil && errors.As(err, &canceled) {
+			continue // cancelled by a pause (perhaps already unpaused): run it again
 		}
 		if err != nil {
 			st.Status, st.Error = "failed", message(err)
@@ -234,7 +239,7 @@ func (p *pipeline) awaitGate(ctx workflow.Context, rm activities.StageResult) er
 	st := &p.stages[p.current]
 	st.Started = workflow.Now(ctx)
 	acc, min := rm.Metrics["accuracy"], p.spec.Gate.MinRMAccuracy
-	if acc >= min {
+	if acc >= min || p.approved {
 		st.Status, st.Finished = "succeeded", st.Started
 		return nil
 	}
@@ -285,6 +290,7 @@ func (p *pipeline) handlers(ctx workflow.Context) error {
 	if err := workflow.SetUpdateHandlerWithOptions(ctx, PauseUpdate, func(ctx workflow.Context) (Progress, error) {
 		if !p.paused {
 			p.paused, p.pausedAt = true, workflow.Now(ctx)
+			p.pauses++
 			if p.cancelStage != nil {
 				p.cancelStage()
 			}
@@ -296,7 +302,9 @@ func (p *pipeline) handlers(ctx workflow.Context) error {
 	if err := workflow.SetUpdateHandlerWithOptions(ctx, UnpauseUpdate, func(ctx workflow.Context) (Progress, error) {
 		if p.paused {
 			p.paused = false
-			p.waited += workflow.Now(ctx).Sub(p.pausedAt)
+			if p.gate == "" { // a wait at the gate is counted there
+				p.waited += workflow.Now(ctx).Sub(p.pausedAt)
+			}
 		}
 		return p.view(), nil
 	}, noArg(running)); err != nil {
@@ -344,7 +352,7 @@ func (p *pipeline) view() Progress {
 		if st.Status == "running" {
 			b := p.progress.Beat
 			v.Step, v.Total, v.Metrics, v.Attempt = b.Step, b.Total, b.Metrics, p.progress.Attempt
-			if done := b.Step - p.firstStep; done > 0 && b.Total > b.Step {
+			if done := b.Step - p.firstStep; done > 0 && b.Total > b.Step && !p.paused {
 				v.ETASeconds = p.lastAt.Sub(p.firstAt).Seconds() / float64(done) * float64(b.Total-b.Step)
 			}
 		}

@@ -11,6 +11,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/instructflow/instructflow/runspec"
+	"github.com/instructflow/instructflow/workflows"
 )
 
 func newQuickstartCmd(a *app) *cobra.Command {
@@ -81,7 +82,7 @@ Presets: ` + strings.Join(runspec.Presets, ", "),
 				return err
 			}
 			fmt.Fprintf(log, "quickstart: demo task in Postgres (%d prompts added)\n", added)
-			if err := s.start(ctx, spec, false); err != nil {
+			if err := s.start(ctx, workflows.PipelineInput{Spec: spec}, false); err != nil {
 				return err
 			}
 			fmt.Fprintf(log, "quickstart: run %s started (preset %s); Temporal UI: %s\n", spec.ID, preset, s.uiLink(spec.ID))

@@ -17,7 +17,9 @@ import (
 	enumspb "go.temporal.io/api/enums/v1"
 	"go.temporal.io/api/serviceerror"
 	"go.temporal.io/sdk/client"
+	"go.temporal.io/sdk/converter"
 
+	"github.com/instructflow/instructflow/activities"
 	"github.com/instructflow/instructflow/config"
 	"github.com/instructflow/instructflow/runspec"
 	"github.com/instructflow/instructflow/storage"
@@ -105,7 +107,7 @@ Keys: ` + strings.Join(runspec.Keys(), ", "),
 				return err
 			}
 			defer s.close()
-			if err := s.start(cmd.Context(), spec, false); err != nil {
+			if err := s.start(cmd.Context(), workflows.PipelineInput{Spec: spec}, false); err != nil {
 				return err
 			}
 			return s.followOrPrint(cmd, spec.ID, wait, asJSON)
@@ -120,7 +122,8 @@ Keys: ` + strings.Join(runspec.Keys(), ", "),
 
 // start records the run (new, or with its spec updated for a resume) and
 // starts a workflow execution with the run's id.
-func (s *session) start(ctx context.Context, spec runspec.Spec, resume bool) error {
+func (s *session) start(ctx context.Context, in workflows.PipelineInput, resume bool) error {
+	spec := in.Spec
 	data, err := json.Marshal(spec)
 	if err != nil {
 		return err
@@ -142,7 +145,7 @@ func (s *session) start(ctx context.Context, spec runspec.Spec, resume bool) err
 		ID:                    spec.ID,
 		TaskQueue:             s.cfg.Temporal.TaskQueue,
 		WorkflowIDReusePolicy: enumspb.WORKFLOW_ID_REUSE_POLICY_ALLOW_DUPLICATE,
-	}, workflows.Pipeline, workflows.PipelineInput{Spec: spec})
+	}, workflows.Pipeline, in)
 	if err != nil {
 		return fmt.Errorf("run %s: start workflow: %w", spec.ID, err)
 	}
@@ -222,15 +225,22 @@ func newRunResumeCmd(a *app) *cobra.Command {
 			if err != nil {
 				return err
 			}
+			approved := false
 			for _, key := range runspec.Changed(old, spec) {
 				first := runspec.FirstAffected(key)
 				for _, st := range stages {
 					if first != "" && st.Status == "succeeded" && slices.Index(runspec.Stages, st.Name) >= slices.Index(runspec.Stages, first) {
 						return fmt.Errorf("run resume: %s changes the result of stage %s, which already finished; start a new run (`run start`) to change it", key, st.Name)
 					}
+					if st.Name == "labels" && slices.Contains(runspec.SamplingKeys, key) {
+						return fmt.Errorf("run resume: the labeling batch was already sampled with the old %s; start a new run to sample again", key)
+					}
 				}
 			}
-			if err := s.start(ctx, spec, true); err != nil {
+			for _, st := range stages {
+				approved = approved || st.Name == "gate" && st.Status == "succeeded"
+			}
+			if err := s.start(ctx, workflows.PipelineInput{Spec: spec, GateApproved: approved}, true); err != nil {
 				return err
 			}
 			return s.followOrPrint(cmd, spec.ID, wait, asJSON)
@@ -250,11 +260,13 @@ func (s *session) executionStatus(ctx context.Context, run string) (enumspb.Work
 	return d.GetWorkflowExecutionInfo().GetStatus(), nil
 }
 
-// progress asks a running run for its progress; ok=false when no execution
-// of the run is running.
+// progress asks a running run for its progress, with the running stage's
+// step, metrics and attempt from its latest heartbeat (fresher than the
+// workflow's view); live=false when no execution of the run is running. An
+// error with live=true means the run runs but no worker answered the query.
 func (s *session) progress(ctx context.Context, run string) (workflows.Progress, bool, error) {
 	var p workflows.Progress
-	st, err := s.executionStatus(ctx, run)
+	d, err := s.tc.DescribeWorkflowExecution(ctx, run, "")
 	var nf *serviceerror.NotFound
 	if errors.As(err, &nf) {
 		return p, false, nil
@@ -262,14 +274,28 @@ func (s *session) progress(ctx context.Context, run string) (workflows.Progress,
 	if err != nil {
 		return p, false, fmt.Errorf("run %s: %w", run, err)
 	}
-	if st != enumspb.WORKFLOW_EXECUTION_STATUS_RUNNING {
+	if d.GetWorkflowExecutionInfo().GetStatus() != enumspb.WORKFLOW_EXECUTION_STATUS_RUNNING {
 		return p, false, nil
 	}
-	v, err := s.tc.QueryWorkflow(ctx, run, "", workflows.ProgressQuery)
-	if err != nil {
-		return p, false, fmt.Errorf("run %s: progress query: %w", run, err)
+	qctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	v, err := s.tc.QueryWorkflow(qctx, run, "", workflows.ProgressQuery)
+	if err == nil {
+		err = v.Get(&p)
 	}
-	return p, true, v.Get(&p)
+	if err != nil {
+		return p, true, fmt.Errorf("run %s: no worker answered the progress query (is `instructflow worker` running on task queue %q?): %w", run, s.cfg.Temporal.TaskQueue, err)
+	}
+	for _, pa := range d.GetPendingActivities() {
+		if pa.GetActivityId() != run+"/"+p.Stage || pa.GetHeartbeatDetails() == nil {
+			continue
+		}
+		var hb activities.Heartbeat
+		if converter.GetDefaultDataConverter().FromPayloads(pa.GetHeartbeatDetails(), &hb) == nil && hb.Step >= p.Step {
+			p.Step, p.Total, p.Metrics, p.Attempt = hb.Step, hb.Total, hb.Metrics, pa.GetAttempt()
+		}
+	}
+	return p, true, nil
 }
 
 func newRunStatusCmd(a *app) *cobra.Command {
@@ -280,9 +306,13 @@ func newRunStatusCmd(a *app) *cobra.Command {
 			if err != nil {
 				return fmt.Errorf("run status: %w", err)
 			}
-			p, live, err := s.progress(ctx, rec.ID)
-			if err != nil {
-				return err
+			p, live, perr := s.progress(ctx, rec.ID)
+			if perr != nil && !live {
+				return perr
+			}
+			if perr != nil { // the run runs, but its workflow did not answer: show the records
+				live = false
+				fmt.Fprintln(cmd.ErrOrStderr(), perr)
 			}
 			stages, err := s.db.Stages(ctx, rec.ID)
 			if err != nil {
@@ -358,13 +388,13 @@ func (s *session) watch(ctx context.Context, run string, w io.Writer) error {
 	var lastLine time.Time
 	for {
 		p, live, err := s.progress(ctx, run)
-		if err != nil {
+		if !live {
 			return err
 		}
-		if !live {
-			return nil
-		}
 		lines := progressLines(p)
+		if err != nil {
+			lines = []string{err.Error()}
+		}
 		if tty {
 			if drawn > 0 {
 				fmt.Fprintf(w, "\033[%dA", drawn)

@@ -54,7 +54,7 @@ func (db *DB) CreateBatch(ctx context.Context, name, run string, deadline time.T
 		err := tx.QueryRow(ctx, "SELECT id, items FROM labeling_batches WHERE name = $1", name).Scan(&b.ID, &existing)
 		if err == nil {
 			if existing != len(items) {
-				return fmt.Errorf("batch exists with %d items, not %d", existing, len(items))
+				return fmt.Errorf("batch exists with %d items, not %d: %w", existing, len(items), storage.ErrConflict)
 			}
 			return nil
 		}

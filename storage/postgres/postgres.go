@@ -295,7 +295,7 @@ func (db *DB) CreateRun(ctx context.Context, id string, spec []byte) error {
 		return fmt.Errorf("postgres: create run %s: %w", id, translate(err))
 	}
 	if tag.RowsAffected() == 0 {
-		return fmt.Errorf("postgres: create run %s: a run with this id and another spec exists; choose a new run id", id)
+		return fmt.Errorf("postgres: create run %s: a run with this id and another spec exists; choose a new run id: %w", id, storage.ErrConflict)
 	}
 	return nil
 }

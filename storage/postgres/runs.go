@@ -150,12 +150,14 @@ func (db *DB) FinishStage(ctx context.Context, run, stage string, result []byte,
 }
 
 // EndStage records a stage that ended without a result: failed (with the
-// error), cancelled, waiting or skipped.
+// error), cancelled, waiting or skipped. A stage that succeeded keeps its
+// record (only a status of succeeded, as a gate's approval, replaces it).
 func (db *DB) EndStage(ctx context.Context, run, stage, status, errText string) error {
 	_, err := db.pool.Exec(ctx,
 		`INSERT INTO stages (run_id, name, status, error, finished_at) VALUES ($1, $2, $3, nullif($4, ''), now())
 		 ON CONFLICT (run_id, name) DO UPDATE SET status = EXCLUDED.status, error = EXCLUDED.error,
-		     finished_at = CASE WHEN EXCLUDED.status = 'waiting' THEN NULL ELSE now() END`,
+		     finished_at = CASE WHEN EXCLUDED.status = 'waiting' THEN NULL ELSE now() END
+		 WHERE stages.status <> 'succeeded' OR EXCLUDED.status = 'succeeded'`,
 		run, stage, status, errText)
 	if err != nil {
 		return fmt.Errorf("postgres: stage %s/%s %s: %w", run, stage, status, translate(err))

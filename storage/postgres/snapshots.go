@@ -56,7 +56,7 @@ func (db *DB) SnapshotWhere(ctx context.Context, name string, f SnapshotFilter) 
 			return err
 		}
 		if len(ids) == 0 {
-			return fmt.Errorf("the filter selects no comparisons; loosen it or import labels first")
+			return fmt.Errorf("the filter selects no comparisons; loosen it or import labels first: %w", storage.ErrNotFound)
 		}
 		filter, err := json.Marshal(f)
 		if err != nil {

@@ -130,10 +130,10 @@ func Preset(name string) (Spec, error) {
 		SFT:  d.SFT,
 		Labels: Labels{Collect: true, K: d.K, Rounds: d.LabelRounds, Prompts: d.RMPrompts, HeldoutPrompts: d.RMHeldout,
 			MaxNewTokens: 14, Temperature: 1, Deadline: 24 * time.Hour, MinLabeled: 0.9, ExcludeLabelers: []string{}},
-		RM:    d.RM,
-		Gate:  Gate{MinRMAccuracy: 0.55}, // better than chance (0.5); the tiny run measured 0.66
-		PPO:   d.PPO,
-		Eval:  Eval{Samples: d.EvalSamples},
+		RM:   d.RM,
+		Gate: Gate{MinRMAccuracy: 0.55}, // better than chance (0.5); the tiny run measured 0.66
+		PPO:  d.PPO,
+		Eval: Eval{Samples: d.EvalSamples},
 		// 100 attempts 30 s apart ride out outages of most of an hour;
 		// then the run fails and `run resume` continues it.
 		Retry: Retry{HeartbeatTimeout: 20 * time.Second, MaxInterval: 30 * time.Second, MaxAttempts: 100},

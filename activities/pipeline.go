@@ -133,7 +133,7 @@ func (a *Activities) TrainSFT(ctx context.Context, in StageInput) (StageResult, 
 			return StageResult{}, err
 		}
 		if len(train) == 0 {
-			return StageResult{}, stage.BadInput("sft: no demonstrations of train prompts with source %q in Postgres; load the task's data (`instructflow quickstart` loads the demo task) or fix data.source", s.Data.Source)
+			return StageResult{}, stage.BadInput("sft: no demonstrations of train prompts with source %q in Postgres; load the demo task with `instructflow data load-demo`, or fix data.source", s.Data.Source)
 		}
 		heldout, err := a.demonstrations(ctx, s.Data.Source, "heldout")
 		if err != nil {

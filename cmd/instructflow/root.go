@@ -48,6 +48,7 @@ See ` + "`instructflow config show`" + `.`,
 	root.AddCommand(
 		newConfigCmd(a),
 		newRunCmd(a),
+		newDataCmd(a),
 		newDevCmd(a),
 		newWorkerCmd(a),
 		newCheckCmd(a),

@@ -1,0 +1,40 @@
+package main
+
+import (
+	"fmt"
+
+	"github.com/spf13/cobra"
+)
+
+func newDataCmd(a *app) *cobra.Command {
+	cmd := &cobra.Command{Use: "data", Short: "Load prompts and demonstrations for pipeline runs"}
+	var asJSON bool
+	load := &cobra.Command{
+		Use:   "load-demo",
+		Short: "Store the demo task's prompts (train and held-out) and demonstrations under source \"strops\"",
+		Long: `load-demo stores the demo task (string operations on short words, with a gold
+judge) in Postgres as runs read it: prompts with their split and a labeler's
+demonstration for each train prompt and 200 held-out ones, under the source
+"strops" (data.source in a run spec). Loading again adds nothing.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			db, err := a.openDB(cmd.Context())
+			if err != nil {
+				return err
+			}
+			defer db.Close()
+			added, err := loadDemoTask(cmd.Context(), db)
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				return printJSON(cmd.OutOrStdout(), map[string]any{"source": "strops", "prompts_added": added})
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "source strops: %d prompts added\n", added)
+			return nil
+		},
+	}
+	load.Flags().BoolVar(&asJSON, "json", false, "print the result as JSON")
+	cmd.AddCommand(load)
+	return cmd
+}

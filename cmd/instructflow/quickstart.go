@@ -94,6 +94,10 @@ Presets: ` + strings.Join(runspec.Presets, ", "),
 			if lerr := <-labeling; lerr != nil && !errors.Is(lerr, context.Canceled) && err == nil {
 				err = lerr
 			}
+			if ctx.Err() != nil {
+				return fmt.Errorf("quickstart: interrupted; run %s is durable and goes on from its last checkpoint when a worker is back (`instructflow dev`, `instructflow worker`, then `instructflow labels simulate --run %s --wait 1m` if it waits for labels); `instructflow run cancel %s` stops it for good",
+					spec.ID, spec.ID, spec.ID)
+			}
 			if err != nil {
 				return err
 			}

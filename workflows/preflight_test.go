@@ -61,10 +61,15 @@ func TestPreflightPassesResultThrough(t *testing.T) {
 
 // TestReplay replays histories recorded on the real dev server: a change
 // to a workflow that would break runs in flight fails here. The pipeline's
-// history is the reference run of cmd/instructflow's TestPipelineSurvivesFaults
-// (record it again with -update-history there).
+// histories come from cmd/instructflow's TestPipelineSurvivesFaults and
+// TestRecordHistories (record them again with -update-history there).
 func TestReplay(t *testing.T) {
-	for file, wf := range map[string]any{historyFile: Preflight, "testdata/pipeline_history.json": Pipeline} {
+	for file, wf := range map[string]any{
+		historyFile:                             Preflight,
+		"testdata/pipeline_history.json":        Pipeline, // the reference run: every stage
+		"testdata/pipeline_gate_history.json":   Pipeline, // pause, unpause, wait at the gate, approve
+		"testdata/pipeline_cancel_history.json": Pipeline, // cancelled in SFT
+	} {
 		r := worker.NewWorkflowReplayer()
 		r.RegisterWorkflow(wf)
 		if err := r.ReplayWorkflowHistoryFromJSONFile(devstack.QuietTemporalLogger(), file); err != nil {

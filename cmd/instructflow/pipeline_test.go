@@ -298,7 +298,7 @@ func TestPipelineSurvivesFaults(t *testing.T) {
 		t.Errorf("lineage of the reference run: %v\n%s", err, out)
 	}
 	if *updateHistory {
-		recordPipelineHistory(t, p.cfg, "ref")
+		recordHistory(t, p.cfg, "ref", "pipeline_history.json")
 	}
 
 	t.Run("kill -9 the worker in SFT, RM and PPO", func(t *testing.T) {
@@ -479,13 +479,60 @@ func checkMetricsEndpoint(t *testing.T, addr string) {
 	}
 }
 
-// recordPipelineHistory writes the reference run's history for the replay
-// test in package workflows.
-func recordPipelineHistory(t *testing.T, cfg config.Config, id string) {
+// recordHistory writes a run's workflow history to the testdata of package
+// workflows, for its replay test.
+func recordHistory(t *testing.T, cfg config.Config, id, file string) {
 	c, err := dialTemporal(context.Background(), cfg.Temporal)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	testenv.RecordHistory(t, c, id, "", "../../workflows/testdata/pipeline_history.json")
+	testenv.RecordHistory(t, c, id, "", "../../workflows/testdata/"+file)
+}
+
+// TestRecordHistories records, on the real dev server, the histories of
+// the pipeline's other paths for the replay test in package workflows: a
+// run paused and unpaused in SFT that then waits at its gate until
+// approved, and a run cancelled in SFT. It runs only with -update-history.
+func TestRecordHistories(t *testing.T) {
+	if !*updateHistory {
+		t.Skip("records workflow histories for the replay test; run with -update-history")
+	}
+	p := newPipelineEnv(t)
+	p.startWorker("")
+	end := p.startRun("gated", "gate.min_rm_accuracy=0.99")
+	p.waitStep("gated", "sft", 250)
+	for _, cmd := range []string{"pause", "unpause"} {
+		if _, _, err := runCLI(t, "run", cmd, "gated"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	deadline := time.Now().Add(5 * time.Minute)
+	for {
+		out, _, err := runCLI(t, "run", "status", "gated")
+		if err == nil && strings.Contains(out, "gate: ") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the run never waited at its gate:\n%s", out)
+		}
+		time.Sleep(time.Second)
+	}
+	if _, _, err := runCLI(t, "run", "approve", "gated"); err != nil {
+		t.Fatal(err)
+	}
+	if got := p.finished(end); got.Status != "succeeded" {
+		t.Fatalf("gated run %s", got.Status)
+	}
+	recordHistory(t, p.cfg, "gated", "pipeline_gate_history.json")
+
+	end = p.startRun("cancelled")
+	p.waitStep("cancelled", "sft", 100)
+	if _, _, err := runCLI(t, "run", "cancel", "cancelled"); err != nil {
+		t.Fatal(err)
+	}
+	if e := <-end; e.err == nil {
+		t.Fatal("a cancelled run reported success")
+	}
+	recordHistory(t, p.cfg, "cancelled", "pipeline_cancel_history.json")
 }

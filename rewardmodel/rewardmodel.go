@@ -35,19 +35,11 @@ type Config struct {
 
 // Validate reports a hyperparameter that cannot work.
 func (c Config) Validate() error {
-	switch {
-	case c.Steps <= 0:
-		return stage.BadInput("rewardmodel: steps is %d; give a positive number", c.Steps)
-	case c.BatchSize <= 0:
-		return stage.BadInput("rewardmodel: batch_size is %d; give a positive number", c.BatchSize)
-	case !(c.LR > 0) || c.MinLR < 0 || c.MinLR > c.LR:
-		return stage.BadInput("rewardmodel: lr %g and min_lr %g: need 0 <= min_lr <= lr, lr > 0", c.LR, c.MinLR)
-	case c.Margin < 0 || c.ClipNorm < 0 || c.WeightDecay < 0 || c.Warmup < 0:
-		return stage.BadInput("rewardmodel: margin, clip_norm, weight_decay and warmup must not be negative")
-	case c.CheckpointEvery <= 0:
-		return stage.BadInput("rewardmodel: checkpoint_every is %d; give a positive number", c.CheckpointEvery)
+	if c.Margin < 0 {
+		return stage.BadInput("rewardmodel: margin is %g; it must not be negative", c.Margin)
 	}
-	return nil
+	return stage.Schedule{Steps: c.Steps, BatchSize: c.BatchSize, Warmup: c.Warmup, CheckpointEvery: c.CheckpointEvery,
+		LR: c.LR, MinLR: c.MinLR, ClipNorm: c.ClipNorm, WeightDecay: c.WeightDecay}.Validate("rewardmodel")
 }
 
 // Comparison is one labeler's ranking of K responses to a prompt (ranks:

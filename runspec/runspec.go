@@ -14,6 +14,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"reflect"
 	"slices"
 	"strings"
@@ -274,10 +275,7 @@ func merge(dst, src map[string]any) {
 // Keys lists every settable key, dotted.
 func Keys() []string {
 	s, _ := Preset("tiny")
-	data, _ := json.Marshal(s)
-	var m map[string]any
-	_ = json.Unmarshal(data, &m)
-	keys := flatKeys("", m)
+	keys := slices.Sorted(maps.Keys(flatValues(s)))
 	return append(keys, "model.lora_rank", "model.lora_alpha")
 }
 

@@ -33,19 +33,8 @@ type Config struct {
 
 // Validate reports a hyperparameter that cannot work, as stage.ErrBadInput.
 func (c Config) Validate() error {
-	switch {
-	case c.Steps <= 0:
-		return stage.BadInput("sft: steps is %d; give a positive number", c.Steps)
-	case c.BatchSize <= 0:
-		return stage.BadInput("sft: batch_size is %d; give a positive number", c.BatchSize)
-	case !(c.LR > 0) || c.MinLR < 0 || c.MinLR > c.LR:
-		return stage.BadInput("sft: lr %g and min_lr %g: need 0 <= min_lr <= lr, lr > 0", c.LR, c.MinLR)
-	case c.Warmup < 0 || c.ClipNorm < 0 || c.WeightDecay < 0:
-		return stage.BadInput("sft: warmup, clip_norm and weight_decay must not be negative")
-	case c.CheckpointEvery <= 0:
-		return stage.BadInput("sft: checkpoint_every is %d; give a positive number", c.CheckpointEvery)
-	}
-	return nil
+	return stage.Schedule{Steps: c.Steps, BatchSize: c.BatchSize, Warmup: c.Warmup, CheckpointEvery: c.CheckpointEvery,
+		LR: c.LR, MinLR: c.MinLR, ClipNorm: c.ClipNorm, WeightDecay: c.WeightDecay}.Validate("sft")
 }
 
 // Input is everything a run of the stage needs.

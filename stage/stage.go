@@ -55,3 +55,30 @@ var ErrBadInput = errors.New("bad input")
 func BadInput(format string, args ...any) error {
 	return fmt.Errorf("%w: %s", ErrBadInput, fmt.Sprintf(format, args...))
 }
+
+// Schedule is the optimiser schedule every supervised trainer (SFT, the
+// reward model) takes: steps of BatchSize, warmup then cosine from LR to
+// MinLR, AdamW weight decay, gradient clipping, a checkpoint every
+// CheckpointEvery steps.
+type Schedule struct {
+	Steps, BatchSize, Warmup, CheckpointEvery int
+	LR, MinLR, ClipNorm, WeightDecay          float32
+}
+
+// Validate reports the first setting that cannot work, as ErrBadInput,
+// prefixed with the stage's name.
+func (s Schedule) Validate(name string) error {
+	switch {
+	case s.Steps <= 0:
+		return BadInput("%s: steps is %d; give a positive number", name, s.Steps)
+	case s.BatchSize <= 0:
+		return BadInput("%s: batch_size is %d; give a positive number", name, s.BatchSize)
+	case !(s.LR > 0) || s.MinLR < 0 || s.MinLR > s.LR:
+		return BadInput("%s: lr %g and min_lr %g: need 0 <= min_lr <= lr, lr > 0", name, s.LR, s.MinLR)
+	case s.Warmup < 0 || s.ClipNorm < 0 || s.WeightDecay < 0:
+		return BadInput("%s: warmup, clip_norm and weight_decay must not be negative", name)
+	case s.CheckpointEvery <= 0:
+		return BadInput("%s: checkpoint_every is %d; give a positive number", name, s.CheckpointEvery)
+	}
+	return nil
+}

@@ -99,9 +99,8 @@ func newPipelineEnv(t *testing.T) *pipelineEnv {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		s := &session{db: db}
 		for lctx.Err() == nil {
-			_ = s.labelUntilDone(lctx, "")
+			_ = labelUntilDone(lctx, db, "")
 			select {
 			case <-lctx.Done():
 			case <-time.After(time.Second):

@@ -88,7 +88,7 @@ Presets: ` + strings.Join(runspec.Presets, ", "),
 			fmt.Fprintf(log, "quickstart: run %s started (preset %s); Temporal UI: %s\n", spec.ID, preset, s.uiLink(spec.ID))
 			labelCtx, stopLabeling := context.WithCancel(ctx)
 			labeling := make(chan error, 1)
-			go func() { labeling <- s.labelUntilDone(labelCtx, spec.ID) }()
+			go func() { labeling <- labelUntilDone(labelCtx, s.db, spec.ID) }()
 			err = s.watchAndReport(ctx, spec.ID, out, log, false)
 			stopLabeling()
 			if lerr := <-labeling; lerr != nil && !errors.Is(lerr, context.Canceled) && err == nil {
@@ -115,25 +115,4 @@ Presets: ` + strings.Join(runspec.Presets, ", "),
 	cmd.Flags().StringArrayVar(&sets, "set", nil, "override a setting, key=value (repeatable)")
 	cmd.Flags().BoolVar(&keep, "keep", false, "keep the stack and worker running after the report")
 	return cmd
-}
-
-// labelUntilDone plays the simulated labelers for a run's batches until ctx
-// ends.
-func (s *session) labelUntilDone(ctx context.Context, run string) error {
-	for {
-		names, err := s.db.OpenBatches(ctx, run)
-		if err != nil {
-			return err
-		}
-		for _, name := range names {
-			if _, err := simulateLabels(ctx, s.db, name, 1, 0.1); err != nil {
-				return err
-			}
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(time.Second):
-		}
-	}
 }

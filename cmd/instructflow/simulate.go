@@ -48,21 +48,13 @@ it keeps looking for open batches until none has appeared for that long.`,
 			total := map[string]int{}
 			idleSince := time.Now()
 			for {
-				names := []string{batch}
-				if batch == "" {
-					if names, err = db.OpenBatches(ctx, run); err != nil {
-						return err
-					}
+				done, err := labelOpenBatches(ctx, db, batch, run, seed, unreliable)
+				if err != nil {
+					return err
 				}
-				for _, name := range names {
-					n, err := simulateLabels(ctx, db, name, seed, unreliable)
-					if err != nil {
-						return err
-					}
-					if n > 0 {
-						total[name] += n
-						idleSince = time.Now()
-					}
+				for name, n := range done {
+					total[name] += n
+					idleSince = time.Now()
 				}
 				if time.Since(idleSince) >= wait {
 					break
@@ -92,6 +84,45 @@ it keeps looking for open batches until none has appeared for that long.`,
 	cmd.Flags().DurationVar(&wait, "wait", 0, "keep polling for open batches until none appeared for this long")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print the result as JSON")
 	return cmd
+}
+
+// labelOpenBatches labels, in one pass, every unlabeled item of the named
+// batch, or else of the open batches (of run, if given), and returns how
+// many items of each batch it labeled.
+func labelOpenBatches(ctx context.Context, db *postgres.DB, batch, run string, seed uint64, unreliable float64) (map[string]int, error) {
+	names := []string{batch}
+	if batch == "" {
+		var err error
+		if names, err = db.OpenBatches(ctx, run); err != nil {
+			return nil, err
+		}
+	}
+	done := map[string]int{}
+	for _, name := range names {
+		n, err := simulateLabels(ctx, db, name, seed, unreliable)
+		if err != nil {
+			return nil, err
+		}
+		if n > 0 {
+			done[name] = n
+		}
+	}
+	return done, nil
+}
+
+// labelUntilDone plays the simulated labelers (seed 1, 10% unreliable) for
+// the open batches of run (of every run when empty) until ctx ends.
+func labelUntilDone(ctx context.Context, db *postgres.DB, run string) error {
+	for {
+		if _, err := labelOpenBatches(ctx, db, "", run, 1, 0.1); err != nil {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(time.Second):
+		}
+	}
 }
 
 // simulateLabels labels a batch's unlabeled items with the demo task's

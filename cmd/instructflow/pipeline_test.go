@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/instructflow/instructflow/activities"
 	"github.com/instructflow/instructflow/config"
 	"github.com/instructflow/instructflow/devstack"
 	"github.com/instructflow/instructflow/internal/testenv"
@@ -247,14 +248,8 @@ func stageOf(r RunReport, name string) postgres.Stage {
 	return postgres.Stage{}
 }
 
-type stageResult struct {
-	ResumedFrom int64              `json:"resumed_from"`
-	Reused      bool               `json:"reused"`
-	Metrics     map[string]float64 `json:"metrics"`
-}
-
-func resultOf(t *testing.T, st postgres.Stage) stageResult {
-	var r stageResult
+func resultOf(t *testing.T, st postgres.Stage) activities.StageResult {
+	var r activities.StageResult
 	if err := json.Unmarshal(st.Result, &r); err != nil {
 		t.Fatalf("stage %s result %s: %v", st.Name, st.Result, err)
 	}

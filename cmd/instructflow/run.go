@@ -551,9 +551,7 @@ func (s *session) report(ctx context.Context, rec postgres.Run) (RunReport, erro
 		return r, err
 	}
 	for _, st := range r.Stages {
-		var res struct {
-			Metrics map[string]float64 `json:"metrics"`
-		}
+		var res activities.StageResult
 		if len(st.Result) > 0 && json.Unmarshal(st.Result, &res) == nil {
 			switch st.Name {
 			case "rm":
@@ -589,14 +587,7 @@ func (s *session) printReport(ctx context.Context, out io.Writer, rec postgres.R
 	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "STAGE\tSTATUS\tTIME\tTRAINER\tATTEMPTS\tRESULT\tCHECKPOINT")
 	for _, st := range r.Stages {
-		var res struct {
-			Metrics    map[string]float64 `json:"metrics"`
-			Seconds    float64            `json:"seconds"`
-			Reused     bool               `json:"reused"`
-			Checkpoint *struct {
-				SHA256 string `json:"sha256"`
-			} `json:"checkpoint"`
-		}
+		var res activities.StageResult
 		_ = json.Unmarshal(st.Result, &res)
 		took := "-"
 		if ws, ok := started[st.Name]; ok && !ws.Finished.IsZero() && !ws.Started.IsZero() {

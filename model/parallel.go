@@ -1,6 +1,7 @@
 package model
 
 import (
+	"runtime"
 	"sync"
 	"sync/atomic"
 
@@ -15,7 +16,8 @@ const (
 	colChunk = 256 // columns per task in column-wise reductions
 )
 
-// pool runs tasks on a fixed number of goroutines.
+// pool runs tasks on a fixed number of threads: the caller and threads-1
+// helper goroutines.
 type pool struct {
 	threads int
 }
@@ -29,22 +31,92 @@ func (p pool) run(n int, fn func(i int)) {
 		}
 		return
 	}
-	var next atomic.Int64
-	work := func() {
-		for {
-			i := int(next.Add(1) - 1)
-			if i >= n {
-				return
-			}
-			fn(i)
+	j := &job{fn: fn, n: int64(n), fin: make(chan struct{})}
+	jobs := startHelpers(min(p.threads, n) - 1)
+	for range min(p.threads, n) - 1 {
+		select {
+		case jobs <- j:
+		default: // the queue is full: the caller and the helpers that are free do it
 		}
 	}
-	var wg sync.WaitGroup
-	for range min(p.threads, n) - 1 {
-		wg.Go(work)
+	j.work()
+	for spin := 0; j.done.Load() < j.n; spin++ {
+		if spin == spinTries {
+			<-j.fin
+			break
+		}
+		runtime.Gosched()
 	}
-	work()
-	wg.Wait()
+}
+
+// job is one run call's tasks. Whoever takes a job, the caller or a helper,
+// claims tasks until none is left; the call that finishes the last task
+// closes fin. A helper that takes a job after it is done claims nothing.
+type job struct {
+	fn         func(int)
+	n          int64
+	next, done atomic.Int64
+	fin        chan struct{}
+}
+
+func (j *job) work() {
+	for {
+		i := j.next.Add(1) - 1
+		if i >= j.n {
+			return
+		}
+		j.fn(int(i))
+		if j.done.Add(1) == j.n {
+			close(j.fin)
+		}
+	}
+}
+
+// spinTries is how many times a helper looking for a job, and a caller
+// waiting for its helpers, yield before they park (a few hundred
+// microseconds at most): layers follow each other within microseconds, and
+// waking a parked goroutine costs more than that.
+const spinTries = 2000
+
+// helpers are goroutines shared by every pool; they live as long as the
+// process, parked when there is no work.
+var helpers struct {
+	sync.Mutex
+	n    int
+	jobs chan *job
+}
+
+// maxHelpers bounds the helper goroutines and the jobs waiting for them.
+const maxHelpers = 256
+
+// startHelpers makes sure at least n helpers run and returns their queue.
+func startHelpers(n int) chan<- *job {
+	helpers.Lock()
+	defer helpers.Unlock()
+	if helpers.jobs == nil {
+		helpers.jobs = make(chan *job, maxHelpers)
+	}
+	for ; helpers.n < min(n, maxHelpers); helpers.n++ {
+		go helper(helpers.jobs)
+	}
+	return helpers.jobs
+}
+
+func helper(jobs <-chan *job) {
+	for {
+		var j *job
+		for spin := 0; j == nil && spin < spinTries; spin++ {
+			select {
+			case j = <-jobs:
+			default:
+				runtime.Gosched()
+			}
+		}
+		if j == nil {
+			j = <-jobs
+		}
+		j.work()
+	}
 }
 
 // chunks returns how many tasks of size chunk cover n items.

@@ -85,32 +85,102 @@ static void kgelu_backward(float *d, const float *inp, long n) {
 	}
 }
 
-// ATTEND defines one query's attention under a target attribute; every
-// loop runs over contiguous memory and vectorises.
-#define ATTEND(suffix, target)                                                                    \
-	target static void attend##suffix(float *out, const float *q, const float *kt, const float *v, \
-		long n, long hs, long ldk, float scale, float *sc) {                                  \
-		for (long j = 0; j < n; j++) sc[j] = 0.0f;                                            \
-		for (long d = 0; d < hs; d++) {                                                       \
-			float x = q[d] * scale;                                                       \
-			const float *kr = kt + d * ldk;                                               \
-			for (long j = 0; j < n; j++) sc[j] += x * kr[j];                              \
-		}                                                                                     \
-		float m = sc[0];                                                                      \
-		for (long j = 1; j < n; j++) m = sc[j] > m ? sc[j] : m;                               \
-		float sum = 0.0f;                                                                     \
-		for (long j = 0; j < n; j++) {                                                        \
-			float e = kexp(sc[j] - m);                                                    \
-			sc[j] = e;                                                                    \
-			sum += e;                                                                     \
-		}                                                                                     \
-		float inv = 1.0f / sum;                                                               \
-		for (long d = 0; d < hs; d++) out[d] = 0.0f;                                          \
-		for (long j = 0; j < n; j++) {                                                        \
-			float w = sc[j] * inv;                                                        \
-			const float *vr = v + j * hs;                                                 \
-			for (long d = 0; d < hs; d++) out[d] += w * vr[d];                            \
-		}                                                                                     \
+// vf16 is 16 floats that GCC keeps in vector registers (zmm, or pairs of
+// ymm / quadruples of xmm on smaller units); loads and stores go through
+// memcpy, which compiles to unaligned vector moves.
+typedef float vf16 __attribute__((vector_size(64), aligned(4)));
+
+// ATTEND defines one query's attention under a target attribute. The sums
+// stay in registers: scores in blocks of up to 4 vectors of 16 positions,
+// each a sum over d in order; the output in blocks of up to 4 vectors of 16
+// lanes, each a sum over positions in order. A key vector that would run
+// past the end of kt (klen floats) is copied, only its positions below n,
+// into a zeroed vector first. Lanes past the last full vector of the
+// output are fused multiply-adds too, as the vector lanes are on FMA units.
+#define ATTEND(suffix, target)                                                                      \
+	target static inline __attribute__((always_inline)) void scores##suffix(float *sc,          \
+		const float *q, const float *kt, long klen, long ldk, long hs, float scale, long j0,    \
+		long n, const int nv) {                                                                 \
+		vf16 acc[4];                                                                            \
+		for (int b = 0; b < nv; b++) acc[b] = (vf16){0};                                        \
+		long tail = n - j0 - 16 * (nv - 1);                                                         \
+		tail = tail < 16 ? tail : 16;                                                           \
+		long room = klen - j0 - 16 * nv;                                                        \
+		long dfull = room < 0 ? 0 : room / ldk + 1 < hs ? room / ldk + 1 : hs;                  \
+		for (long d = 0; d < dfull; d++) {                                                      \
+			float x = q[d] * scale;                                                         \
+			const float *kr = kt + d * ldk + j0;                                            \
+			for (int b = 0; b < nv; b++) {                                                  \
+				vf16 k;                                                                 \
+				memcpy(&k, kr + 16 * b, 64);                                            \
+				acc[b] += x * k;                                                        \
+			}                                                                               \
+		}                                                                                       \
+		for (long d = dfull; d < hs; d++) {                                                         \
+			float x = q[d] * scale;                                                         \
+			const float *kr = kt + d * ldk + j0;                                            \
+			for (int b = 0; b < nv; b++) {                                                  \
+				vf16 k = (vf16){0};                                                     \
+				memcpy(&k, kr + 16 * b, (size_t)(b < nv - 1 ? 16 : tail) * 4);         \
+				acc[b] += x * k;                                                        \
+			}                                                                               \
+		}                                                                                       \
+		for (int b = 0; b < nv; b++) {                                                          \
+			long w = n - j0 - 16 * b;                                                       \
+			if (w >= 16)                                                                    \
+				memcpy(sc + j0 + 16 * b, &acc[b], 64);                                  \
+			else                                                                            \
+				for (long l = 0; l < w; l++) sc[j0 + 16 * b + l] = acc[b][l];           \
+		}                                                                                       \
+	}                                                                                               \
+	target static inline __attribute__((always_inline)) void weigh##suffix(float *out,          \
+		const float *sc, float inv, const float *v, long n, long hs, long d0, const int nv) {   \
+		vf16 acc[4];                                                                            \
+		for (int b = 0; b < nv; b++) acc[b] = (vf16){0};                                        \
+		for (long j = 0; j < n; j++) {                                                          \
+			float w = sc[j] * inv;                                                          \
+			const float *vr = v + j * hs + d0;                                              \
+			for (int b = 0; b < nv; b++) {                                                  \
+				vf16 x;                                                                 \
+				memcpy(&x, vr + 16 * b, 64);                                            \
+				acc[b] += w * x;                                                        \
+			}                                                                               \
+		}                                                                                       \
+		for (int b = 0; b < nv; b++) memcpy(out + d0 + 16 * b, &acc[b], 64);                   \
+	}                                                                                               \
+	target static void attend##suffix(float *out, const float *q, const float *kt, long klen,    \
+		const float *v, long n, long hs, long ldk, float scale, float *sc) {                   \
+		for (long j0 = 0; j0 < n; j0 += 64) {                                                   \
+			switch ((n - j0 + 15) / 16) {                                                   \
+			case 1: scores##suffix(sc, q, kt, klen, ldk, hs, scale, j0, n, 1); break;       \
+			case 2: scores##suffix(sc, q, kt, klen, ldk, hs, scale, j0, n, 2); break;       \
+			case 3: scores##suffix(sc, q, kt, klen, ldk, hs, scale, j0, n, 3); break;       \
+			default: scores##suffix(sc, q, kt, klen, ldk, hs, scale, j0, n, 4);             \
+			}                                                                               \
+		}                                                                                       \
+		float m = sc[0];                                                                        \
+		for (long j = 1; j < n; j++) m = sc[j] > m ? sc[j] : m;                                 \
+		float sum = 0.0f;                                                                       \
+		for (long j = 0; j < n; j++) {                                                          \
+			float e = kexp(sc[j] - m);                                                      \
+			sc[j] = e;                                                                      \
+			sum += e;                                                                       \
+		}                                                                                       \
+		float inv = 1.0f / sum;                                                                 \
+		long d0 = 0;                                                                            \
+		for (; d0 + 16 <= hs; d0 += 64) {                                                       \
+			switch ((hs - d0) / 16) {                                                       \
+			case 1: weigh##suffix(out, sc, inv, v, n, hs, d0, 1); break;                    \
+			case 2: weigh##suffix(out, sc, inv, v, n, hs, d0, 2); break;                    \
+			case 3: weigh##suffix(out, sc, inv, v, n, hs, d0, 3); break;                    \
+			default: weigh##suffix(out, sc, inv, v, n, hs, d0, 4);                          \
+			}                                                                               \
+		}                                                                                       \
+		for (long d = hs - hs % 16; d < hs; d++) {                                              \
+			float o = 0.0f;                                                                 \
+			for (long j = 0; j < n; j++) o = __builtin_fmaf(sc[j] * inv, v[j * hs + d], o);  \
+			out[d] = o;                                                                     \
+		}                                                                                       \
 	}
 
 ATTEND(_avx512, __attribute__((target("avx512f,avx512dq,avx512vl,avx2,fma,prefer-vector-width=512"))))
@@ -123,7 +193,6 @@ ATTEND(_base, )
 // 16*COLS_V columns (vector-extension accumulators the compiler keeps in
 // registers), a plain loop for the edges. Each c element is a sum over k in
 // order, whichever path computes it.
-typedef float vf16 __attribute__((vector_size(64), aligned(4)));
 
 #define THIN(suffix, target, COLS_V)                                                               \
 	target static void thin##suffix(long m, long n, long k, float alpha, const float *a, long lda, \
@@ -346,11 +415,11 @@ static void kln_backward(float *dinp, float *dw, float *db, const float *dout, c
 	}
 }
 
-static void kattend(float *out, const float *q, const float *kt, const float *v, long n, long hs, long ldk, float scale, float *sc) {
+static void kattend(float *out, const float *q, const float *kt, long klen, const float *v, long n, long hs, long ldk, float scale, float *sc) {
 	switch (cpu_level()) {
-	case 2: attend_avx512(out, q, kt, v, n, hs, ldk, scale, sc); break;
-	case 1: attend_avx2(out, q, kt, v, n, hs, ldk, scale, sc); break;
-	default: attend_base(out, q, kt, v, n, hs, ldk, scale, sc);
+	case 2: attend_avx512(out, q, kt, klen, v, n, hs, ldk, scale, sc); break;
+	case 1: attend_avx2(out, q, kt, klen, v, n, hs, ldk, scale, sc); break;
+	default: attend_base(out, q, kt, klen, v, n, hs, ldk, scale, sc);
 	}
 }
 */
@@ -381,7 +450,7 @@ func geluBackward(d, inp []float32) {
 }
 
 func attend(out, q, kt, v []float32, n, hs, ldk int, scale float32, scores []float32) {
-	C.kattend((*C.float)(&out[0]), (*C.float)(&q[0]), (*C.float)(&kt[0]), (*C.float)(&v[0]),
+	C.kattend((*C.float)(&out[0]), (*C.float)(&q[0]), (*C.float)(&kt[0]), C.long(len(kt)), (*C.float)(&v[0]),
 		C.long(n), C.long(hs), C.long(ldk), C.float(scale), (*C.float)(&scores[0]))
 }
 

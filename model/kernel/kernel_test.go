@@ -3,7 +3,9 @@ package kernel
 import (
 	"fmt"
 	"math"
+	"syscall"
 	"testing"
+	"unsafe"
 )
 
 func TestGelu(t *testing.T) {
@@ -44,14 +46,23 @@ func TestExpf(t *testing.T) {
 	}
 }
 
+// TestAttend puts the keys and values at the end of their memory, followed
+// by a page that faults when read, so that a kernel reading past either
+// fails the test.
 func TestAttend(t *testing.T) {
-	for _, tc := range []struct{ n, hs, ldk int }{{1, 32, 64}, {7, 32, 64}, {50, 64, 50}, {13, 20, 40}} {
-		q, kt, v := make([]float32, tc.hs), make([]float32, tc.hs*tc.ldk), make([]float32, tc.n*tc.hs)
+	for _, tc := range []struct{ n, hs, ldk int }{
+		{1, 32, 64}, {7, 32, 64}, {50, 64, 50}, {13, 20, 40}, {100, 80, 100}, {130, 48, 131},
+		{64, 32, 64}, {17, 16, 17}, {3, 4, 3}, {71, 32, 128},
+	} {
+		q, kt, v := make([]float32, tc.hs), guarded(t, (tc.hs-1)*tc.ldk+tc.n), guarded(t, tc.n*tc.hs)
 		for i := range q {
 			q[i] = float32(i%7) - 3
 		}
 		for i := range kt {
 			kt[i] = float32(i%11)*0.1 - 0.5
+		}
+		if tc.n < tc.ldk { // positions past n are not keys: attention must ignore them
+			kt[tc.n] = float32(math.NaN())
 		}
 		for i := range v {
 			v[i] = float32(i%5) - 2
@@ -85,6 +96,21 @@ func TestAttend(t *testing.T) {
 			}
 		}
 	}
+}
+
+// guarded returns n floats that end where an unreadable page begins.
+func guarded(t *testing.T, n int) []float32 {
+	page := syscall.Getpagesize()
+	size := (n*4+page-1)/page*page + page
+	mem, err := syscall.Mmap(-1, 0, size, syscall.PROT_READ|syscall.PROT_WRITE, syscall.MAP_PRIVATE|syscall.MAP_ANON)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { syscall.Munmap(mem) })
+	if err := syscall.Mprotect(mem[size-page:], syscall.PROT_NONE); err != nil {
+		t.Fatal(err)
+	}
+	return unsafe.Slice((*float32)(unsafe.Pointer(&mem[size-page-n*4])), n)
 }
 
 func TestExps(t *testing.T) {

@@ -35,11 +35,12 @@ func (m *Model) Sample(prompts [][]int32, sc SampleConfig, rng *RNG) ([]Sequence
 	if err := m.checkSample(prompts, sc, rng); err != nil {
 		return nil, err
 	}
-	total := 0
+	total, longest := 0, 0
 	for _, p := range prompts {
 		total += len(p)
+		longest = max(longest, len(p))
 	}
-	s := newSampler(m, len(prompts), total)
+	s := newSampler(m, len(prompts), longest+sc.MaxTokens, total)
 	out := make([]Sequence, len(prompts))
 	for b, p := range prompts {
 		for t, tok := range p {
@@ -111,9 +112,11 @@ func (m *Model) checkSample(prompts [][]int32, sc SampleConfig, rng *RNG) error 
 // so a row sees every earlier row of its sequence, in this call or before.
 type sampler struct {
 	m *Model
-	// The key/value cache, per layer: keys (S, NH, hs, Context), transposed
-	// so attention reads them contiguously, and values (S, NH, Context, hs).
+	// The key/value cache, per layer: keys (S, NH, hs, T), transposed so
+	// attention reads them contiguously, and values (S, NH, T, hs). T is the
+	// longest prompt plus the new tokens, at most the context.
 	k, v [][]float32
+	T    int
 	// wteT (C,V) is the tied embedding transposed, so that the LM head is a
 	// plain product, which the thin GEMM kernel runs without repacking wte.
 	wteT []float32
@@ -125,7 +128,7 @@ type sampler struct {
 	qkv                []float32 // (M,3C)
 	fch, fchGelu       []float32 // (M,4C)
 	u                  []float32 // (M,r)
-	scores             []float32 // (M*NH, Context)
+	scores             []float32 // (M*NH, T)
 	sel, selLN, logits []float32 // (W,C), (W,C), (W,V)
 	order              []int32   // (V)
 	probs              []float32 // (V)
@@ -136,10 +139,10 @@ type sampleRow struct {
 	tok      int32
 }
 
-func newSampler(m *Model, S, maxRows int) *sampler {
+func newSampler(m *Model, S, T, maxRows int) *sampler {
 	cfg := m.Config
-	C, T := cfg.Width, cfg.Context
-	s := &sampler{m: m, k: make([][]float32, cfg.Layers), v: make([][]float32, cfg.Layers)}
+	C := cfg.Width
+	s := &sampler{m: m, k: make([][]float32, cfg.Layers), v: make([][]float32, cfg.Layers), T: T}
 	for l := range s.k {
 		s.k[l], s.v[l] = make([]float32, S*T*C), make([]float32, S*T*C)
 	}
@@ -165,7 +168,7 @@ func (s *sampler) addRow(seq, pos int, tok int32) {
 // the rows in want.
 func (s *sampler) forward() []float32 {
 	m, cfg := s.m, s.m.Config
-	C, NH, T, V, r := cfg.Width, cfg.Heads, cfg.Context, cfg.Vocab, cfg.LoRARank
+	C, NH, T, V, r := cfg.Width, cfg.Heads, s.T, cfg.Vocab, cfg.LoRARank
 	hs := C / NH
 	M, W := len(s.rows), len(s.want)
 	p := m.pool

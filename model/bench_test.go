@@ -86,3 +86,39 @@ func benchThreads() int {
 	}
 	return 1
 }
+
+// BenchmarkThinGemm is the sampler's matrix multiplies: a few rows times a
+// weight matrix, on one thread. Each iteration reads the next of enough
+// weight copies to overflow the caches, as sampling does when a step streams
+// every layer. It reports GFLOP/s and the weight bytes read per second.
+func BenchmarkThinGemm(b *testing.B) {
+	for _, tc := range []struct {
+		name    string
+		m, n, k int
+	}{
+		{"small-qkv-16rows", 16, 768, 256},
+		{"small-fc-16rows", 16, 1024, 256},
+		{"gpt2-qkv-4rows", 4, 2304, 768},
+		{"gpt2-lmhead-4rows", 4, 50257, 768},
+	} {
+		b.Run(tc.name, func(b *testing.B) {
+			a, c := make([]float32, tc.m*tc.k), make([]float32, tc.m*tc.n)
+			ws := make([][]float32, max(2, 256<<20/(4*tc.k*tc.n)))
+			for i := range ws {
+				ws[i] = make([]float32, tc.k*tc.n)
+				for j := range ws[i] {
+					ws[i][j] = float32(j%7) * 0.01
+				}
+			}
+			p := pool{threads: 1}
+			i := 0
+			for b.Loop() {
+				p.gemm(false, false, tc.m, tc.n, tc.k, 1, a, tc.k, ws[i%len(ws)], tc.n, 0, c, tc.n)
+				i++
+			}
+			sec := b.Elapsed().Seconds()
+			b.ReportMetric(2*float64(tc.m*tc.n*tc.k)*float64(b.N)/sec/1e9, "GFLOP/s")
+			b.ReportMetric(4*float64(tc.k*tc.n)*float64(b.N)/sec/1e9, "GB/s")
+		})
+	}
+}

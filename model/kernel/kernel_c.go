@@ -96,8 +96,9 @@ typedef float vf16 __attribute__((vector_size(64), aligned(4)));
 // lanes, each a sum over positions in order. A key vector that would run
 // past the end of kt (klen floats) is copied, only its positions below n,
 // into a zeroed vector first. Lanes past the last full vector of the
-// output are fused multiply-adds too, as the vector lanes are on FMA units.
-#define ATTEND(suffix, target)                                                                      \
+// output use MULADD(a, b, c), a*b+c computed as the vector lanes compute it:
+// fused where the target has FMA.
+#define ATTEND(suffix, target, MULADD)                                                              \
 	target static inline __attribute__((always_inline)) void scores##suffix(float *sc,          \
 		const float *q, const float *kt, long klen, long ldk, long hs, float scale, long j0,    \
 		long n, const int nv) {                                                                 \
@@ -178,14 +179,16 @@ typedef float vf16 __attribute__((vector_size(64), aligned(4)));
 		}                                                                                       \
 		for (long d = hs - hs % 16; d < hs; d++) {                                              \
 			float o = 0.0f;                                                                 \
-			for (long j = 0; j < n; j++) o = __builtin_fmaf(sc[j] * inv, v[j * hs + d], o);  \
+			for (long j = 0; j < n; j++) o = MULADD(sc[j] * inv, v[j * hs + d], o);          \
 			out[d] = o;                                                                     \
 		}                                                                                       \
 	}
 
-ATTEND(_avx512, __attribute__((target("avx512f,avx512dq,avx512vl,avx2,fma,prefer-vector-width=512"))))
-ATTEND(_avx2, __attribute__((target("avx2,fma"))))
-ATTEND(_base, )
+#define FUSED(a, b, c) __builtin_fmaf(a, b, c)
+#define UNFUSED(a, b, c) ((a) * (b) + (c))
+ATTEND(_avx512, __attribute__((target("avx512f,avx512dq,avx512vl,avx2,fma,prefer-vector-width=512"))), FUSED)
+ATTEND(_avx2, __attribute__((target("avx2,fma"))), FUSED)
+ATTEND(_base, , UNFUSED)
 
 // THIN defines c (m,n) = alpha * a (m,k) @ b (k,n) + beta*c for small m
 // under a target attribute. It reads b in place, without the packing copy
@@ -193,7 +196,6 @@ ATTEND(_base, )
 // 16*COLS_V columns (vector-extension accumulators the compiler keeps in
 // registers), a plain loop for the edges. Each c element is a sum over k in
 // order, whichever path computes it.
-
 #define THIN(suffix, target, COLS_V)                                                               \
 	target static void thin##suffix(long m, long n, long k, float alpha, const float *a, long lda, \
 		const float *b, long ldb, float beta, float *c, long ldc) {                           \

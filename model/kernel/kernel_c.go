@@ -117,7 +117,7 @@ typedef float vf16 __attribute__((vector_size(64), aligned(4)));
 				acc[b] += x * k;                                                        \
 			}                                                                               \
 		}                                                                                       \
-		for (long d = dfull; d < hs; d++) {                                                         \
+		for (long d = dfull; d < hs; d++) {                                                     \
 			float x = q[d] * scale;                                                         \
 			const float *kr = kt + d * ldk + j0;                                            \
 			for (int b = 0; b < nv; b++) {                                                  \

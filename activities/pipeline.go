@@ -149,7 +149,7 @@ func (a *Activities) TrainSFT(ctx context.Context, in StageInput) (StageResult, 
 				t.sink, t.progress)
 			return err
 		})
-		return StageResult{Metrics: map[string]float64{
+		return StageResult{Checkpoint: t.checkpoint(res.Step, res.Checkpoint), Metrics: map[string]float64{
 			"steps": float64(res.Step), "tokens": float64(res.Tokens), "train_loss": res.TrainLoss, "heldout_loss": res.HeldoutLoss,
 		}}, err
 	})
@@ -179,9 +179,13 @@ func (a *Activities) CollectLabels(ctx context.Context, in StageInput) (StageRes
 		}
 		stopWaiting := t.waiting()
 		defer stopWaiting()
+		reported := -1
 		for {
-			_ = t.progress(stage.Report{Step: int64(b.Labeled), Total: int64(b.Items),
-				Metrics: map[string]float64{"labeled": float64(b.Labeled), "items": float64(b.Items)}})
+			if b.Labeled != reported { // a report (metrics row, step counter) only when labels came
+				_ = t.progress(stage.Report{Step: int64(b.Labeled), Total: int64(b.Items),
+					Metrics: map[string]float64{"labeled": float64(b.Labeled), "items": float64(b.Items)}})
+				reported = b.Labeled
+			}
 			if b.Labeled >= b.Items {
 				break
 			}
@@ -355,7 +359,7 @@ func (a *Activities) TrainRM(ctx context.Context, in StageInput) (StageResult, e
 		if err := a.DB.RecordRewardScores(ctx, in.Snapshot, rmKey, ids, scores); err != nil {
 			return StageResult{}, err
 		}
-		return StageResult{Snapshot: in.Snapshot, Metrics: map[string]float64{
+		return StageResult{Snapshot: in.Snapshot, Checkpoint: t.checkpoint(res.Step, res.Checkpoint), Metrics: map[string]float64{
 			"steps": float64(res.Step), "train_loss": res.TrainLoss, "accuracy": res.Heldout.Accuracy,
 			"heldout_pairs": float64(res.Heldout.Pairs), "heldout_loss": res.Heldout.Loss,
 			"length_correlation": res.Heldout.LengthCorr, "train_comparisons": float64(len(train)),
@@ -380,23 +384,17 @@ func (a *Activities) scoreResponses(ctx context.Context, sink stage.Sink, s runs
 	rm.SetThreads(s.Threads)
 	key := Checkpoint{Run: s.ID, Stage: "rm", Step: cp.Step}.Key()
 	ids := slices.Sorted(maps.Keys(responses))
-	tok := tasks.Tokenizer()
-	seqs := make([]stage.Seq, len(ids))
+	exs := make([]stage.Example, len(ids))
 	for i, id := range ids {
-		ex := responses[id]
-		if seqs[i], err = rewardmodel.Sequence(tok, ex.Prompt, ex.Response); err != nil {
-			return "", nil, nil, err
-		}
+		exs[i] = responses[id]
 	}
-	scores := make([]float64, 0, len(ids))
-	for start := 0; start < len(seqs); start += 256 {
-		part, err := rewardmodel.Scores(rm, seqs[start:min(len(seqs), start+256)], tok.EOT())
-		if err != nil {
-			return "", nil, nil, err
-		}
-		for _, v := range part {
-			scores = append(scores, float64(v))
-		}
+	got, err := rewardmodel.ScoreExamples(rm, tasks.Tokenizer(), exs, 256)
+	if err != nil {
+		return "", nil, nil, err
+	}
+	scores := make([]float64, len(got))
+	for i, v := range got {
+		scores[i] = float64(v)
 	}
 	return key, ids, scores, nil
 }
@@ -429,7 +427,7 @@ func (a *Activities) TrainPPO(ctx context.Context, in StageInput) (StageResult, 
 				Prompts: prompts, Pretrain: demos}, t.sink, t.progress)
 			return err
 		})
-		return StageResult{Metrics: res.Metrics}, err
+		return StageResult{Checkpoint: t.checkpoint(res.Iteration, res.Checkpoint), Metrics: res.Metrics}, err
 	})
 }
 
@@ -476,8 +474,7 @@ func (a *Activities) runStage(ctx context.Context, spec runspec.Spec, name strin
 	switch {
 	case err == nil && rec.Status == "succeeded" && rec.Result != nil:
 		if rec.ConfigSHA256 != hash {
-			return StageResult{}, temporal.NewNonRetryableApplicationError(
-				fmt.Sprintf("%s: the stage finished with other settings; start a new run to change them", name), ErrTypeBadInput, nil)
+			return StageResult{}, badInput(fmt.Errorf("%s: the stage finished with other settings; start a new run to change them", name))
 		}
 		var res StageResult
 		if err := json.Unmarshal(rec.Result, &res); err != nil {
@@ -495,8 +492,10 @@ func (a *Activities) runStage(ctx context.Context, spec runspec.Spec, name strin
 		return StageResult{}, err
 	}
 	t := a.newTracker(ctx, run, name)
-	defer t.close()
-	defer t.flush(ctx) // best effort on the way out; after close below on success
+	defer func() { // best effort on the way out; done already on success
+		t.close()
+		t.flush(ctx)
+	}()
 	a.Metrics.started(name, 1)
 	defer a.Metrics.started(name, -1)
 	if ref, err := a.Objects.Latest(ctx, run, name); err == nil {
@@ -516,9 +515,6 @@ func (a *Activities) runStage(ctx context.Context, spec runspec.Spec, name strin
 	res.Stage, res.ResumedFrom = name, t.resumedFrom
 	res.Seconds, res.WaitSeconds = t.totals()
 	res.Execution = activity.GetInfo(ctx).WorkflowExecution.RunID
-	if res.Checkpoint, err = t.lastCheckpoint(ctx); err != nil {
-		return StageResult{}, fmt.Errorf("%s: %w", name, err)
-	}
 	t.flush(ctx)
 	data, err := json.Marshal(res)
 	if err != nil {

@@ -12,7 +12,6 @@ import (
 	tlog "go.temporal.io/sdk/log"
 
 	"github.com/instructflow/instructflow/stage"
-	"github.com/instructflow/instructflow/storage"
 )
 
 // Heartbeat is what a stage activity heartbeats: where it is and its last
@@ -56,7 +55,6 @@ type tracker struct {
 
 	mu      sync.Mutex
 	beat    Heartbeat
-	cp      *Checkpoint
 	pending []stage.Report
 	// seconds and waited are the time inside the trainer and waiting,
 	// earlier attempts included, up to the segment that started at
@@ -139,8 +137,7 @@ func (t *tracker) progress(r stage.Report) error {
 	t.mu.Lock()
 	t.beat.Step, t.beat.Total, t.beat.Metrics = r.Step, r.Total, r.Metrics
 	if r.Checkpoint != "" {
-		t.cp = &Checkpoint{Run: t.run, Stage: t.stage, Step: r.Step, SHA256: r.Checkpoint}
-		t.beat.Checkpoint = t.cp.Key()
+		t.beat.Checkpoint = t.checkpoint(r.Step, r.Checkpoint).Key()
 	}
 	if len(r.Metrics) > 0 {
 		t.pending = append(t.pending, r)
@@ -223,28 +220,13 @@ func (t *tracker) flush(ctx context.Context) {
 	}
 }
 
-// lastCheckpoint is the checkpoint reported last, or, when the trainer
-// found its work done and reported nothing, the stage's latest committed
-// one (nil for stages without checkpoints).
-func (t *tracker) lastCheckpoint(ctx context.Context) (*Checkpoint, error) {
-	t.mu.Lock()
-	cp := t.cp
-	t.mu.Unlock()
-	if cp != nil {
-		return cp, nil
+// checkpoint names the stage's checkpoint at step with manifest hash sha
+// (a trainer's Result.Checkpoint); nil when sha is empty.
+func (t *tracker) checkpoint(step int64, sha string) *Checkpoint {
+	if sha == "" {
+		return nil
 	}
-	ref, err := t.a.Objects.Latest(ctx, t.run, t.stage)
-	if errors.Is(err, storage.ErrNotFound) {
-		return nil, nil // a stage that writes no checkpoints
-	}
-	if err != nil {
-		return nil, err
-	}
-	got, err := t.a.Objects.LoadCheckpoint(ctx, ref)
-	if err != nil {
-		return nil, err
-	}
-	return &Checkpoint{Run: t.run, Stage: t.stage, Step: ref.Step, SHA256: got.ManifestSHA256}, nil
+	return &Checkpoint{Run: t.run, Stage: t.stage, Step: step, SHA256: sha}
 }
 
 // close stops the heartbeat loop (once) and waits for it.

@@ -104,14 +104,14 @@ func Run(ctx context.Context, cfg Config, dir string, log func(string, stage.Rep
 			return nil
 		}
 	}
-	train, heldout := tasks.Split(tasks.Examples(cfg.Seed, cfg.Examples))
-	demos := tasks.Demonstrations(cfg.Seed, train, cfg.DemoError)
+	data := tasks.NewData(cfg.Seed, cfg.Examples, cfg.DemoError)
+	train, heldout, demos := data.Train, data.Heldout, data.TrainDemos
 
 	t0 := time.Now()
 	sftSink := stage.Dir{Path: filepath.Join(dir, "sft")}
 	var err error
 	rep.SFT, err = sft.Train(ctx, sft.Input{Config: cfg.SFT, Model: cfg.Model, Tokenizer: tok,
-		Train: demos, Heldout: tasks.Demonstrations(cfg.Seed+1, heldout[:min(200, len(heldout))], 0)}, sftSink, progress("sft"))
+		Train: demos, Heldout: data.HeldoutDemos}, sftSink, progress("sft"))
 	if err != nil {
 		return rep, err
 	}
@@ -313,15 +313,14 @@ type Eval struct {
 // tuned (PPO) policy with the same seeds, judges them with the gold judge,
 // and measures the tuned policy's KL to the reference on its samples.
 func Evaluate(ref, tuned *model.Model, tok tokenizer.Tokenizer, prompts []string, n, maxTokens int, seed uint64) (Eval, error) {
-	var ids [][]int32
-	var texts []string
+	var ids [][]int32 // n copies of each prompt: ids[i] is prompts[i/n]
 	for _, p := range prompts {
 		enc, err := tok.Encode(p)
 		if err != nil {
 			return Eval{}, err
 		}
 		for range n {
-			ids, texts = append(ids, enc), append(texts, p)
+			ids = append(ids, enc)
 		}
 	}
 	sc := model.SampleConfig{MaxTokens: maxTokens, Temperature: 1, StopToken: tok.EOT()}
@@ -338,8 +337,8 @@ func Evaluate(ref, tuned *model.Model, tok tokenizer.Tokenizer, prompts []string
 	for i := range ids {
 		ta, _ := decode(tok, a[i].Tokens)
 		tb, _ := decode(tok, b[i].Tokens)
-		ga, _ := tasks.Judge(texts[i], ta)
-		gb, _ := tasks.Judge(texts[i], tb)
+		ga, _ := tasks.Judge(prompts[i/n], ta)
+		gb, _ := tasks.Judge(prompts[i/n], tb)
 		ev.RefGold, ev.Gold = ev.RefGold+ga, ev.Gold+gb
 		switch {
 		case gb > ga:

@@ -156,7 +156,7 @@ func Train(ctx context.Context, in Input, sink stage.Sink, progress stage.Progre
 	if err := stage.CheckShape(tr.reward.Config, tr.reference.Config, "ppo: the reward model"); err != nil {
 		return Result{}, err
 	}
-	var st state
+	st := state{Stage: "ppo"}
 	cp, ok, err := sink.Latest(ctx)
 	if err != nil {
 		return Result{}, fmt.Errorf("ppo: find latest checkpoint: %w", err)
@@ -167,12 +167,6 @@ func Train(ctx context.Context, in Input, sink stage.Sink, progress stage.Progre
 		err = tr.start(in, &st)
 	}
 	if err != nil {
-		return Result{}, err
-	}
-	if err := stage.CheckStage(st.Stage, "ppo"); err != nil {
-		return Result{}, err
-	}
-	if err := stage.CheckShape(tr.policy.Config, tr.reference.Config, "ppo: the latest checkpoint"); err != nil {
 		return Result{}, err
 	}
 	maxLen := 0
@@ -274,14 +268,25 @@ func (tr *trainer) start(in Input, st *state) error {
 	tr.newOptimizers()
 	tr.rng = model.NewRNG(tr.cfg.Seed)
 	st.Beta = float64(tr.cfg.KLCoef)
-	st.Stage = "ppo"
 	return nil
 }
 
+// resume continues from a committed checkpoint, refusing one that another
+// stage wrote or whose policy is not the reference's shape.
 func (tr *trainer) resume(files map[string][]byte, st *state) error {
+	*st = state{} // a state.json without "stage" is not this stage's
+	if err := stage.ReadState(files, st); err != nil {
+		return fmt.Errorf("ppo: resume: %w", err)
+	}
+	if err := stage.CheckStage(st.Stage, "ppo"); err != nil {
+		return err
+	}
 	var err error
 	if tr.policy, err = stage.LoadModel(files, ""); err != nil {
 		return fmt.Errorf("ppo: resume: %w", err)
+	}
+	if err := stage.CheckShape(tr.policy.Config, tr.reference.Config, "ppo: the latest checkpoint"); err != nil {
+		return err
 	}
 	if tr.value, err = stage.LoadModel(files, "value_"); err != nil {
 		return fmt.Errorf("ppo: resume: %w", err)
@@ -291,9 +296,6 @@ func (tr *trainer) resume(files map[string][]byte, st *state) error {
 		return fmt.Errorf("ppo: resume: %w", err)
 	}
 	if err := stage.LoadOptimizer(files, "value_", tr.vopt); err != nil {
-		return fmt.Errorf("ppo: resume: %w", err)
-	}
-	if err := stage.ReadState(files, st); err != nil {
 		return fmt.Errorf("ppo: resume: %w", err)
 	}
 	tr.rng = model.NewRNG(0)

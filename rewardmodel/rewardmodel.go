@@ -133,7 +133,7 @@ func Train(ctx context.Context, in Input, sink stage.Sink, progress stage.Progre
 		return Result{}, stage.BadInput("rewardmodel: no training comparisons with at least one decided pair")
 	}
 	st := state{Stage: "rm"}
-	m, opt, cp, err := stage.Begin(ctx, sink, "rm", sftModel.Config, func() (*model.Model, error) { return FromSFT(in.SFT, cfg.Seed) },
+	m, opt, cp, err := stage.Begin(ctx, sink, "rm", sftModel.Config, func() (*model.Model, error) { return fromSFT(sftModel, cfg.Seed) },
 		func(m *model.Model) *model.AdamW { return newOptimizer(m, cfg) }, &st)
 	if err != nil {
 		return Result{}, err
@@ -204,6 +204,10 @@ func FromSFT(files map[string][]byte, seed uint64) (*model.Model, error) {
 	if err != nil {
 		return nil, stage.BadInput("rewardmodel: SFT checkpoint: %v", err)
 	}
+	return fromSFT(sftModel, seed)
+}
+
+func fromSFT(sftModel *model.Model, seed uint64) (*model.Model, error) {
 	cfg := sftModel.Config
 	cfg.ValueHead = true
 	m, err := model.New(cfg, nil)
@@ -283,6 +287,28 @@ func Sequence(tok tokenizer.Tokenizer, prompt, response string) (stage.Seq, erro
 		return stage.Seq{}, err
 	}
 	return stage.Seq{Tokens: append(append(p, r...), tok.EOT()), PromptLen: len(p)}, nil
+}
+
+// ScoreExamples scores prompt/response pairs, batch pairs per Scores call.
+// A pair the tokenizer cannot encode is bad input.
+func ScoreExamples(m *model.Model, tok tokenizer.Tokenizer, exs []stage.Example, batch int) ([]float32, error) {
+	scores := make([]float32, 0, len(exs))
+	for i := 0; i < len(exs); i += batch {
+		part := exs[i:min(len(exs), i+batch)]
+		seqs := make([]stage.Seq, len(part))
+		for j, ex := range part {
+			var err error
+			if seqs[j], err = Sequence(tok, ex.Prompt, ex.Response); err != nil {
+				return nil, stage.BadInput("rewardmodel: pair %d: %v", i+j, err)
+			}
+		}
+		got, err := Scores(m, seqs, tok.EOT())
+		if err != nil {
+			return nil, err
+		}
+		scores = append(scores, got...)
+	}
+	return scores, nil
 }
 
 // Scores runs m on seqs and returns the value at each one's last token.
@@ -486,23 +512,13 @@ func normalise(m *model.Model, tok tokenizer.Tokenizer, demos []stage.Example) (
 	if len(demos) == 0 {
 		return 0, nil
 	}
+	scores, err := ScoreExamples(m, tok, demos, 64)
+	if err != nil {
+		return 0, fmt.Errorf("demonstrations: %w", err)
+	}
 	var sum float64
-	for i := 0; i < len(demos); i += 64 {
-		var seqs []stage.Seq
-		for _, d := range demos[i:min(len(demos), i+64)] {
-			s, err := Sequence(tok, d.Prompt, d.Response)
-			if err != nil {
-				return 0, stage.BadInput("rewardmodel: demonstration: %v", err)
-			}
-			seqs = append(seqs, s)
-		}
-		scores, err := Scores(m, seqs, tok.EOT())
-		if err != nil {
-			return 0, err
-		}
-		for _, s := range scores {
-			sum += float64(s)
-		}
+	for _, s := range scores {
+		sum += float64(s)
 	}
 	mean := sum / float64(len(demos))
 	m.Tensor("v_head.summary.bias").Data[0] -= float32(mean)

@@ -210,7 +210,7 @@ func (s *Spec) Set(assignments []string) error {
 // (a list replaces the list).
 func (s *Spec) apply(settings map[string]any) error {
 	known := Keys()
-	for _, k := range flatKeys("", settings) {
+	for _, k := range slices.Sorted(maps.Keys(flatten(settings))) {
 		if !slices.Contains(known, k) {
 			return fmt.Errorf("unknown key %q%s", k, config.Suggest(k, known))
 		}
@@ -277,19 +277,6 @@ func Keys() []string {
 	s, _ := Preset("tiny")
 	keys := slices.Sorted(maps.Keys(flatValues(s)))
 	return append(keys, "model.lora_rank", "model.lora_alpha")
-}
-
-func flatKeys(prefix string, m map[string]any) []string {
-	var out []string
-	for k, v := range m {
-		if sub, ok := v.(map[string]any); ok {
-			out = append(out, flatKeys(prefix+k+".", sub)...)
-			continue
-		}
-		out = append(out, prefix+k)
-	}
-	slices.Sort(out)
-	return out
 }
 
 // Validate reports every setting that cannot work, each naming its key.
@@ -441,6 +428,12 @@ func flatValues(s Spec) map[string]string {
 	data, _ := json.Marshal(s)
 	var m map[string]any
 	_ = json.Unmarshal(data, &m)
+	return flatten(m)
+}
+
+// flatten maps each leaf of nested maps to its dotted key and its value
+// as JSON.
+func flatten(m map[string]any) map[string]string {
 	out := map[string]string{}
 	var walk func(string, any)
 	walk = func(prefix string, v any) {

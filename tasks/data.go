@@ -39,6 +39,22 @@ func Split(exs []Example) (train, heldout []Example) {
 	return train, heldout
 }
 
+// Data is the task's data as runs use it: n examples (one in five held
+// out), a demonstration of every train example with slips at rate errRate,
+// and clean demonstrations of the first 200 held-out examples (the SFT
+// held-out loss).
+type Data struct {
+	Train, Heldout           []Example
+	TrainDemos, HeldoutDemos []stage.Example
+}
+
+// NewData makes the task's data, deterministic in seed.
+func NewData(seed uint64, n int, errRate float64) Data {
+	train, heldout := Split(Examples(seed, n))
+	return Data{Train: train, Heldout: heldout, TrainDemos: Demonstrations(seed, train, errRate),
+		HeldoutDemos: Demonstrations(seed+1, heldout[:min(200, len(heldout))], 0)}
+}
+
 // SourcePrompt is a prompt of the task as stored for the pipeline: its
 // split and, for every train prompt and the first 200 held-out ones, a
 // labeler's demonstration.
@@ -46,20 +62,17 @@ type SourcePrompt struct {
 	Text, Split, Demonstration string
 }
 
-// Source is the task's data as the demo run uses it: n examples (one in
-// five held out), train demonstrations with slips at rate errRate, clean
-// held-out demonstrations for the SFT held-out loss.
+// Source is NewData as prompts to store.
 func Source(seed uint64, n int, errRate float64) []SourcePrompt {
-	train, heldout := Split(Examples(seed, n))
+	d := NewData(seed, n, errRate)
 	var out []SourcePrompt
-	for _, ex := range Demonstrations(seed, train, errRate) {
+	for _, ex := range d.TrainDemos {
 		out = append(out, SourcePrompt{Text: ex.Prompt, Split: "train", Demonstration: ex.Response})
 	}
-	demos := Demonstrations(seed+1, heldout[:min(200, len(heldout))], 0)
-	for i, ex := range heldout {
+	for i, ex := range d.Heldout {
 		p := SourcePrompt{Text: ex.Prompt, Split: "heldout"}
-		if i < len(demos) {
-			p.Demonstration = demos[i].Response
+		if i < len(d.HeldoutDemos) {
+			p.Demonstration = d.HeldoutDemos[i].Response
 		}
 		out = append(out, p)
 	}

@@ -109,14 +109,11 @@ func Simulate(seed uint64, examples []Example, panel []Labeler, k, perItem int) 
 	return out
 }
 
-// LabelItem is how the demo task's simulated labelers label one item of a
-// labeling batch: the item's labeler is drawn from the panel, an
-// unreliable one with probability unreliable (spread evenly over them), and
-// ranks the responses as shown. The draw depends on seed and item alone, so
-// labeling a batch again, in any order or in parts, gives the same labels.
-func LabelItem(seed uint64, item int, prompt string, responses []string, unreliable float64) (labeler string, ranks []int) {
-	rng := rand.New(rand.NewPCG(seed, 0x1abe1+uint64(item)))
-	var good, bad []Labeler
+// panelReliable and panelUnreliable are the panel split by kind, in panel
+// order, for LabelItem.
+var panelReliable, panelUnreliable = splitPanel()
+
+func splitPanel() (good, bad []Labeler) {
 	for _, l := range Panel() {
 		if l.Kind == Reliable {
 			good = append(good, l)
@@ -124,6 +121,17 @@ func LabelItem(seed uint64, item int, prompt string, responses []string, unrelia
 			bad = append(bad, l)
 		}
 	}
+	return good, bad
+}
+
+// LabelItem is how the demo task's simulated labelers label one item of a
+// labeling batch: the item's labeler is drawn from the panel, an
+// unreliable one with probability unreliable (spread evenly over them), and
+// ranks the responses as shown. The draw depends on seed and item alone, so
+// labeling a batch again, in any order or in parts, gives the same labels.
+func LabelItem(seed uint64, item int, prompt string, responses []string, unreliable float64) (labeler string, ranks []int) {
+	rng := rand.New(rand.NewPCG(seed, 0x1abe1+uint64(item)))
+	good, bad := panelReliable, panelUnreliable
 	l := good[rng.IntN(len(good))]
 	if rng.Float64() < unreliable {
 		l = bad[rng.IntN(len(bad))]

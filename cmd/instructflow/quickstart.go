@@ -72,7 +72,7 @@ Presets: ` + strings.Join(runspec.Presets, ", "),
 			if _, err := preflight(ctx, cfg, time.Minute); err != nil {
 				return err
 			}
-			s, err := a.session(ctx)
+			s, err := newSession(ctx, cfg)
 			if err != nil {
 				return err
 			}

@@ -52,6 +52,11 @@ func (a *app) session(ctx context.Context) (*session, error) {
 	if err != nil {
 		return nil, err
 	}
+	return newSession(ctx, cfg)
+}
+
+// newSession connects to the configuration's Postgres and Temporal.
+func newSession(ctx context.Context, cfg config.Config) (*session, error) {
 	db, err := postgres.Open(ctx, cfg.Postgres.URL)
 	if err != nil {
 		return nil, err
@@ -525,19 +530,20 @@ func newRunReportCmd(a *app) *cobra.Command {
 
 // RunReport is what `run report --json` prints.
 type RunReport struct {
-	Run      string             `json:"run"`
-	Status   string             `json:"status"`
-	Error    string             `json:"error,omitempty"`
-	Pipeline *workflows.Report  `json:"pipeline,omitempty"`
-	Stages   []postgres.Stage   `json:"stages"`
-	Summary  map[string]float64 `json:"summary"`
-	UI       string             `json:"temporal_ui"`
-	Bucket   string             `json:"bucket"`
+	Run      string                            `json:"run"`
+	Status   string                            `json:"status"`
+	Error    string                            `json:"error,omitempty"`
+	Pipeline *workflows.Report                 `json:"pipeline,omitempty"`
+	Stages   []postgres.Stage                  `json:"stages"`
+	Summary  map[string]float64                `json:"summary"`
+	UI       string                            `json:"temporal_ui"`
+	Bucket   string                            `json:"bucket"`
+	results  map[string]activities.StageResult // decoded Stages[].Result, by stage
 }
 
 func (s *session) report(ctx context.Context, rec postgres.Run) (RunReport, error) {
 	r := RunReport{Run: rec.ID, Status: rec.Status, Error: rec.Error, UI: s.uiLink(rec.ID), Bucket: s.cfg.S3.Endpoint + "/" + s.cfg.S3.Bucket,
-		Summary: map[string]float64{}}
+		Summary: map[string]float64{}, results: map[string]activities.StageResult{}}
 	if len(rec.Result) > 0 {
 		r.Pipeline = &workflows.Report{}
 		if err := json.Unmarshal(rec.Result, r.Pipeline); err != nil {
@@ -553,6 +559,7 @@ func (s *session) report(ctx context.Context, rec postgres.Run) (RunReport, erro
 	for _, st := range r.Stages {
 		var res activities.StageResult
 		if len(st.Result) > 0 && json.Unmarshal(st.Result, &res) == nil {
+			r.results[st.Name] = res
 			switch st.Name {
 			case "rm":
 				r.Summary["rm_accuracy"] = res.Metrics["accuracy"]
@@ -587,8 +594,7 @@ func (s *session) printReport(ctx context.Context, out io.Writer, rec postgres.R
 	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "STAGE\tSTATUS\tTIME\tTRAINER\tATTEMPTS\tRESULT\tCHECKPOINT")
 	for _, st := range r.Stages {
-		var res activities.StageResult
-		_ = json.Unmarshal(st.Result, &res)
+		res := r.results[st.Name]
 		took := "-"
 		if ws, ok := started[st.Name]; ok && !ws.Finished.IsZero() && !ws.Started.IsZero() {
 			took = fmt.Sprintf("%.1fs", ws.Finished.Sub(ws.Started).Seconds())

@@ -14,6 +14,13 @@ import (
 	"github.com/instructflow/instructflow/tasks"
 )
 
+// The simulated labelers' defaults: the seed of their draws and the share
+// of items that go to the unreliable ones.
+const (
+	simulateSeed       = 1
+	simulateUnreliable = 0.1
+)
+
 func newLabelsSimulateCmd(a *app) *cobra.Command {
 	var (
 		batch, run string
@@ -79,8 +86,8 @@ it keeps looking for open batches until none has appeared for that long.`,
 	}
 	cmd.Flags().StringVar(&batch, "batch", "", "label this batch only")
 	cmd.Flags().StringVar(&run, "run", "", "label the open batches of this run only")
-	cmd.Flags().Uint64Var(&seed, "seed", 1, "seed of the labelers' draws")
-	cmd.Flags().Float64Var(&unreliable, "unreliable", 0.1, "share of items that go to the unreliable labelers")
+	cmd.Flags().Uint64Var(&seed, "seed", simulateSeed, "seed of the labelers' draws")
+	cmd.Flags().Float64Var(&unreliable, "unreliable", simulateUnreliable, "share of items that go to the unreliable labelers")
 	cmd.Flags().DurationVar(&wait, "wait", 0, "keep polling for open batches until none appeared for this long")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print the result as JSON")
 	return cmd
@@ -110,11 +117,12 @@ func labelOpenBatches(ctx context.Context, db *postgres.DB, batch, run string, s
 	return done, nil
 }
 
-// labelUntilDone plays the simulated labelers (seed 1, 10% unreliable) for
-// the open batches of run (of every run when empty) until ctx ends.
+// labelUntilDone plays the simulated labelers, with the defaults of `labels
+// simulate`, for the open batches of run (of every run when empty) until ctx
+// ends.
 func labelUntilDone(ctx context.Context, db *postgres.DB, run string) error {
 	for {
-		if _, err := labelOpenBatches(ctx, db, "", run, 1, 0.1); err != nil {
+		if _, err := labelOpenBatches(ctx, db, "", run, simulateSeed, simulateUnreliable); err != nil {
 			return err
 		}
 		select {

@@ -8,7 +8,7 @@
 // layer's forward sits beside its backward with tensor shapes in comments
 // (layers.go). Matrix multiplies and the few other compute-bound loops go
 // through package kernel (OpenBLAS and small C loops, or pure Go under the
-// noblas build tag).
+// purego build tag, without cgo, or off amd64).
 //
 // One training step is: Forward a batch, read its Output (per-token
 // log-probabilities of the targets, entropies, values), compute the loss

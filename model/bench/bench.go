@@ -47,7 +47,7 @@ func PresetNames() []string {
 type Result struct {
 	Preset  string `json:"preset"`
 	Threads int    `json:"threads"`
-	Kernel  string `json:"kernel"` // openblas, or go under the noblas tag
+	Kernel  string `json:"kernel"` // kernel.Name: openblas, or go (purego tag, no cgo, or not amd64)
 	Params  int    `json:"params"`
 
 	TrainTokensPerS  float64 `json:"train_tokens_per_s"`

@@ -1,4 +1,4 @@
-//go:build !noblas
+//go:build cgo && amd64 && !purego
 
 package kernel
 

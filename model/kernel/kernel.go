@@ -9,9 +9,12 @@
 // go instead to a register-tiled C loop that reads its operands in place:
 // OpenBLAS repacks the whole right-hand matrix on every call, which dominates
 // such thin products. The other kernels are small C loops the compiler
-// vectorises. All C loops are built for AVX-512, AVX2+FMA and plain x86-64,
-// and the best the CPU supports is picked at start-up. Building with the
-// noblas tag swaps in pure Go with the same contracts (and no cgo).
+// vectorises (kernel.c, declared in kernel.h). All C loops are built for
+// AVX-512, AVX2+FMA and plain x86-64, and the best the CPU supports is picked
+// at start-up. Building with the purego tag, with cgo off (CGO_ENABLED=0,
+// the default when cross-compiling) or for an architecture other than amd64
+// swaps in pure Go with the same contracts and no cgo; Name says which kernel
+// a build has.
 //
 // Every function runs on one thread and panics, naming the package, when its
 // slices do not fit the shapes it is given.

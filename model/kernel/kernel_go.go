@@ -1,4 +1,4 @@
-//go:build noblas
+//go:build purego || !cgo || !amd64
 
 package kernel
 

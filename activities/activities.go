@@ -9,13 +9,13 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"time"
 
 	"go.temporal.io/sdk/activity"
 
-	"github.com/instructflow/instructflow/stage"
-	"github.com/instructflow/instructflow/storage/objectstore"
+	"github.com/instructflow/instructflow/checkpoint"
 	"github.com/instructflow/instructflow/storage/postgres"
 )
 
@@ -29,6 +29,8 @@ type database interface {
 	FinishStage(ctx context.Context, run, stage string, result []byte, checkpointKey, checkpointSHA string) error
 	EndStage(ctx context.Context, run, stage, status, errText string) error
 	RecordMetrics(ctx context.Context, run, stage string, step int64, values map[string]float64) error
+	RecordCheckpoint(ctx context.Context, run, stage string, step int64, key, manifestSHA string) error
+	CheckpointSHA(ctx context.Context, run, stage string, step int64) (string, error)
 	Prompts(ctx context.Context, source, split string) ([]string, error)
 	Demonstrations(ctx context.Context, source, split string) ([]postgres.Pair, error)
 	CreateBatch(ctx context.Context, name, run string, deadline time.Time, items []postgres.BatchItem) (postgres.Batch, error)
@@ -40,16 +42,6 @@ type database interface {
 	RecordRewardScores(ctx context.Context, snapshot, model string, responseIDs []int64, scores []float64) error
 }
 
-// objects is what the activities need of the object store.
-type objects interface {
-	Put(ctx context.Context, key string, data []byte) error
-	Get(ctx context.Context, key string) ([]byte, error)
-	Delete(ctx context.Context, key string) error
-	Latest(ctx context.Context, run, stage string) (objectstore.Ref, error)
-	LoadCheckpoint(ctx context.Context, ref objectstore.Ref) (objectstore.Checkpoint, error)
-	Sink(run, stage string) stage.Sink
-}
-
 // signaler sends a signal to a workflow (the Temporal client).
 type signaler interface {
 	SignalWorkflow(ctx context.Context, workflowID, runID, signalName string, arg any) error
@@ -58,7 +50,7 @@ type signaler interface {
 // Activities holds the dependencies of every activity.
 type Activities struct {
 	DB      database
-	Objects objects
+	Objects checkpoint.Blobs
 	// Signal, when set, carries stage progress to the workflow.
 	Signal signaler
 	// LabelPoll and SignalEvery override how often label collection looks
@@ -101,7 +93,7 @@ func (a *Activities) Preflight(ctx context.Context, in PreflightInput) (Prefligh
 	if err := a.Objects.Put(ctx, in.ProbeKey, probe); err != nil {
 		return res, fmt.Errorf("preflight: %w", err)
 	}
-	got, err := a.Objects.Get(ctx, in.ProbeKey)
+	got, err := readBlob(ctx, a.Objects, in.ProbeKey, int64(len(probe)))
 	if err != nil {
 		return res, fmt.Errorf("preflight: %w", err)
 	}
@@ -113,4 +105,14 @@ func (a *Activities) Preflight(ctx context.Context, in PreflightInput) (Prefligh
 	}
 	res.ObjectBytes = len(got)
 	return res, nil
+}
+
+// readBlob reads one object of at most limit bytes.
+func readBlob(ctx context.Context, b checkpoint.Blobs, key string, limit int64) ([]byte, error) {
+	r, err := b.Open(ctx, key)
+	if err != nil {
+		return nil, err
+	}
+	defer r.Close()
+	return io.ReadAll(io.LimitReader(r, limit+1))
 }

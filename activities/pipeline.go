@@ -20,7 +20,6 @@ import (
 	"github.com/instructflow/instructflow/sft"
 	"github.com/instructflow/instructflow/stage"
 	"github.com/instructflow/instructflow/storage"
-	"github.com/instructflow/instructflow/storage/objectstore"
 	"github.com/instructflow/instructflow/storage/postgres"
 	"github.com/instructflow/instructflow/tasks"
 )
@@ -28,20 +27,6 @@ import (
 // ErrTypeBadInput is the application-error type of a user's mistake (bad
 // setting, missing data): workflows do not retry it.
 const ErrTypeBadInput = "BadInput"
-
-// Checkpoint names a committed checkpoint in payloads: where it is and the
-// SHA-256 of its manifest, which covers every file.
-type Checkpoint struct {
-	Run    string `json:"run"`
-	Stage  string `json:"stage"`
-	Step   int64  `json:"step"`
-	SHA256 string `json:"sha256"`
-}
-
-// Key is the checkpoint's folder in the object store.
-func (c Checkpoint) Key() string {
-	return objectstore.Ref{Run: c.Run, Stage: c.Stage, Step: c.Step}.Prefix()
-}
 
 // StageInput is the input of every stage activity: the spec and the
 // results of earlier stages, as names and hashes.
@@ -491,16 +476,17 @@ func (a *Activities) runStage(ctx context.Context, spec runspec.Spec, name strin
 	if err := a.DB.BeginStage(ctx, run, name, hash); err != nil {
 		return StageResult{}, err
 	}
-	t := a.newTracker(ctx, run, name)
+	sink, err := a.stageSink(ctx, run, name)
+	if err != nil {
+		return StageResult{}, badInput(err)
+	}
+	t := a.newTracker(ctx, run, name, sink)
 	defer func() { // best effort on the way out; done already on success
 		t.close()
 		t.flush(ctx)
 	}()
 	a.Metrics.started(name, 1)
 	defer a.Metrics.started(name, -1)
-	if ref, err := a.Objects.Latest(ctx, run, name); err == nil {
-		t.resumedFrom = ref.Step
-	}
 	res, err := work(ctx, t)
 	if err != nil {
 		if errors.Is(err, stage.ErrBadInput) {
@@ -512,7 +498,7 @@ func (a *Activities) runStage(ctx context.Context, spec runspec.Spec, name strin
 		return StageResult{}, fmt.Errorf("%s: %w", name, err)
 	}
 	t.close() // no heartbeat or metrics write after this point but the final flush
-	res.Stage, res.ResumedFrom = name, t.resumedFrom
+	res.Stage, res.ResumedFrom = name, t.sink.resumedFrom()
 	res.Seconds, res.WaitSeconds = t.totals()
 	res.Execution = activity.GetInfo(ctx).WorkflowExecution.RunID
 	t.flush(ctx)
@@ -534,26 +520,6 @@ func (a *Activities) runStage(ctx context.Context, spec runspec.Spec, name strin
 // badInput makes err a non-retryable application error with its message.
 func badInput(err error) error {
 	return temporal.NewNonRetryableApplicationError(err.Error(), ErrTypeBadInput, err)
-}
-
-// load reads a checkpoint named in a payload and checks that it is the one
-// its stage committed (the manifest's hash); a changed or corrupt checkpoint
-// is not retried.
-func (a *Activities) load(ctx context.Context, cp *Checkpoint) (map[string][]byte, error) {
-	if cp == nil {
-		return nil, stage.BadInput("no checkpoint given: an earlier stage did not produce one")
-	}
-	got, err := a.Objects.LoadCheckpoint(ctx, objectstore.Ref{Run: cp.Run, Stage: cp.Stage, Step: cp.Step})
-	if errors.Is(err, storage.ErrCorrupt) || errors.Is(err, storage.ErrNotFound) {
-		return nil, stage.BadInput("checkpoint %s: %v; rerun its stage in a new run", cp.Key(), err)
-	}
-	if err != nil {
-		return nil, err
-	}
-	if got.ManifestSHA256 != cp.SHA256 {
-		return nil, stage.BadInput("checkpoint %s has manifest %s, not %s as its stage committed; rerun its stage in a new run", cp.Key(), got.ManifestSHA256, cp.SHA256)
-	}
-	return got.Files, nil
 }
 
 func (a *Activities) demonstrations(ctx context.Context, source, split string) ([]stage.Example, error) {

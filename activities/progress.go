@@ -48,10 +48,9 @@ var ErrWorkerStopping = errors.New("worker stopping")
 // unreachable Postgres never stalls training (metrics wait in memory and
 // are written when it answers again).
 type tracker struct {
-	a           *Activities
-	run, stage  string
-	sink        stage.Sink
-	resumedFrom int64
+	a          *Activities
+	run, stage string
+	sink       *stageSink
 
 	mu      sync.Mutex
 	beat    Heartbeat
@@ -71,8 +70,8 @@ type tracker struct {
 	log        tlog.Logger
 }
 
-func (a *Activities) newTracker(ctx context.Context, run, name string) *tracker {
-	t := &tracker{a: a, run: run, stage: name, sink: a.Objects.Sink(run, name),
+func (a *Activities) newTracker(ctx context.Context, run, name string, sink *stageSink) *tracker {
+	t := &tracker{a: a, run: run, stage: name, sink: sink,
 		stop: make(chan struct{}), done: make(chan struct{}), workerStop: activity.GetWorkerStopChannel(ctx),
 		log: activity.GetLogger(ctx)}
 	info := activity.GetInfo(ctx)
@@ -139,7 +138,7 @@ func (t *tracker) progress(r stage.Report) error {
 	if r.Checkpoint != "" {
 		t.beat.Checkpoint = t.checkpoint(r.Step, r.Checkpoint).Key()
 	}
-	if len(r.Metrics) > 0 {
+	if len(r.Metrics) > 0 || r.Checkpoint != "" {
 		t.pending = append(t.pending, r)
 	}
 	t.mu.Unlock()
@@ -196,7 +195,8 @@ func (t *tracker) totalsLocked() (seconds, waited float64) {
 	return seconds, waited
 }
 
-// flush writes the pending metrics; what fails stays pending.
+// flush writes the pending metrics and checkpoint records; what fails
+// stays pending.
 func (t *tracker) flush(ctx context.Context) {
 	t.mu.Lock()
 	pending := t.pending
@@ -209,7 +209,7 @@ func (t *tracker) flush(ctx context.Context) {
 	}()
 	for i, r := range pending {
 		wctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		err := t.a.DB.RecordMetrics(wctx, t.run, t.stage, r.Step, r.Metrics)
+		err := t.record(wctx, r)
 		cancel()
 		if err != nil {
 			t.mu.Lock()
@@ -218,6 +218,21 @@ func (t *tracker) flush(ctx context.Context) {
 			return
 		}
 	}
+}
+
+// record writes one report: its metrics, and the manifest hash of the
+// checkpoint it committed, against which a resume checks it.
+func (t *tracker) record(ctx context.Context, r stage.Report) error {
+	if r.Checkpoint != "" {
+		cp := t.checkpoint(r.Step, r.Checkpoint)
+		if err := t.a.DB.RecordCheckpoint(ctx, t.run, t.stage, cp.Step, cp.Key(), cp.SHA256); err != nil {
+			return err
+		}
+	}
+	if len(r.Metrics) == 0 {
+		return nil
+	}
+	return t.a.DB.RecordMetrics(ctx, t.run, t.stage, r.Step, r.Metrics)
 }
 
 // checkpoint names the stage's checkpoint at step with manifest hash sha

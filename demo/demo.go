@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/instructflow/instructflow/checkpoint"
 	"github.com/instructflow/instructflow/model"
 	"github.com/instructflow/instructflow/ppo"
 	"github.com/instructflow/instructflow/rewardmodel"
@@ -108,7 +109,7 @@ func Run(ctx context.Context, cfg Config, dir string, log func(string, stage.Rep
 	train, heldout, demos := data.Train, data.Heldout, data.TrainDemos
 
 	t0 := time.Now()
-	sftSink := stage.Dir{Path: filepath.Join(dir, "sft")}
+	sftSink := checkpoint.Dir(filepath.Join(dir, "sft"))
 	var err error
 	rep.SFT, err = sft.Train(ctx, sft.Input{Config: cfg.SFT, Model: cfg.Model, Tokenizer: tok,
 		Train: demos, Heldout: data.HeldoutDemos}, sftSink, progress("sft"))
@@ -142,7 +143,7 @@ func Run(ctx context.Context, cfg Config, dir string, log func(string, stage.Rep
 	rep.Seconds["labels"] = time.Since(t0).Seconds()
 
 	t0 = time.Now()
-	rmSink := stage.Dir{Path: filepath.Join(dir, "rm")}
+	rmSink := checkpoint.Dir(filepath.Join(dir, "rm"))
 	rep.RM, err = rewardmodel.Train(ctx, rewardmodel.Input{Config: cfg.RM, SFT: sftCP.Files, Tokenizer: tok,
 		Train: rmTrain, Heldout: rmHeld, Demonstrations: demos}, rmSink, progress("rm"))
 	if err != nil {
@@ -162,7 +163,7 @@ func Run(ctx context.Context, cfg Config, dir string, log func(string, stage.Rep
 	for i, ex := range train {
 		prompts[i] = ex.Prompt
 	}
-	ppoSink := stage.Dir{Path: filepath.Join(dir, "ppo")}
+	ppoSink := checkpoint.Dir(filepath.Join(dir, "ppo"))
 	rep.PPO, err = ppo.Train(ctx, ppo.Input{Config: cfg.PPO, SFT: sftCP.Files, RM: rmCP.Files, Tokenizer: tok,
 		Prompts: prompts, Pretrain: demos}, ppoSink, progress("ppo"))
 	if err != nil {

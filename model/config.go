@@ -34,6 +34,20 @@ func (c Config) Validate() error {
 			return fmt.Errorf("model: config: %s is %d, must be positive", f.name, f.v)
 		}
 	}
+	// Bounds before anything is allocated: a damaged or hostile config.json
+	// must not make New reserve more memory than the engine can use.
+	for _, f := range []struct {
+		name   string
+		v, max int
+	}{{"vocab_size", c.Vocab, 1 << 22}, {"n_positions", c.Context, 1 << 17}, {"n_layer", c.Layers, 1 << 10},
+		{"n_head", c.Heads, 1 << 10}, {"n_embd", c.Width, 1 << 16}, {"lora_rank", c.LoRARank, 1 << 12}} {
+		if f.v > f.max {
+			return fmt.Errorf("model: config: %s is %d, more than this engine supports (%d)", f.name, f.v, f.max)
+		}
+	}
+	if n := c.ParamCount(); n > MaxParams {
+		return fmt.Errorf("model: config: %d parameters, more than this engine trains (%d); use an external trainer for models this large", n, int64(MaxParams))
+	}
 	if c.Width%c.Heads != 0 {
 		return fmt.Errorf("model: config: n_embd %d is not divisible by n_head %d", c.Width, c.Heads)
 	}
@@ -44,6 +58,28 @@ func (c Config) Validate() error {
 		return fmt.Errorf("model: config: lora_alpha is %v, must not be negative", c.LoRAAlpha)
 	}
 	return nil
+}
+
+const maxConfigBytes = 1 << 20
+
+// MaxParams is the most parameters a model of this engine may have: 2e9
+// float32s are 8 GB of weights, before gradients and optimizer moments.
+const MaxParams = 2_000_000_000
+
+// ParamCount is the number of parameters a model of this shape has, computed
+// without allocating it (in int64: it must not overflow for any shape that
+// passes the per-field bounds of Validate).
+func (c Config) ParamCount() int64 {
+	V, T, L, C, r := int64(c.Vocab), int64(c.Context), int64(c.Layers), int64(c.Width), int64(c.LoRARank)
+	perBlock := 4*C + (C*3*C + 3*C) + (C*C + C) + (C*4*C + 4*C) + (4*C*C + C) // 2 layer norms, qkv, proj, fc, fc proj
+	if r > 0 {
+		perBlock += r * ((C + 3*C) + (C + C) + (C + 4*C) + (4*C + C)) // A (r,C) and B (OC,r) per projection
+	}
+	n := V*C + T*C + L*perBlock + 2*C
+	if c.ValueHead {
+		n += C + 1
+	}
+	return n
 }
 
 func (c Config) loraScale() float32 {
@@ -80,6 +116,9 @@ func MarshalConfig(c Config) ([]byte, error) {
 // ParseConfig reads a config.json (ours or a Hugging Face GPT-2 one) and
 // validates it.
 func ParseConfig(data []byte) (Config, error) {
+	if len(data) > maxConfigBytes {
+		return Config{}, fmt.Errorf("model: parse config: %d bytes, more than a config.json holds (%d)", len(data), maxConfigBytes)
+	}
 	var h hfConfig
 	if err := json.Unmarshal(data, &h); err != nil {
 		return Config{}, fmt.Errorf("model: parse config: %w", err)

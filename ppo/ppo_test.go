@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/instructflow/instructflow/checkpoint"
 	"github.com/instructflow/instructflow/model"
 	"github.com/instructflow/instructflow/rewardmodel"
 	"github.com/instructflow/instructflow/sft"
@@ -21,7 +22,7 @@ func checkpoints(t *testing.T) (sftFiles, rmFiles map[string][]byte) {
 	ctx := context.Background()
 	tok := tasks.Tokenizer()
 	train, _ := tasks.Split(tasks.Examples(1, 300))
-	sd := stage.Dir{Path: t.TempDir()}
+	sd := checkpoint.Dir(t.TempDir())
 	if _, err := sft.Train(ctx, sft.Input{
 		Config:    sft.Config{Steps: 10, BatchSize: 8, LR: 3e-3, CheckpointEvery: 10, Seed: 1},
 		Model:     model.Config{Vocab: tok.VocabSize(), Context: 32, Layers: 2, Heads: 2, Width: 32},
@@ -34,7 +35,7 @@ func checkpoints(t *testing.T) (sftFiles, rmFiles map[string][]byte) {
 	for _, r := range tasks.Simulate(2, tasks.Examples(2, 60), tasks.Panel()[:6], 3, 1) {
 		cs = append(cs, rewardmodel.Comparison{Prompt: r.Prompt, Responses: r.Responses, Ranks: r.Ranks, Labeler: r.Labeler})
 	}
-	rd := stage.Dir{Path: t.TempDir()}
+	rd := checkpoint.Dir(t.TempDir())
 	if _, err := rewardmodel.Train(ctx, rewardmodel.Input{
 		Config: rewardmodel.Config{Steps: 6, BatchSize: 8, LR: 1e-3, CheckpointEvery: 6, Seed: 1},
 		SFT:    scp.Files, Tokenizer: tok, Train: cs,
@@ -75,7 +76,7 @@ func TestResumeIsBitIdentical(t *testing.T) {
 }
 
 func TestLogsEveryMetric(t *testing.T) {
-	res, err := Train(context.Background(), testInput(t, 1), stage.Dir{Path: t.TempDir()}, nil)
+	res, err := Train(context.Background(), testInput(t, 1), checkpoint.Dir(t.TempDir()), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -113,7 +114,7 @@ func TestBadInput(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			in := testInput(t, 2)
 			edit(&in)
-			if _, err := Train(context.Background(), in, stage.Dir{Path: t.TempDir()}, nil); !errors.Is(err, stage.ErrBadInput) {
+			if _, err := Train(context.Background(), in, checkpoint.Dir(t.TempDir()), nil); !errors.Is(err, stage.ErrBadInput) {
 				t.Fatalf("got %v, want a bad-input error", err)
 			}
 		})

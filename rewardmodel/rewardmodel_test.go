@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/instructflow/instructflow/checkpoint"
 	"github.com/instructflow/instructflow/model"
 	"github.com/instructflow/instructflow/sft"
 	"github.com/instructflow/instructflow/stage"
@@ -22,11 +23,11 @@ func sftFiles(t *testing.T) map[string][]byte {
 	return files
 }
 
-func sftRun(t *testing.T) (map[string][]byte, stage.Dir) {
+func sftRun(t *testing.T) (map[string][]byte, checkpoint.Store) {
 	t.Helper()
 	train, _ := tasks.Split(tasks.Examples(1, 300))
 	tok := tasks.Tokenizer()
-	dir := stage.Dir{Path: t.TempDir()}
+	dir := checkpoint.Dir(t.TempDir())
 	_, err := sft.Train(context.Background(), sft.Input{
 		Config:    sft.Config{Steps: 10, BatchSize: 8, LR: 3e-3, CheckpointEvery: 10, Seed: 1},
 		Model:     model.Config{Vocab: tok.VocabSize(), Context: 32, Layers: 2, Heads: 2, Width: 32},
@@ -108,7 +109,7 @@ func TestPairLossIsKWise(t *testing.T) {
 
 func TestTrainLearnsAndNormalises(t *testing.T) {
 	in := testInput(t, 40)
-	dir := stage.Dir{Path: t.TempDir()}
+	dir := checkpoint.Dir(t.TempDir())
 	res, err := Train(context.Background(), in, dir, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -164,7 +165,7 @@ func TestBadInput(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			in := testInput(t, 2)
 			edit(&in)
-			if _, err := Train(context.Background(), in, stage.Dir{Path: t.TempDir()}, nil); !errors.Is(err, stage.ErrBadInput) {
+			if _, err := Train(context.Background(), in, checkpoint.Dir(t.TempDir()), nil); !errors.Is(err, stage.ErrBadInput) {
 				t.Fatalf("got %v, want a bad-input error", err)
 			}
 		})
@@ -178,7 +179,7 @@ func TestSkipsDegenerateComparisons(t *testing.T) {
 		Comparison{Prompt: "upper a=", Responses: []string{"A", "A"}, Ranks: []int{1, 2}, Labeler: "x"}, // identical
 	)
 	var skipped float64
-	_, err := Train(context.Background(), in, stage.Dir{Path: t.TempDir()}, func(r stage.Report) error {
+	_, err := Train(context.Background(), in, checkpoint.Dir(t.TempDir()), func(r stage.Report) error {
 		skipped = r.Metrics["skipped_comparisons"]
 		return nil
 	})

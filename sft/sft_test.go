@@ -6,6 +6,7 @@ import (
 	"errors"
 	"testing"
 
+	"github.com/instructflow/instructflow/checkpoint"
 	"github.com/instructflow/instructflow/model"
 	"github.com/instructflow/instructflow/stage"
 	"github.com/instructflow/instructflow/stage/stagetest"
@@ -29,7 +30,7 @@ func TestLossFallsOnResponseTokens(t *testing.T) {
 	in := testInput(300)
 	in.Config.CheckpointEvery = 300
 	var first float64
-	res, err := Train(context.Background(), in, stage.Dir{Path: t.TempDir()}, func(r stage.Report) error {
+	res, err := Train(context.Background(), in, checkpoint.Dir(t.TempDir()), func(r stage.Report) error {
 		if r.Step == 4 && first == 0 {
 			first = r.Metrics["heldout_loss"]
 		}
@@ -67,7 +68,7 @@ func TestBadInput(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			in := testInput(2)
 			edit(&in)
-			_, err := Train(context.Background(), in, stage.Dir{Path: t.TempDir()}, nil)
+			_, err := Train(context.Background(), in, checkpoint.Dir(t.TempDir()), nil)
 			if !errors.Is(err, stage.ErrBadInput) {
 				t.Fatalf("got %v, want a bad-input error", err)
 			}

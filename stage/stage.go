@@ -1,7 +1,7 @@
 // Package stage is the contract the three trainers (sft, rewardmodel, ppo)
-// share: where checkpoints go (a Sink, with a local-folder backend here and
-// an object-store backend in storage/objectstore), how progress is reported,
-// and the checkpoint files every trainer writes. Every trainer starts by
+// share: where checkpoints go (a Sink; package checkpoint implements it
+// over the object store, a local folder or memory), how progress is
+// reported, and the checkpoint files every trainer writes. Every trainer starts by
 // asking its sink for the latest committed checkpoint and continues from it,
 // so a crash costs at most one checkpoint interval.
 package stage
@@ -28,7 +28,8 @@ type Checkpoint struct {
 
 // Sink stores a stage's checkpoints. Save commits all files or none (a
 // checkpoint without its manifest does not exist); Latest returns the newest
-// committed checkpoint, verified, or ok=false when there is none yet.
+// committed checkpoint that verifies (skipping damaged ones), or ok=false
+// when there is none.
 type Sink interface {
 	Save(ctx context.Context, step int64, files []File) (id string, err error)
 	Latest(ctx context.Context) (cp Checkpoint, ok bool, err error)

@@ -3,21 +3,19 @@
 package storage
 
 import (
-	"errors"
 	"fmt"
 	"regexp"
+
+	"github.com/instructflow/instructflow/errkind"
 )
 
+// The error kinds of package errkind, under the names the storage code
+// uses; they are the same values, so errors.Is matches either.
 var (
-	// ErrNotFound: the record or object does not exist.
-	ErrNotFound = errors.New("not found")
-	// ErrCorrupt: stored bytes do not match their manifest (altered,
-	// truncated or partially written); they are never returned.
-	ErrCorrupt = errors.New("corrupt")
-	// ErrImmutable: the database refused to change append-only history.
-	ErrImmutable = errors.New("immutable")
-	// ErrConflict: a record with this name exists with other content.
-	ErrConflict = errors.New("conflict")
+	ErrNotFound  = errkind.NotFound
+	ErrCorrupt   = errkind.Corrupt
+	ErrImmutable = errkind.Immutable
+	ErrConflict  = errkind.Conflict
 )
 
 var idPattern = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,62}$`)

@@ -2,14 +2,17 @@ package main
 
 import (
 	"context"
+	"crypto/sha256"
 	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -18,6 +21,7 @@ import (
 	"time"
 
 	"github.com/instructflow/instructflow/activities"
+	"github.com/instructflow/instructflow/checkpoint"
 	"github.com/instructflow/instructflow/config"
 	"github.com/instructflow/instructflow/devstack"
 	"github.com/instructflow/instructflow/internal/testenv"
@@ -427,15 +431,15 @@ func (p *pipelineEnv) sameContent(stage string, a, b postgres.Stage) {
 			p.t.Fatalf("%s: checkpoint key %q", stage, st.CheckpointKey)
 		}
 		step, _ := strconv.ParseInt(parts[3], 10, 64)
-		cp, err := store.LoadCheckpoint(ctx, objectstore.Ref{Run: parts[1], Stage: parts[2], Step: step})
+		cp, err := checkpoint.Store{Blobs: store, Prefix: strings.Join(parts[:3], "/") + "/"}.Load(ctx, step)
 		if err != nil {
 			p.t.Fatal(err)
 		}
-		if cp.ManifestSHA256 != st.CheckpointSHA {
-			p.t.Errorf("%s: stored manifest %s, recorded %s", st.CheckpointKey, cp.ManifestSHA256, st.CheckpointSHA)
+		if cp.ID != st.CheckpointSHA {
+			p.t.Errorf("%s: stored manifest %s, recorded %s", st.CheckpointKey, cp.ID, st.CheckpointSHA)
 		}
-		for _, f := range cp.Manifest.Files {
-			files[i] += fmt.Sprintf("%s %s\n", f.SHA256, f.Name)
+		for _, name := range slices.Sorted(maps.Keys(cp.Files)) {
+			files[i] += fmt.Sprintf("%x %s\n", sha256.Sum256(cp.Files[name]), name)
 		}
 	}
 	if files[0] != files[1] {

@@ -2,12 +2,12 @@ package stagetest
 
 import (
 	"bytes"
+	"context"
 	"errors"
-	"os"
 	"path/filepath"
-	"strconv"
 	"testing"
 
+	"github.com/instructflow/instructflow/checkpoint"
 	"github.com/instructflow/instructflow/stage"
 )
 
@@ -20,11 +20,11 @@ var errStop = errors.New("stagetest: stop")
 // trainer on the given sink with the given progress callback.
 func ResumeIsBitIdentical(t *testing.T, total, stopAt int64, train func(sink stage.Sink, progress stage.Progress) error) {
 	t.Helper()
-	a := stage.Dir{Path: filepath.Join(t.TempDir(), "straight")}
+	a := checkpoint.Dir(filepath.Join(t.TempDir(), "straight"))
 	if err := train(a, nil); err != nil {
 		t.Fatal(err)
 	}
-	b := stage.Dir{Path: filepath.Join(t.TempDir(), "resumed")}
+	b := checkpoint.Dir(filepath.Join(t.TempDir(), "resumed"))
 	err := train(b, func(r stage.Report) error {
 		if r.Step == stopAt {
 			if r.Checkpoint == "" {
@@ -40,16 +40,20 @@ func ResumeIsBitIdentical(t *testing.T, total, stopAt int64, train func(sink sta
 	if err := train(b, nil); err != nil {
 		t.Fatalf("resumed part: %v", err)
 	}
-	step := strconv.FormatInt(total, 10)
-	entries, err := os.ReadDir(filepath.Join(a.Path, step))
-	if err != nil || len(entries) < 4 {
-		t.Fatalf("final checkpoint of the straight run: %d files, %v", len(entries), err)
+	x, err := a.Load(context.Background(), total)
+	if err != nil || len(x.Files) < 3 {
+		t.Fatalf("final checkpoint of the straight run: %d files, %v", len(x.Files), err)
 	}
-	for _, e := range entries {
-		x, _ := os.ReadFile(filepath.Join(a.Path, step, e.Name()))
-		y, err := os.ReadFile(filepath.Join(b.Path, step, e.Name()))
-		if err != nil || !bytes.Equal(x, y) {
-			t.Errorf("%s differs between the straight and the resumed run", e.Name())
+	y, err := b.Load(context.Background(), total)
+	if err != nil {
+		t.Fatalf("final checkpoint of the resumed run: %v", err)
+	}
+	if x.ID != y.ID {
+		t.Errorf("final manifests differ between the straight and the resumed run: %s vs %s", x.ID, y.ID)
+	}
+	for name, data := range x.Files {
+		if !bytes.Equal(data, y.Files[name]) {
+			t.Errorf("%s differs between the straight and the resumed run", name)
 		}
 	}
 }

@@ -1,10 +1,6 @@
-// Package objectstore keeps checkpoints in S3-compatible object storage
-// (versitygw locally, MinIO or any S3 in deployment).
-//
-// A checkpoint lives under runs/<run>/<stage>/<step>/: its files, then
-// manifest.json (size and SHA-256 of each file) written last. A checkpoint
-// without a manifest does not exist; loading verifies every file against the
-// manifest and never returns bytes that do not match.
+// Package objectstore is the S3-compatible backend of checkpoint.Blobs
+// (versitygw locally, MinIO or any S3 in deployment). It only moves bytes:
+// the checkpoint format and its verification live in package checkpoint.
 package objectstore
 
 import (
@@ -21,7 +17,7 @@ import (
 	"github.com/minio/minio-go/v7/pkg/credentials"
 
 	"github.com/instructflow/instructflow/config"
-	"github.com/instructflow/instructflow/storage"
+	"github.com/instructflow/instructflow/errkind"
 )
 
 // Store is one bucket of an S3-compatible object store.
@@ -83,18 +79,18 @@ func (s *Store) Put(ctx context.Context, key string, data []byte) error {
 	return nil
 }
 
-// Get reads one object; a missing key is storage.ErrNotFound.
-func (s *Store) Get(ctx context.Context, key string) ([]byte, error) {
+// Open reads one object; a missing key is errkind.NotFound.
+func (s *Store) Open(ctx context.Context, key string) (io.ReadCloser, error) {
 	obj, err := s.mc.GetObject(ctx, s.bucket, key, minio.GetObjectOptions{})
 	if err != nil {
 		return nil, fmt.Errorf("objectstore: get %s: %w", key, translate(err))
 	}
-	defer obj.Close()
-	b, err := io.ReadAll(obj)
-	if err != nil {
+	// GetObject is lazy: Stat sends the request, so a missing key is known here.
+	if _, err := obj.Stat(); err != nil {
+		obj.Close()
 		return nil, fmt.Errorf("objectstore: get %s: %w", key, translate(err))
 	}
-	return b, nil
+	return obj, nil
 }
 
 // Delete removes one object; deleting a missing key is not an error.
@@ -105,11 +101,10 @@ func (s *Store) Delete(ctx context.Context, key string) error {
 	return nil
 }
 
-// list returns the keys (or, with a delimiter, the common prefixes) under
-// prefix.
-func (s *Store) list(ctx context.Context, prefix string, recursive bool) ([]string, error) {
+// List returns every key under prefix, at any depth.
+func (s *Store) List(ctx context.Context, prefix string) ([]string, error) {
 	var keys []string
-	for obj := range s.mc.ListObjects(ctx, s.bucket, minio.ListObjectsOptions{Prefix: prefix, Recursive: recursive}) {
+	for obj := range s.mc.ListObjects(ctx, s.bucket, minio.ListObjectsOptions{Prefix: prefix, Recursive: true}) {
 		if obj.Err != nil {
 			return nil, fmt.Errorf("objectstore: list %s: %w", prefix, explain(obj.Err))
 		}
@@ -120,7 +115,7 @@ func (s *Store) list(ctx context.Context, prefix string, recursive bool) ([]stri
 
 func translate(err error) error {
 	if minio.ToErrorResponse(err).Code == "NoSuchKey" {
-		return storage.ErrNotFound
+		return errkind.NotFound
 	}
 	return explain(err)
 }

@@ -1,0 +1,110 @@
+package activities
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"sync"
+
+	"go.temporal.io/sdk/activity"
+
+	"github.com/instructflow/instructflow/checkpoint"
+	"github.com/instructflow/instructflow/errkind"
+	"github.com/instructflow/instructflow/stage"
+)
+
+// Checkpoint names a committed checkpoint in payloads: where it is and the
+// SHA-256 of its manifest, which covers every file.
+type Checkpoint struct {
+	Run    string `json:"run"`
+	Stage  string `json:"stage"`
+	Step   int64  `json:"step"`
+	SHA256 string `json:"sha256"`
+}
+
+// Key is the checkpoint's folder in the object store.
+func (c Checkpoint) Key() string {
+	return "runs/" + c.Run + "/" + c.Stage + "/" + strconv.FormatInt(c.Step, 10) + "/"
+}
+
+// stageSink is a stage's checkpoint store as its trainer's stage.Sink.
+// Every checkpoint it resumes from must match the manifest hash recorded in
+// Postgres when it was committed (one that does not is skipped, like a
+// damaged one), and it remembers the step the trainer resumed from.
+type stageSink struct {
+	checkpoint.Store
+
+	mu      sync.Mutex
+	asked   bool
+	resumed int64
+}
+
+// stageSink returns the checkpoint store of a run's stage.
+func (a *Activities) stageSink(ctx context.Context, run, name string) (*stageSink, error) {
+	prefix, err := checkpoint.StagePrefix(run, name)
+	if err != nil {
+		return nil, err
+	}
+	log := activity.GetLogger(ctx)
+	return &stageSink{Store: checkpoint.Store{
+		Blobs:  a.Objects,
+		Prefix: prefix,
+		Verify: func(ctx context.Context, step int64, sha string) error {
+			recorded, err := a.DB.CheckpointSHA(ctx, run, name, step)
+			switch {
+			case errors.Is(err, errkind.NotFound):
+				return nil // committed, but the worker died before recording it
+			case err != nil:
+				return fmt.Errorf("look up the recorded manifest: %w", err)
+			case recorded != sha:
+				return fmt.Errorf("manifest SHA-256 %.12s, but %.12s was recorded when it was committed: %w", sha, recorded, errkind.Corrupt)
+			}
+			return nil
+		},
+		Log: func(msg string) { log.Warn(msg, "run", run, "stage", name) },
+	}}, nil
+}
+
+// Latest implements stage.Sink.
+func (s *stageSink) Latest(ctx context.Context) (stage.Checkpoint, bool, error) {
+	cp, ok, err := s.Store.Latest(ctx)
+	s.mu.Lock()
+	if !s.asked && err == nil {
+		s.asked, s.resumed = true, cp.Step // the trainer's first question: where it starts
+	}
+	s.mu.Unlock()
+	return cp, ok, err
+}
+
+// resumedFrom is the step of the checkpoint the trainer started from (0
+// when it started afresh).
+func (s *stageSink) resumedFrom() int64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.resumed
+}
+
+// load reads a checkpoint named in a payload and checks that it is the one
+// its stage committed (the manifest's hash); a changed or corrupt checkpoint
+// is not retried.
+func (a *Activities) load(ctx context.Context, cp *Checkpoint) (map[string][]byte, error) {
+	if cp == nil {
+		return nil, stage.BadInput("no checkpoint given: an earlier stage did not produce one")
+	}
+	prefix, err := checkpoint.StagePrefix(cp.Run, cp.Stage)
+	if err != nil {
+		return nil, stage.BadInput("checkpoint %s: %v", cp.Key(), err)
+	}
+	got, err := checkpoint.Store{Blobs: a.Objects, Prefix: prefix}.Load(ctx, cp.Step)
+	if errors.Is(err, errkind.Corrupt) || errors.Is(err, errkind.NotFound) {
+		return nil, stage.BadInput("checkpoint %s: %v; rerun its stage in a new run", cp.Key(), err)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if got.ID != cp.SHA256 {
+		return nil, stage.BadInput("checkpoint %s has manifest %s, not %s as its stage committed; rerun its stage in a new run", cp.Key(), got.ID, cp.SHA256)
+	}
+	return got.Files, nil
+}

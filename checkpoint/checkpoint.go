@@ -1,0 +1,308 @@
+// Package checkpoint is the one checkpoint format: <prefix><step>/ holds a
+// checkpoint's files and manifest.json (the size and SHA-256 of each file),
+// written last. A checkpoint without a manifest does not exist, and loading
+// verifies every file against it, never returning bytes that do not match.
+//
+// The format lives here once, over Blobs, a small interface a backend
+// implements by moving bytes only: the object store (storage/objectstore),
+// a local folder (Folder) and memory (blobtest.Memory, for unit tests).
+// Store implements stage.Sink, so a trainer saves and resumes through it
+// without knowing where its checkpoints go.
+package checkpoint
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/instructflow/instructflow/errkind"
+	"github.com/instructflow/instructflow/stage"
+	"github.com/instructflow/instructflow/storage"
+)
+
+// Blobs moves bytes under keys. A missing key is errkind.NotFound.
+type Blobs interface {
+	Put(ctx context.Context, key string, data []byte) error
+	Open(ctx context.Context, key string) (io.ReadCloser, error)
+	// List returns every key that starts with prefix, at any depth.
+	List(ctx context.Context, prefix string) ([]string, error)
+	Delete(ctx context.Context, key string) error
+}
+
+// ManifestName is the file that commits a checkpoint. It is written last.
+const ManifestName = "manifest.json"
+
+// Limits on what loading reads, so that a damaged or hostile store cannot
+// make a worker allocate without bound: a manifest is small, and no file
+// is read past the size its manifest gives.
+const (
+	MaxManifestBytes = 1 << 20
+	MaxFileBytes     = 64 << 30
+	maxFiles         = 1024
+)
+
+// Manifest lists a checkpoint's files with their sizes and hashes. It holds
+// no time stamp, so the same checkpoint always has the same manifest, and
+// its SHA-256 identifies the checkpoint's whole content.
+type Manifest struct {
+	Format int     `json:"format"`
+	Step   int64   `json:"step"`
+	Files  []Entry `json:"files"` // sorted by name
+}
+
+// Entry describes one file.
+type Entry struct {
+	Name   string `json:"name"`
+	Size   int64  `json:"size"`
+	SHA256 string `json:"sha256"`
+}
+
+var fileName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$`)
+
+func validName(name string) bool {
+	return fileName.MatchString(name) && name != ManifestName && !strings.Contains(name, "..")
+}
+
+var hexSHA = regexp.MustCompile(`^[0-9a-f]{64}$`)
+
+// Store keeps the checkpoints of one stage (or one imported model) under
+// Prefix in Blobs. The zero Verify and Log do nothing.
+type Store struct {
+	Blobs Blobs
+	// Prefix ends in "/" (or is empty): runs/<run>/<stage>/, models/<name>/.
+	Prefix string
+	// Verify, when set, checks a committed checkpoint's manifest hash
+	// against a record kept elsewhere (Postgres) before Latest returns it;
+	// an error of kind Corrupt makes Latest fall back as for a damaged
+	// checkpoint.
+	Verify func(ctx context.Context, step int64, manifestSHA string) error
+	// Log, when set, hears of every committed checkpoint Latest skips.
+	Log func(msg string)
+}
+
+// Key is the object key of a checkpoint's folder.
+func (s Store) Key(step int64) string { return s.Prefix + strconv.FormatInt(step, 10) + "/" }
+
+// Save implements stage.Sink: it writes the files, then the manifest that
+// commits them, and returns the manifest's SHA-256. Saving a checkpoint that
+// is committed with the same content (a retried activity) rewrites only
+// what no longer matches; a committed, intact checkpoint with other content
+// is refused, as committed checkpoints never change. A damaged one (which
+// Latest skips) is replaced.
+func (s Store) Save(ctx context.Context, step int64, files []stage.File) (string, error) {
+	if step < 0 {
+		return "", fmt.Errorf("checkpoint: save %s: step %d: steps start at 0", s.Prefix, step)
+	}
+	dir := s.Key(step)
+	m := Manifest{Format: 1, Step: step}
+	for _, f := range files {
+		if !validName(f.Name) {
+			return "", fmt.Errorf("checkpoint: save %s: invalid file name %q", dir, f.Name)
+		}
+		sum := sha256.Sum256(f.Data)
+		m.Files = append(m.Files, Entry{Name: f.Name, Size: int64(len(f.Data)), SHA256: hex.EncodeToString(sum[:])})
+	}
+	slices.SortFunc(m.Files, func(a, b Entry) int { return strings.Compare(a.Name, b.Name) })
+	for i := 1; i < len(m.Files); i++ {
+		if m.Files[i].Name == m.Files[i-1].Name {
+			return "", fmt.Errorf("checkpoint: save %s: file %q given twice", dir, m.Files[i].Name)
+		}
+	}
+	raw, err := json.MarshalIndent(m, "", "  ")
+	if err != nil {
+		return "", fmt.Errorf("checkpoint: save %s: %w", dir, err)
+	}
+	raw = append(raw, '\n')
+	id := sha(raw)
+
+	old, err := readAll(ctx, s.Blobs, dir+ManifestName, MaxManifestBytes)
+	switch {
+	case err == nil && bytes.Equal(old, raw):
+		if _, err := s.verify(ctx, dir, old); err == nil {
+			return id, nil
+		}
+		// Same content, damaged files: rewrite them under the manifest.
+	case err == nil || errors.Is(err, errkind.Corrupt):
+		if _, verr := s.verify(ctx, dir, old); err == nil && verr == nil {
+			return "", fmt.Errorf("checkpoint: save %s: a committed checkpoint with other content exists; committed checkpoints never change: %w", dir, errkind.Conflict)
+		}
+		if err := s.Blobs.Delete(ctx, dir+ManifestName); err != nil { // uncommit the damaged one first
+			return "", fmt.Errorf("checkpoint: save %s: %w", dir, err)
+		}
+	case !errors.Is(err, errkind.NotFound):
+		return "", fmt.Errorf("checkpoint: save %s: %w", dir, err)
+	}
+	for _, f := range files {
+		if err := s.Blobs.Put(ctx, dir+f.Name, f.Data); err != nil {
+			return "", fmt.Errorf("checkpoint: save %s: %w", dir, err)
+		}
+	}
+	if err := s.Blobs.Put(ctx, dir+ManifestName, raw); err != nil {
+		return "", fmt.Errorf("checkpoint: save %s: %w", dir, err)
+	}
+	return id, nil
+}
+
+// Steps returns the committed steps (those with a manifest), oldest first.
+// Folders without a manifest (a save that crashed) are left out.
+func (s Store) Steps(ctx context.Context) ([]int64, error) {
+	keys, err := s.Blobs.List(ctx, s.Prefix)
+	if err != nil {
+		return nil, fmt.Errorf("checkpoint: list %s: %w", s.Prefix, err)
+	}
+	var steps []int64
+	for _, k := range keys {
+		rest, ok := strings.CutSuffix(strings.TrimPrefix(k, s.Prefix), "/"+ManifestName)
+		if !ok {
+			continue
+		}
+		if step, err := strconv.ParseInt(rest, 10, 64); err == nil && step >= 0 && strconv.FormatInt(step, 10) == rest {
+			steps = append(steps, step)
+		}
+	}
+	slices.Sort(steps)
+	return steps, nil
+}
+
+// Latest implements stage.Sink: the newest committed checkpoint that
+// verifies. A committed checkpoint that is damaged (or that Verify refuses)
+// is skipped, logged, for the one before it: resuming from an older
+// checkpoint costs time, never correctness. Errors other than damage (an
+// unreachable store) are returned.
+func (s Store) Latest(ctx context.Context) (stage.Checkpoint, bool, error) {
+	steps, err := s.Steps(ctx)
+	if err != nil {
+		return stage.Checkpoint{}, false, err
+	}
+	for i := len(steps) - 1; i >= 0; i-- {
+		cp, err := s.Load(ctx, steps[i])
+		if err == nil && s.Verify != nil {
+			if verr := s.Verify(ctx, cp.Step, cp.ID); verr != nil {
+				cp, err = stage.Checkpoint{}, fmt.Errorf("checkpoint: %s: %w", s.Key(steps[i]), verr)
+			}
+		}
+		switch {
+		case err == nil:
+			return cp, true, nil
+		case errors.Is(err, errkind.Corrupt) || errors.Is(err, errkind.NotFound):
+			if s.Log != nil {
+				s.Log(fmt.Sprintf("skipping checkpoint %s: %v", s.Key(steps[i]), err))
+			}
+		default:
+			return stage.Checkpoint{}, false, err
+		}
+	}
+	return stage.Checkpoint{}, false, nil
+}
+
+// Load reads the checkpoint committed at step and verifies the size and
+// SHA-256 of every file. No manifest is errkind.NotFound; a missing,
+// truncated, over-long or altered file, or a manifest that cannot be read
+// or names another step, is errkind.Corrupt, and no bytes are returned.
+func (s Store) Load(ctx context.Context, step int64) (stage.Checkpoint, error) {
+	dir := s.Key(step)
+	raw, err := readAll(ctx, s.Blobs, dir+ManifestName, MaxManifestBytes)
+	if errors.Is(err, errkind.NotFound) {
+		return stage.Checkpoint{}, fmt.Errorf("checkpoint: load %s: no manifest, so it was never committed: %w", dir, err)
+	}
+	if err != nil {
+		return stage.Checkpoint{}, fmt.Errorf("checkpoint: load %s: %w", dir, err)
+	}
+	cp, err := s.verify(ctx, dir, raw)
+	if err != nil {
+		return stage.Checkpoint{}, err
+	}
+	if cp.Step != step {
+		return stage.Checkpoint{}, fmt.Errorf("checkpoint: load %s: manifest names step %d: %w", dir, cp.Step, errkind.Corrupt)
+	}
+	return cp, nil
+}
+
+// verify reads the files a manifest lists and checks each against it.
+func (s Store) verify(ctx context.Context, dir string, raw []byte) (stage.Checkpoint, error) {
+	var m Manifest
+	if err := json.Unmarshal(raw, &m); err != nil || m.Format != 1 || len(m.Files) > maxFiles {
+		return stage.Checkpoint{}, fmt.Errorf("checkpoint: load %s: manifest is unreadable: %w", dir, errkind.Corrupt)
+	}
+	cp := stage.Checkpoint{Step: m.Step, Files: make(map[string][]byte, len(m.Files)), ID: sha(raw)}
+	for _, e := range m.Files {
+		if !validName(e.Name) || e.Size < 0 || e.Size > MaxFileBytes || !hexSHA.MatchString(e.SHA256) {
+			return stage.Checkpoint{}, fmt.Errorf("checkpoint: load %s: manifest entry %q is invalid: %w", dir, e.Name, errkind.Corrupt)
+		}
+		if _, dup := cp.Files[e.Name]; dup {
+			return stage.Checkpoint{}, fmt.Errorf("checkpoint: load %s: manifest lists %s twice: %w", dir, e.Name, errkind.Corrupt)
+		}
+		data, err := readAll(ctx, s.Blobs, dir+e.Name, e.Size)
+		switch {
+		case errors.Is(err, errkind.NotFound):
+			return stage.Checkpoint{}, fmt.Errorf("checkpoint: load %s: file %s is missing: %w", dir, e.Name, errkind.Corrupt)
+		case errors.Is(err, errTooLong):
+			return stage.Checkpoint{}, fmt.Errorf("checkpoint: load %s: file %s is longer than the %d bytes its manifest gives: %w", dir, e.Name, e.Size, err)
+		case err != nil:
+			return stage.Checkpoint{}, fmt.Errorf("checkpoint: load %s: %w", dir, err)
+		}
+		if got := sha(data); int64(len(data)) != e.Size || got != e.SHA256 {
+			return stage.Checkpoint{}, fmt.Errorf("checkpoint: load %s: file %s has %d bytes with SHA-256 %.12s, manifest says %d bytes with %.12s: %w",
+				dir, e.Name, len(data), got, e.Size, e.SHA256, errkind.Corrupt)
+		}
+		cp.Files[e.Name] = data
+	}
+	return cp, nil
+}
+
+var errTooLong = fmt.Errorf("longer than allowed: %w", errkind.Corrupt)
+
+// readAll reads a blob of at most limit bytes; a longer one is errTooLong
+// (after reading limit+1 bytes, never the whole blob). Up to 4 GiB the
+// buffer is allocated at its final size, so a large file is never copied
+// while it grows.
+func readAll(ctx context.Context, b Blobs, key string, limit int64) ([]byte, error) {
+	r, err := b.Open(ctx, key)
+	if err != nil {
+		return nil, err
+	}
+	defer r.Close()
+	var data []byte
+	if limit < 4<<30 {
+		buf := make([]byte, limit+1)
+		n, rerr := io.ReadFull(r, buf)
+		if rerr == io.EOF || rerr == io.ErrUnexpectedEOF {
+			rerr = nil
+		}
+		data, err = buf[:n:n], rerr
+	} else {
+		data, err = io.ReadAll(io.LimitReader(r, limit+1))
+	}
+	if err != nil {
+		return nil, fmt.Errorf("checkpoint: read %s: %w", key, err)
+	}
+	if int64(len(data)) > limit {
+		return nil, fmt.Errorf("checkpoint: read %s: %w", key, errTooLong)
+	}
+	return data, nil
+}
+
+func sha(b []byte) string {
+	s := sha256.Sum256(b)
+	return hex.EncodeToString(s[:])
+}
+
+// StagePrefix is where a run's stage keeps its checkpoints:
+// runs/<run>/<stage>/. Both ids are validated, so no key can leave it.
+func StagePrefix(run, stageName string) (string, error) {
+	for _, id := range [][2]string{{"run", run}, {"stage", stageName}} {
+		if err := storage.ValidateID(id[0], id[1]); err != nil {
+			return "", fmt.Errorf("checkpoint: %w", err)
+		}
+	}
+	return "runs/" + run + "/" + stageName + "/", nil
+}

@@ -1,0 +1,32 @@
+// Package errkind is InstructFlow's one list of error kinds. Every package
+// wraps one of these sentinels with what went wrong; callers test for the
+// kind with errors.Is, Temporal activities turn BadInput into a
+// non-retryable failure, and the CLI, at the edge, adds what the user can
+// do about each kind.
+package errkind
+
+import (
+	"errors"
+	"fmt"
+)
+
+var (
+	// BadInput: a user's mistake (a bad setting, missing or invalid data);
+	// retrying cannot help.
+	BadInput = errors.New("bad input")
+	// NotFound: the record or object does not exist.
+	NotFound = errors.New("not found")
+	// Corrupt: stored bytes do not match their manifest or recorded hash
+	// (altered, truncated or partially written); they are never returned.
+	Corrupt = errors.New("corrupt")
+	// Conflict: a record with this name exists with other content.
+	Conflict = errors.New("conflict")
+	// Immutable: append-only history cannot be changed.
+	Immutable = errors.New("immutable")
+)
+
+// Errorf returns an error of the given kind: the formatted message, then
+// the kind, so that errors.Is(err, kind) holds.
+func Errorf(kind error, format string, args ...any) error {
+	return fmt.Errorf("%w: %s", kind, fmt.Sprintf(format, args...))
+}

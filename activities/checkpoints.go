@@ -40,18 +40,27 @@ type stageSink struct {
 	resumed int64
 }
 
+// recorded is where committed checkpoints' manifest hashes are looked up.
+type recorded interface {
+	CheckpointSHA(ctx context.Context, run, stage string, step int64) (string, error)
+}
+
 // stageSink returns the checkpoint store of a run's stage.
 func (a *Activities) stageSink(ctx context.Context, run, name string) (*stageSink, error) {
+	log := activity.GetLogger(ctx)
+	return newStageSink(a.Objects, a.DB, run, name, func(msg string) { log.Warn(msg, "run", run, "stage", name) })
+}
+
+func newStageSink(blobs checkpoint.Blobs, db recorded, run, name string, log func(string)) (*stageSink, error) {
 	prefix, err := checkpoint.StagePrefix(run, name)
 	if err != nil {
 		return nil, err
 	}
-	log := activity.GetLogger(ctx)
 	return &stageSink{Store: checkpoint.Store{
-		Blobs:  a.Objects,
+		Blobs:  blobs,
 		Prefix: prefix,
 		Verify: func(ctx context.Context, step int64, sha string) error {
-			recorded, err := a.DB.CheckpointSHA(ctx, run, name, step)
+			recorded, err := db.CheckpointSHA(ctx, run, name, step)
 			switch {
 			case errors.Is(err, errkind.NotFound):
 				return nil // committed, but the worker died before recording it
@@ -62,7 +71,7 @@ func (a *Activities) stageSink(ctx context.Context, run, name string) (*stageSin
 			}
 			return nil
 		},
-		Log: func(msg string) { log.Warn(msg, "run", run, "stage", name) },
+		Log: log,
 	}}, nil
 }
 

@@ -48,8 +48,14 @@ type LabelerCounts struct {
 	LengthPairs int64 // decided pairs whose responses differ in length
 	LongerWins  int64
 
-	Contradictions       int64    // items this labeler judged both ways
-	ContradictionExample [2]int64 // two comparison ids, for review
+	// Contradictions counts the response pairs this labeler ranked both ways.
+	Contradictions int64
+	// One of them, for review: comparison ContradictionExample[0] ranks
+	// response ContradictionPair[0] over ContradictionPair[1], comparison
+	// ContradictionExample[1] the other way (the same id when one comparison
+	// does both).
+	ContradictionExample [2]int64
+	ContradictionPair    [2]int64
 }
 
 // DuplicateGroup is a set of comparisons by one labeler of the same prompt
@@ -138,7 +144,7 @@ type LabelerReport struct {
 	LongerP            float64 `json:"longer_p"`
 	MajorityP          float64 `json:"majority_p"`
 	MajorityPool       float64 `json:"majority_pool"`
-	SelfContradictions int64   `json:"self_contradictions"`
+	SelfContradictions int64   `json:"self_contradictions"` // response pairs ranked both ways
 }
 
 // Severity orders findings.
@@ -282,11 +288,24 @@ func labelerFindings(lr LabelerReport, l LabelerCounts, totTies, totPairs int64)
 	}
 	if l.Contradictions > 0 {
 		out = append(out, Finding{Severity: Medium, Subject: subject, Reason: "contradicts itself",
-			Evidence: fmt.Sprintf("%d items judged both ways (e.g. comparisons %d and %d)",
-				l.Contradictions, l.ContradictionExample[0], l.ContradictionExample[1]),
-			effect: float64(l.Contradictions)})
+			Evidence: contradictionEvidence(l), effect: float64(l.Contradictions)})
 	}
 	return out
+}
+
+// contradictionEvidence says how many response pairs a labeler ranked both
+// ways and names one, with the comparisons that do it.
+func contradictionEvidence(l LabelerCounts) string {
+	pairs := "response pairs"
+	if l.Contradictions == 1 {
+		pairs = "response pair"
+	}
+	c, a, b := l.ContradictionExample, l.ContradictionPair[0], l.ContradictionPair[1]
+	example := fmt.Sprintf("comparison %d ranks response %d over %d, comparison %d ranks %d over %d", c[0], a, b, c[1], b, a)
+	if c[0] == c[1] {
+		example = fmt.Sprintf("comparison %d ranks response %d over %d and %d over %d", c[0], a, b, b, a)
+	}
+	return fmt.Sprintf("%d %s ranked both ways (e.g. %s)", l.Contradictions, pairs, example)
 }
 
 func rowFindings(in AuditInput) []Finding {

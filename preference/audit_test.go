@@ -82,6 +82,43 @@ func TestAuditFlagsBiasedLabelers(t *testing.T) {
 	}
 }
 
+func TestContradictionEvidence(t *testing.T) {
+	for _, tc := range []struct {
+		l    LabelerCounts
+		want string
+	}{
+		{LabelerCounts{Contradictions: 3, ContradictionExample: [2]int64{44, 51}, ContradictionPair: [2]int64{7, 9}},
+			"3 response pairs ranked both ways (e.g. comparison 44 ranks response 7 over 9, comparison 51 ranks 9 over 7)"},
+		{LabelerCounts{Contradictions: 1, ContradictionExample: [2]int64{44, 44}, ContradictionPair: [2]int64{7, 9}},
+			"1 response pair ranked both ways (e.g. comparison 44 ranks response 7 over 9 and 9 over 7)"},
+	} {
+		if got := contradictionEvidence(tc.l); got != tc.want {
+			t.Errorf("evidence %q\nwant     %q", got, tc.want)
+		}
+	}
+}
+
+// TestWriteTextEscapesImportedText: a labeler name with terminal escapes
+// or a newline can neither colour the terminal nor add a line.
+func TestWriteTextEscapesImportedText(t *testing.T) {
+	name := "ev\x1b[31mil\nHigh] labeler ada: fake"
+	in := AuditInput{Scope: "snapshot s\r1", Comparisons: 1,
+		Labelers: []LabelerCounts{{Name: name, Comparisons: 1, Pairs: 1, Contradictions: 1, ContradictionExample: [2]int64{1, 2}, ContradictionPair: [2]int64{3, 4}}}}
+	var clean, evil strings.Builder
+	Audit(in).WriteText(&evil)
+	in.Scope, in.Labelers[0].Name = "snapshot s1", "evil"
+	Audit(in).WriteText(&clean)
+	out := evil.String()
+	if strings.ContainsAny(out, "\x1b\r") || strings.Count(out, "\n") != strings.Count(clean.String(), "\n") {
+		t.Fatalf("control characters reached the report:\n%s", out)
+	}
+	for _, want := range []string{`labeler ev\x1b[31mil\nHigh] labeler ada: fake: contradicts itself`, `snapshot s\r1`} {
+		if !strings.Contains(out, want) {
+			t.Errorf("report lacks %q:\n%s", want, out)
+		}
+	}
+}
+
 func TestExportStable(t *testing.T) {
 	lines, ties := Export(FormatRanking, "p <x>", []string{"a", "b", "c"}, []int16{2, 1, 2}, "l")
 	want := `{"prompt":"p <x>","responses":["a","b","c"],"ranking":[1,0,2],"labeler":"l","ranks":[2,1,2]}` + "\n"

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"strings"
 	"unicode/utf8"
 )
@@ -48,27 +49,62 @@ type Record struct {
 type ReaderOptions struct {
 	// MaxChars is the longest prompt or response accepted, in characters.
 	MaxChars int
+	// MaxK is the most responses a ranking may have (DefaultMaxK when 0).
+	MaxK int
 	// Labeler names the labeler of rows that do not name one.
 	Labeler string
 	// SkipInvalid skips rows that would otherwise refuse the whole file.
 	SkipInvalid bool
+	// KeepReading reads on after a problem that refuses the file, to count
+	// every problem (a dry run); by default reading stops there.
+	KeepReading bool
+	// MaxProblems is how many problems the reader keeps, in line order
+	// (DefaultMaxProblems when 0); the rest are only counted.
+	MaxProblems int
 }
 
+// ErrRefused is returned by Reader.Next when a problem refuses the file: at
+// that problem, or at the end of the file with KeepReading.
+var ErrRefused = errors.New("preference: the file is refused")
+
 // Reader reads and validates an interchange file line by line. It reads
-// gzip transparently. Problems are collected in Problems; Next returns only
-// accepted records.
+// gzip transparently. It keeps the first problems in Problems and counts
+// all of them in Counts; Next returns only accepted records.
 type Reader struct {
-	format   Format
-	opts     ReaderOptions
-	sc       *bufio.Scanner
-	line     int
+	format  Format
+	opts    ReaderOptions
+	sc      *bufio.Scanner
+	line    int
+	refused bool
+	// Problems are the first MaxProblems problems, in line order, and the
+	// first that refuses the file.
 	Problems []Problem
+	// Counts counts every problem found, by rule.
+	Counts map[Rule]int
 	// Rows counts non-blank lines read.
 	Rows int
 }
 
 // NewReader returns a reader of r in the given format.
 func NewReader(r io.Reader, format Format, opts ReaderOptions) (*Reader, error) {
+	if opts.MaxChars <= 0 {
+		opts.MaxChars = DefaultMaxChars
+	}
+	if opts.MaxK == 0 {
+		opts.MaxK = DefaultMaxK
+	}
+	if opts.MaxK < 2 || opts.MaxK > MaxMaxK {
+		return nil, fmt.Errorf("preference: a limit of %d responses per ranking: use 2 to %d", opts.MaxK, MaxMaxK)
+	}
+	if opts.MaxProblems <= 0 {
+		opts.MaxProblems = DefaultMaxProblems
+	}
+	if opts.Labeler == "" {
+		opts.Labeler = DefaultLabeler
+	}
+	if strings.TrimSpace(opts.Labeler) == "" || strings.IndexByte(opts.Labeler, 0) >= 0 {
+		return nil, fmt.Errorf("preference: default labeler %q: give a name that is not blank and has no NUL", opts.Labeler)
+	}
 	br := bufio.NewReaderSize(r, 1<<20)
 	if magic, _ := br.Peek(2); len(magic) == 2 && magic[0] == 0x1f && magic[1] == 0x8b {
 		gz, err := gzip.NewReader(br)
@@ -77,27 +113,48 @@ func NewReader(r io.Reader, format Format, opts ReaderOptions) (*Reader, error) 
 		}
 		br = bufio.NewReaderSize(gz, 1<<20)
 	}
-	if opts.MaxChars <= 0 {
-		opts.MaxChars = DefaultMaxChars
-	}
-	if opts.Labeler == "" {
-		opts.Labeler = DefaultLabeler
-	}
 	sc := bufio.NewScanner(br)
 	sc.Buffer(make([]byte, 0, 1<<20), 64<<20)
-	return &Reader{format: format, opts: opts, sc: sc}, nil
+	return &Reader{format: format, opts: opts, sc: sc, Counts: map[Rule]int{}}, nil
 }
 
 // DefaultMaxChars is the default limit on a prompt or response.
 const DefaultMaxChars = 32768
 
+// DefaultMaxK is the default limit on the responses of one ranking: the
+// audit, the reward model and export all do work quadratic in K.
+const DefaultMaxK = 16
+
+// MaxMaxK is the highest MaxK: ranks are stored as 16-bit integers.
+const MaxMaxK = 32767
+
+// DefaultMaxProblems is how many problems a reader keeps by default.
+const DefaultMaxProblems = 20
+
+// maxLines is the most lines a file may have: line numbers are stored as
+// 32-bit integers (a variable for tests).
+var maxLines = math.MaxInt32
+
 // DefaultLabeler names rows whose file does not say who labeled them.
 const DefaultLabeler = "unattributed"
 
-// Next returns the next accepted record, or io.EOF at the end.
+// Next returns the next accepted record; io.EOF at the end of the file; or
+// an error wrapping ErrRefused when a problem refuses the file (see Problems).
 func (rd *Reader) Next() (Record, error) {
-	for rd.sc.Scan() {
+	for !rd.refused || rd.opts.KeepReading {
+		if !rd.sc.Scan() {
+			if err := rd.sc.Err(); err != nil {
+				if errors.Is(err, bufio.ErrTooLong) {
+					return Record{}, fmt.Errorf("preference: line %d is longer than 64 MiB", rd.line+1)
+				}
+				return Record{}, fmt.Errorf("preference: read line %d: %w", rd.line+1, err)
+			}
+			break
+		}
 		rd.line++
+		if rd.line > maxLines {
+			return Record{}, fmt.Errorf("preference: line %d: a file may have at most %d lines; split it", rd.line, maxLines)
+		}
 		raw := bytes.TrimSpace(rd.sc.Bytes())
 		if len(raw) == 0 {
 			continue
@@ -108,10 +165,19 @@ func (rd *Reader) Next() (Record, error) {
 		skip := false
 		for _, p := range probs {
 			p.Line = rd.line
-			rd.Problems = append(rd.Problems, p)
-			switch p.Rule.Action(rd.opts.SkipInvalid) {
+			rd.Counts[p.Rule]++
+			action := p.Rule.Action(rd.opts.SkipInvalid)
+			// The first refusing problem is kept even past MaxProblems, so
+			// that a refusal can always say where.
+			if len(rd.Problems) < rd.opts.MaxProblems || action == ActionRefuse && !rd.refused {
+				rd.Problems = append(rd.Problems, p)
+			}
+			switch action {
 			case ActionFlag:
 				rec.Flags = append(rec.Flags, p.Rule)
+			case ActionRefuse:
+				rd.refused = true
+				skip = true
 			default:
 				skip = true
 			}
@@ -120,23 +186,32 @@ func (rd *Reader) Next() (Record, error) {
 			return rec, nil
 		}
 	}
-	if err := rd.sc.Err(); err != nil {
-		if errors.Is(err, bufio.ErrTooLong) {
-			return Record{}, fmt.Errorf("preference: line %d is longer than 64 MiB", rd.line+1)
-		}
-		return Record{}, fmt.Errorf("preference: read line %d: %w", rd.line+1, err)
+	if rd.refused {
+		return Record{}, rd.refusal()
 	}
 	return Record{}, io.EOF
 }
 
-// Refused reports whether a problem refuses the whole file.
-func (rd *Reader) Refused() bool {
+// refusal is the error of a refused file, naming its first refusing problem.
+func (rd *Reader) refusal() error {
 	for _, p := range rd.Problems {
 		if p.Rule.Action(rd.opts.SkipInvalid) == ActionRefuse {
-			return true
+			return fmt.Errorf("%w: %s", ErrRefused, p)
 		}
 	}
-	return false
+	return ErrRefused // every kept problem is a flag or a skip; the refusing one came later
+}
+
+// Refused reports whether a problem refuses the whole file.
+func (rd *Reader) Refused() bool { return rd.refused }
+
+// ProblemCount is the number of problems found, kept or not.
+func (rd *Reader) ProblemCount() int {
+	n := 0
+	for _, c := range rd.Counts {
+		n += c
+	}
+	return n
 }
 
 func (rd *Reader) parse(raw []byte) (Record, []Problem) {
@@ -198,6 +273,16 @@ func (rd *Reader) parseRanking(raw []byte) (Record, []Problem) {
 	if probs := requireFields([]field{{"prompt", v.Prompt != nil}, {"responses", v.Responses != nil}, {"ranking", v.Ranking != nil}, {"labeler", v.Labeler != nil}}); probs != nil {
 		return Record{}, probs
 	}
+	if len(v.Responses) > rd.opts.MaxK {
+		return Record{}, []Problem{{Rule: RuleTooManyResponses, Detail: fmt.Sprintf("%d responses, over the limit of %d", len(v.Responses), rd.opts.MaxK)}}
+	}
+	texts := []namedText{{"prompt", *v.Prompt}, {"labeler", *v.Labeler}}
+	for i, r := range v.Responses {
+		texts = append(texts, namedText{responseName(FormatRanking, i), r})
+	}
+	if probs := append(nulProblems(texts), labelerProblems(*v.Labeler, false)...); probs != nil {
+		return Record{}, probs
+	}
 	rec := Record{Ranking: Ranking{Prompt: *v.Prompt, Responses: v.Responses, Labeler: *v.Labeler}, OrderKnown: true}
 	if len(v.Responses) < 2 {
 		return rec, []Problem{{Rule: RuleNotPermutation, Detail: fmt.Sprintf("%d responses; a ranking needs at least 2", len(v.Responses))}}
@@ -208,6 +293,34 @@ func (rd *Reader) parseRanking(raw []byte) (Record, []Problem) {
 	}
 	rec.Ranks = ranks
 	return rec, rd.check(rec)
+}
+
+type namedText struct{ name, s string }
+
+// nulProblems reports each text that holds a NUL character: Postgres text
+// cannot store one, so such a row would fail the import half-way.
+func nulProblems(texts []namedText) []Problem {
+	var probs []Problem
+	for _, t := range texts {
+		if i := strings.IndexByte(t.s, 0); i >= 0 {
+			probs = append(probs, Problem{Rule: RuleNUL,
+				Detail: fmt.Sprintf(`%s holds a NUL character (\u0000) at character %d; remove it`, t.name, utf8.RuneCountInString(t.s[:i]))})
+		}
+	}
+	return probs
+}
+
+// labelerProblems reports a labeler name that names no one; optional says
+// the format lets a row leave the field out.
+func labelerProblems(name string, optional bool) []Problem {
+	if strings.TrimSpace(name) != "" {
+		return nil
+	}
+	detail := fmt.Sprintf("labeler %q is blank: name the labeler", name)
+	if optional {
+		detail += ", or leave the field out to use the default labeler (--labeler)"
+	}
+	return []Problem{{Rule: RuleEmptyLabeler, Detail: detail}}
 }
 
 // ranksFromOrder turns a best-first list of response indices into the rank
@@ -243,8 +356,12 @@ func (rd *Reader) parsePairwise(raw []byte) (Record, []Problem) {
 		return Record{}, probs
 	}
 	labeler := rd.opts.Labeler
-	if v.Labeler != nil && *v.Labeler != "" {
+	if v.Labeler != nil {
 		labeler = *v.Labeler
+	}
+	texts := []namedText{{"prompt", *v.Prompt}, {"chosen", *v.Chosen}, {"rejected", *v.Rejected}, {"labeler", labeler}}
+	if probs := append(nulProblems(texts), labelerProblems(labeler, true)...); probs != nil {
+		return Record{}, probs
 	}
 	rec := Record{Ranking: Ranking{Prompt: *v.Prompt, Responses: []string{*v.Chosen, *v.Rejected}, Ranks: []int{1, 2}, Labeler: labeler}}
 	return rec, rd.check(rec)
@@ -281,6 +398,9 @@ func (rd *Reader) parseHH(raw []byte) (Record, []Problem) {
 		return Record{}, probs
 	}
 	if probs := requireFields([]field{{"chosen", v.Chosen != nil}, {"rejected", v.Rejected != nil}}); probs != nil {
+		return Record{}, probs
+	}
+	if probs := nulProblems([]namedText{{"chosen transcript", *v.Chosen}, {"rejected transcript", *v.Rejected}}); probs != nil {
 		return Record{}, probs
 	}
 	if *v.Chosen == *v.Rejected {

@@ -7,6 +7,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 )
 
@@ -26,12 +27,15 @@ func (r Ranking) Validate() error {
 	switch {
 	case r.Prompt == "":
 		return errors.New("preference: empty prompt")
-	case r.Labeler == "":
-		return errors.New("preference: no labeler")
+	case strings.TrimSpace(r.Labeler) == "":
+		return fmt.Errorf("preference: labeler %q is blank: name the labeler", r.Labeler)
 	case len(r.Responses) < 2:
 		return fmt.Errorf("preference: %d responses; a ranking needs at least 2", len(r.Responses))
 	case len(r.Ranks) != len(r.Responses):
 		return fmt.Errorf("preference: %d ranks for %d responses; give one rank per response", len(r.Ranks), len(r.Responses))
+	}
+	if strings.IndexByte(r.Prompt, 0) >= 0 || strings.IndexByte(r.Labeler, 0) >= 0 || slices.ContainsFunc(r.Responses, func(s string) bool { return strings.IndexByte(s, 0) >= 0 }) {
+		return errors.New(`preference: a prompt, response or labeler holds a NUL character (\u0000), which Postgres cannot store`)
 	}
 	seen := make(map[string]int, len(r.Responses))
 	for i, resp := range r.Responses {

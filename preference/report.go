@@ -5,18 +5,22 @@ import (
 	"io"
 	"slices"
 	"strings"
+
+	"github.com/instructflow/instructflow/internal/printable"
 )
 
 // WriteText prints the report for a terminal: the findings first, then the
-// tables they come from.
+// tables they come from. Imported text (labeler names, snapshot names) is
+// printed with its control characters escaped.
 func (r Report) WriteText(w io.Writer) {
-	fmt.Fprintf(w, "Label audit of %s: %d comparisons, %d labelers\n\n", r.Scope, r.Comparisons, len(r.Labelers))
+	fmt.Fprintf(w, "Label audit of %s: %d comparisons, %d labelers\n\n", printable.String(r.Scope), r.Comparisons, len(r.Labelers))
 	if len(r.Findings) == 0 {
 		fmt.Fprintln(w, "Findings: none")
 	} else {
 		fmt.Fprintf(w, "Findings (%d, most severe first):\n", len(r.Findings))
 		for _, f := range r.Findings {
-			fmt.Fprintf(w, "  [%-6s] %s: %s\n           %s\n", f.Severity, f.Subject, f.Reason, f.Evidence)
+			fmt.Fprintf(w, "  [%-6s] %s: %s\n           %s\n", f.Severity,
+				printable.String(f.Subject), printable.String(f.Reason), printable.String(f.Evidence))
 		}
 	}
 	if a := r.Agreement; a.Items > 0 {
@@ -27,7 +31,7 @@ func (r Report) WriteText(w io.Writer) {
 	}
 	fmt.Fprintf(w, "\n%-24s %8s %8s %16s %16s %16s %8s %7s\n", "labeler", "compar.", "pairs", "majority agree", "first wins", "longer wins", "ties", "contra.")
 	for _, l := range r.Labelers {
-		fmt.Fprintf(w, "%-24s %8d %8d %16s %16s %16s %7.1f%% %7d\n", l.Name, l.Comparisons, l.Pairs,
+		fmt.Fprintf(w, "%-24s %8d %8d %16s %16s %16s %7.1f%% %7d\n", printable.String(l.Name), l.Comparisons, l.Pairs,
 			rate(l.MajorityAgreement), rate(l.FirstWins), rate(l.LongerWins), 100*l.TieRate.Rate, l.SelfContradictions)
 	}
 	if len(r.FlagCounts) > 0 {
@@ -38,7 +42,7 @@ func (r Report) WriteText(w io.Writer) {
 		slices.Sort(keys)
 		var parts []string
 		for _, k := range keys {
-			parts = append(parts, fmt.Sprintf("%s %d", k, r.FlagCounts[k]))
+			parts = append(parts, fmt.Sprintf("%s %d", printable.String(k), r.FlagCounts[k]))
 		}
 		fmt.Fprintf(w, "\nRows kept with import flags: %s\n", strings.Join(parts, ", "))
 	}

@@ -20,13 +20,17 @@ const (
 	RuleTooLong            Rule = "too_long"
 	RuleEmptyResponse      Rule = "empty_response"
 	RulePromptMismatch     Rule = "prompt_mismatch"
+	RuleNUL                Rule = "nul_character"
+	RuleEmptyLabeler       Rule = "empty_labeler"
+	RuleTooManyResponses   Rule = "too_many_responses"
 )
 
 // Action is what a problem does to its row and file.
 type Action string
 
 const (
-	// ActionRefuse refuses the whole file (with --skip-invalid: skips the row).
+	// ActionRefuse refuses the whole file (with --skip-invalid: skips the row);
+	// reading stops at the first such problem unless the reader keeps going.
 	ActionRefuse Action = "refuse file"
 	// ActionSkip leaves the row out and imports the rest.
 	ActionSkip Action = "skip row"
@@ -41,7 +45,10 @@ var rules = []struct {
 }{
 	{RuleBadJSON, ActionRefuse, "the line is not a JSON object (or not UTF-8)"},
 	{RuleMissingField, ActionRefuse, "a required field is missing, null or of the wrong type"},
+	{RuleNUL, ActionRefuse, `a string holds a NUL character (\u0000), which Postgres text cannot store`},
+	{RuleEmptyLabeler, ActionRefuse, "the labeler is empty or blank (pairwise: leave the field out to use --labeler)"},
 	{RuleNotPermutation, ActionRefuse, "ranking is not a permutation of the response indices (or fewer than 2 responses)"},
+	{RuleTooManyResponses, ActionRefuse, "more responses than --max-k (audit, reward model and export are quadratic in K)"},
 	{RuleDuplicateResponses, ActionRefuse, "two responses of one ranking are identical"},
 	{RuleIdenticalPair, ActionRefuse, "chosen is identical to rejected"},
 	{RuleBadTranscript, ActionRefuse, `HH transcripts share no "\n\nAssistant:" turn`},

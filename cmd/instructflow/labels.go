@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -11,10 +12,13 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
 
+	"github.com/instructflow/instructflow/internal/printable"
 	"github.com/instructflow/instructflow/preference"
 	"github.com/instructflow/instructflow/storage/postgres"
 )
@@ -40,10 +44,9 @@ func (a *app) openDB(ctx context.Context) (*postgres.DB, error) {
 
 func newLabelsImportCmd(a *app) *cobra.Command {
 	var (
-		format            string
-		opts              preference.ReaderOptions
-		dryRun, asJSON    bool
-		maxProblemsToShow int
+		format         string
+		opts           preference.ReaderOptions
+		dryRun, asJSON bool
 	)
 	cmd := &cobra.Command{
 		Use:   "import FILE|-",
@@ -60,10 +63,12 @@ Formats (one JSON object a line):
 
 Validation rules and what each does:
 ` + preference.RulesHelp() + `
-By default one "refuse file" problem refuses the whole file: every problem is
-listed with its line number and nothing is written. --skip-invalid imports the
-rest instead. "keep, flagged" rows are stored with the rule's name, reported
-by 'labels audit' and can be left out of snapshots (--exclude-flagged).`,
+By default the first "refuse file" problem refuses the whole file: reading
+stops there, the problem is listed with its line number and nothing is
+written. --dry-run reads on and counts every problem (listing the first
+--show-problems); --skip-invalid imports the rest instead. "keep, flagged" rows
+are stored with the rule's name, reported by 'labels audit' and can be left
+out of snapshots (--exclude-flagged).`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			f, err := preference.ParseFormat(format)
@@ -85,25 +90,36 @@ by 'labels audit' and can be left out of snapshots (--exclude-flagged).`,
 				defer file.Close()
 				in, name = file, args[0]
 			}
+			shown := printable.String(name)
 			h := sha256.New()
+			opts.KeepReading = dryRun
 			rd, err := preference.NewReader(io.TeeReader(in, h), f, opts)
 			if err != nil {
-				return fmt.Errorf("labels import %s: %w", name, err)
+				return fmt.Errorf("labels import %s: %w", shown, err)
 			}
 			res, err := db.Import(ctx, rd, postgres.ImportInfo{
 				Name: name, Format: f, DryRun: dryRun,
 				FileSHA256: func() (s [32]byte) { h.Sum(s[:0]); return s },
 			})
-			report := importReport{ImportResult: res, File: name, Rows: rd.Rows, Problems: rd.Problems}
-			if asJSON {
+			report := importReport{ImportResult: res, File: name, Rows: rd.Rows, Problems: rd.Problems,
+				ProblemCounts: rd.Counts, ProblemsTotal: rd.ProblemCount()}
+			refused := errors.Is(err, postgres.ErrImportRefused)
+			// A summary only for an import that worked; a refused one gets
+			// its problems and the reason, any other failure only the error.
+			switch {
+			case asJSON && (err == nil || refused):
 				if e := printJSON(cmd.OutOrStdout(), report); e != nil {
 					return e
 				}
-			} else {
-				report.print(cmd.OutOrStdout(), cmd.ErrOrStderr(), maxProblemsToShow)
+			case asJSON:
+			case err == nil:
+				report.printProblems(cmd.ErrOrStderr())
+				report.printSummary(cmd.OutOrStdout())
+			default:
+				report.printProblems(cmd.ErrOrStderr())
 			}
-			if errors.Is(err, postgres.ErrImportRefused) {
-				return fmt.Errorf("labels import %s: refused: %d problems that refuse the file (listed above); fix them, or import the rest with --skip-invalid; nothing was written", name, report.refusing(opts.SkipInvalid))
+			if refused {
+				return fmt.Errorf("labels import %s: %s", shown, report.refusal(opts.SkipInvalid))
 			}
 			return err
 		},
@@ -113,53 +129,90 @@ by 'labels audit' and can be left out of snapshots (--exclude-flagged).`,
 	cmd.Flags().BoolVar(&dryRun, "dry-run", false, "validate and count what would be added, write nothing")
 	cmd.Flags().BoolVar(&opts.SkipInvalid, "skip-invalid", false, `skip rows with "refuse file" problems instead of refusing the file`)
 	cmd.Flags().IntVar(&opts.MaxChars, "max-chars", preference.DefaultMaxChars, "longest prompt or response accepted, in characters")
+	cmd.Flags().IntVar(&opts.MaxK, "max-k", preference.DefaultMaxK, "most responses in one ranking (audit, reward model and export are quadratic in K)")
 	cmd.Flags().StringVar(&opts.Labeler, "labeler", preference.DefaultLabeler, "labeler for rows that name none (pairwise, hh)")
-	cmd.Flags().IntVar(&maxProblemsToShow, "show-problems", 50, "how many problems to list (all with --json)")
+	cmd.Flags().IntVar(&opts.MaxProblems, "show-problems", preference.DefaultMaxProblems, "how many problems to list (the rest are counted by rule)")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print the result as JSON")
 	return cmd
 }
 
 type importReport struct {
 	postgres.ImportResult
-	File     string               `json:"file"`
-	Rows     int                  `json:"rows"`
-	Problems []preference.Problem `json:"problems"`
+	File string `json:"file"`
+	Rows int    `json:"rows"`
+	// Problems are the first --show-problems; ProblemCounts counts all.
+	Problems      []preference.Problem    `json:"problems"`
+	ProblemCounts map[preference.Rule]int `json:"problem_counts"`
+	ProblemsTotal int                     `json:"problems_total"`
 }
 
-func (r importReport) refusing(skipInvalid bool) int {
+// refusal says why the file was refused and what to do.
+func (r importReport) refusal(skipInvalid bool) string {
 	n := 0
-	for _, p := range r.Problems {
-		if p.Rule.Action(skipInvalid) == preference.ActionRefuse {
-			n++
+	for rule, c := range r.ProblemCounts {
+		if rule.Action(skipInvalid) == preference.ActionRefuse {
+			n += c
 		}
 	}
-	return n
+	if !r.DryRun {
+		for _, p := range r.Problems {
+			if p.Rule.Action(skipInvalid) == preference.ActionRefuse {
+				return fmt.Sprintf("refused at line %d (%s); nothing was written: fix the line, or import the rest with --skip-invalid (--dry-run lists every problem)", p.Line, p.Rule)
+			}
+		}
+	}
+	if r.DryRun {
+		return fmt.Sprintf("dry run: the file would be refused: %d problems refuse it (%s); fix them, or import the rest with --skip-invalid", n, r.byRule())
+	}
+	return fmt.Sprintf("refused: %d problems refuse the file (%s); nothing was written: fix them, or import the rest with --skip-invalid", n, r.byRule())
 }
 
-func (r importReport) print(out, errw io.Writer, show int) {
-	for i, p := range r.Problems {
-		if i == show {
-			fmt.Fprintf(errw, "... and %d more problems (--show-problems N, or --json for all)\n", len(r.Problems)-show)
-			break
+// byRule lists the problem counts by rule, most frequent first.
+func (r importReport) byRule() string {
+	rules := make([]preference.Rule, 0, len(r.ProblemCounts))
+	for rule := range r.ProblemCounts {
+		rules = append(rules, rule)
+	}
+	slices.SortFunc(rules, func(a, b preference.Rule) int {
+		if c := cmp.Compare(r.ProblemCounts[b], r.ProblemCounts[a]); c != 0 {
+			return c
 		}
-		fmt.Fprintf(errw, "%s: %s [%s]\n", r.File, p, p.Rule.Action(false))
+		return cmp.Compare(a, b)
+	})
+	parts := make([]string, len(rules))
+	for i, rule := range rules {
+		parts[i] = fmt.Sprintf("%s %d", rule, r.ProblemCounts[rule])
 	}
-	if r.Refused {
-		return
+	return strings.Join(parts, ", ")
+}
+
+// printProblems lists the problems kept, and how many more there were.
+func (r importReport) printProblems(errw io.Writer) {
+	file := printable.String(r.File)
+	for _, p := range r.Problems {
+		fmt.Fprintf(errw, "%s: %s [%s]\n", file, printable.String(p.String()), p.Rule.Action(false))
 	}
+	if more := r.ProblemsTotal - len(r.Problems); more > 0 {
+		fmt.Fprintf(errw, "%s: ... and %d more problems (%s in all; --show-problems N lists more)\n", file, more, r.byRule())
+	}
+}
+
+// printSummary says what a successful import did.
+func (r importReport) printSummary(out io.Writer) {
+	file := printable.String(r.File)
 	verb := "imported"
 	if r.DryRun {
 		verb = "dry run: would import"
 	}
 	fmt.Fprintf(out, "%s: %d rows read, %d accepted (%d flagged), %d skipped\n",
-		r.File, r.Rows, r.Accepted, r.Flagged, int64(r.Rows)-r.Accepted)
+		file, r.Rows, r.Accepted, r.Flagged, int64(r.Rows)-r.Accepted)
 	switch {
 	case r.Inserted == 0 && r.Accepted > 0:
 		fmt.Fprintf(out, "%s: nothing new: all %d comparisons are stored already (%d repeated within the file)\n",
-			r.File, r.Accepted, r.DuplicateInFile)
+			file, r.Accepted, r.DuplicateInFile)
 	default:
 		fmt.Fprintf(out, "%s: %s %d new comparisons (%d already stored, %d repeated within the file)\n",
-			r.File, verb, r.Inserted, r.AlreadyPresent, r.DuplicateInFile)
+			file, verb, r.Inserted, r.AlreadyPresent, r.DuplicateInFile)
 	}
 }
 
@@ -206,7 +259,7 @@ func newLabelsSnapshotCmd(a *app) *cobra.Command {
 			if asJSON {
 				return json.NewEncoder(cmd.OutOrStdout()).Encode(out)
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "snapshot %s: %d comparisons, sha256 %s\n", out.Name, out.Comparisons, out.SHA256)
+			fmt.Fprintf(cmd.OutOrStdout(), "snapshot %s: %d comparisons, sha256 %s\n", printable.String(out.Name), out.Comparisons, out.SHA256)
 			return nil
 		},
 	}
@@ -277,7 +330,7 @@ pair of responses with different ranks; tied pairs are left out and counted.`,
 					return fmt.Errorf("labels export: %w", err)
 				}
 			}
-			fmt.Fprintf(cmd.ErrOrStderr(), "labels export: %d lines from snapshot %s", n, snapshot)
+			fmt.Fprintf(cmd.ErrOrStderr(), "labels export: %d lines from snapshot %s", n, printable.String(snapshot))
 			if ties > 0 {
 				fmt.Fprintf(cmd.ErrOrStderr(), " (%d tied pairs left out)", ties)
 			}
@@ -317,13 +370,15 @@ func newLabelsLineageCmd(a *app) *cobra.Command {
 			}
 			for _, l := range ls {
 				fmt.Fprintf(out, "run %s stage %s <- snapshot %s (%d comparisons, %d flagged, sha256 %s, created %s)\n",
-					l.Run, l.Stage, l.Snapshot, l.Comparisons, l.Flagged, l.SHA256, l.CreatedAt.Format(time.RFC3339))
-				fmt.Fprintf(out, "  filter: %s\n", l.Filter)
+					printable.String(l.Run), printable.String(l.Stage), printable.String(l.Snapshot),
+					l.Comparisons, l.Flagged, l.SHA256, l.CreatedAt.Format(time.RFC3339))
+				fmt.Fprintf(out, "  filter: %s\n", printable.String(string(l.Filter)))
 				for _, lc := range l.Labelers {
-					fmt.Fprintf(out, "  labeler %-24s %d comparisons\n", lc.Labeler, lc.Comparisons)
+					fmt.Fprintf(out, "  labeler %-24s %d comparisons\n", printable.String(lc.Labeler), lc.Comparisons)
 				}
 				for _, im := range l.Imports {
-					fmt.Fprintf(out, "  import #%d %s (%s, file sha256 %s): %d comparisons\n", im.ID, im.Name, im.Format, im.FileSHA256, im.Comparisons)
+					fmt.Fprintf(out, "  import #%d %s (%s, file sha256 %s): %d comparisons\n",
+						im.ID, printable.String(im.Name), im.Format, im.FileSHA256, im.Comparisons)
 				}
 			}
 			return nil

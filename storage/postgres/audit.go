@@ -143,19 +143,22 @@ func auditLabelers(ctx context.Context, tx pgx.Tx, in *preference.AuditInput) er
 			) mj
 			WHERE i.m >= 3
 			GROUP BY v.labeler_id
+		), contra_pairs AS (
+			-- response pairs a labeler ranked both ways: c1 ranks lo over hi,
+			-- c2 hi over lo
+			SELECT labeler_id, lo, hi, min(cid) FILTER (WHERE vote = 1) AS c1, min(cid) FILTER (WHERE vote = -1) AS c2
+			FROM a_pairs GROUP BY labeler_id, prompt_id, lo, hi
+			HAVING bool_or(vote = 1) AND bool_or(vote = -1)
 		), contra AS (
-			SELECT labeler_id, count(*) AS n, min(c1) AS c1, min(c2) AS c2
-			FROM (
-				SELECT labeler_id, min(cid) FILTER (WHERE vote = 1) AS c1, min(cid) FILTER (WHERE vote = -1) AS c2
-				FROM a_pairs GROUP BY labeler_id, prompt_id, lo, hi
-				HAVING bool_or(vote = 1) AND bool_or(vote = -1)
-			) x GROUP BY labeler_id
+			-- the count, and the first pair (by comparison ids) as the example
+			SELECT DISTINCT ON (labeler_id) labeler_id, count(*) OVER (PARTITION BY labeler_id) AS n, c1, c2, lo, hi
+			FROM contra_pairs ORDER BY labeler_id, least(c1, c2), greatest(c1, c2), lo, hi
 		)
 		SELECT l.name, vol.comparisons, coalesce(pairs.pairs, 0), coalesce(pairs.ties, 0),
 		       coalesce(loo.agree, 0), coalesce(loo.total, 0),
 		       vol.pos_n, vol.first_wins, vol.pos_exp::float8, vol.pos_var::float8,
 		       coalesce(pairs.len_pairs, 0), coalesce(pairs.longer_wins, 0),
-		       coalesce(contra.n, 0), coalesce(contra.c1, 0), coalesce(contra.c2, 0)
+		       coalesce(contra.n, 0), coalesce(contra.c1, 0), coalesce(contra.c2, 0), coalesce(contra.lo, 0), coalesce(contra.hi, 0)
 		FROM vol JOIN labelers l ON l.id = vol.labeler_id
 		LEFT JOIN pairs USING (labeler_id)
 		LEFT JOIN loo USING (labeler_id)
@@ -169,7 +172,8 @@ func auditLabelers(ctx context.Context, tx pgx.Tx, in *preference.AuditInput) er
 		var l preference.LabelerCounts
 		if err := rows.Scan(&l.Name, &l.Comparisons, &l.Pairs, &l.TiePairs, &l.LOOAgree, &l.LOOTotal,
 			&l.PositionN, &l.PositionFirstWins, &l.PositionExpected, &l.PositionVariance,
-			&l.LengthPairs, &l.LongerWins, &l.Contradictions, &l.ContradictionExample[0], &l.ContradictionExample[1]); err != nil {
+			&l.LengthPairs, &l.LongerWins, &l.Contradictions, &l.ContradictionExample[0], &l.ContradictionExample[1],
+			&l.ContradictionPair[0], &l.ContradictionPair[1]); err != nil {
 			return fmt.Errorf("labelers: %w", err)
 		}
 		in.Labelers = append(in.Labelers, l)

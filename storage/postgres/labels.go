@@ -75,16 +75,21 @@ func (db *DB) Import(ctx context.Context, src ImportSource, info ImportInfo) (Im
 		return res, fmt.Errorf("postgres: import: staging table: %w", err)
 	}
 	rows := &stagingRows{src: src}
-	n, err := tx.CopyFrom(ctx, pgx.Identifier{"import_staging"},
+	_, err = tx.CopyFrom(ctx, pgx.Identifier{"import_staging"},
 		[]string{"line", "labeler", "prompt", "prompt_sha", "prompt_norm", "responses", "response_shas", "response_norms", "response_chars", "ranks", "content_sha", "flags", "order_known"}, rows)
-	if err != nil {
-		return res, fmt.Errorf("postgres: import: copy: %w", err)
-	}
-	res.Accepted, res.Flagged = n, rows.flagged
-	if src.Refused() {
+	res.Accepted, res.Flagged = rows.accepted, rows.flagged
+	// A refusal or a read error ends the COPY with the reader's error, which
+	// pgx reports as Postgres's "COPY from stdin failed": ask the reader.
+	switch {
+	case src.Refused():
 		res.Refused = true
 		return res, ErrImportRefused
+	case rows.err != nil:
+		return res, fmt.Errorf("postgres: import: %w", rows.err)
+	case err != nil:
+		return res, fmt.Errorf("postgres: import: copy: %w", err)
 	}
+	n := rows.accepted
 
 	var sum [32]byte
 	if info.FileSHA256 != nil {
@@ -158,10 +163,11 @@ func (db *DB) Import(ctx context.Context, src ImportSource, info ImportInfo) (Im
 // stagingRows adapts the record reader to pgx.CopyFromSource, computing the
 // hashes as rows stream by.
 type stagingRows struct {
-	src     ImportSource
-	cur     preference.Record
-	err     error
-	flagged int64
+	src      ImportSource
+	cur      preference.Record
+	err      error
+	accepted int64
+	flagged  int64
 }
 
 func (s *stagingRows) Next() bool {
@@ -173,6 +179,7 @@ func (s *stagingRows) Next() bool {
 		return false
 	}
 	s.cur = rec
+	s.accepted++
 	if len(rec.Flags) > 0 {
 		s.flagged++
 	}

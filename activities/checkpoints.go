@@ -4,7 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strconv"
+	"slices"
 	"sync"
 
 	"go.temporal.io/sdk/activity"
@@ -24,9 +24,7 @@ type Checkpoint struct {
 }
 
 // Key is the checkpoint's folder in the object store.
-func (c Checkpoint) Key() string {
-	return "runs/" + c.Run + "/" + c.Stage + "/" + strconv.FormatInt(c.Step, 10) + "/"
-}
+func (c Checkpoint) Key() string { return checkpoint.StageKey(c.Run, c.Stage, c.Step) }
 
 // stageSink is a stage's checkpoint store as its trainer's stage.Sink.
 // Every checkpoint it resumes from must match the manifest hash recorded in
@@ -42,7 +40,7 @@ type stageSink struct {
 
 // recorded is where committed checkpoints' manifest hashes are looked up.
 type recorded interface {
-	CheckpointSHA(ctx context.Context, run, stage string, step int64) (string, error)
+	CheckpointHashes(ctx context.Context, run, stage string, step int64) ([]string, error)
 }
 
 // stageSink returns the checkpoint store of a run's stage.
@@ -60,14 +58,17 @@ func newStageSink(blobs checkpoint.Blobs, db recorded, run, name string, log fun
 		Blobs:  blobs,
 		Prefix: prefix,
 		Verify: func(ctx context.Context, step int64, sha string) error {
-			recorded, err := db.CheckpointSHA(ctx, run, name, step)
+			hashes, err := db.CheckpointHashes(ctx, run, name, step)
 			switch {
-			case errors.Is(err, errkind.NotFound):
-				return nil // committed, but the worker died before recording it
 			case err != nil:
 				return fmt.Errorf("look up the recorded manifest: %w", err)
-			case recorded != sha:
-				return fmt.Errorf("manifest SHA-256 %.12s, but %.12s was recorded when it was committed: %w", sha, recorded, errkind.Corrupt)
+			case len(hashes) == 0:
+				// Committed, but not recorded yet: records are written off the
+				// training goroutine, so the newest checkpoint of a worker that
+				// died may have none. Its own manifest verified it.
+				return nil
+			case !slices.Contains(hashes, sha):
+				return fmt.Errorf("manifest SHA-256 %.12s, but %.12s was recorded when it was committed: %w", sha, hashes[len(hashes)-1], errkind.Corrupt)
 			}
 			return nil
 		},

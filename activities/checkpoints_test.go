@@ -7,18 +7,17 @@ import (
 	"testing"
 
 	"github.com/instructflow/instructflow/checkpoint/blobtest"
-	"github.com/instructflow/instructflow/errkind"
 	"github.com/instructflow/instructflow/stage"
 )
 
 // records is the manifest hashes Postgres would hold, by step.
 type records map[int64]string
 
-func (r records) CheckpointSHA(_ context.Context, run, name string, step int64) (string, error) {
+func (r records) CheckpointHashes(_ context.Context, _, _ string, step int64) ([]string, error) {
 	if sha, ok := r[step]; ok {
-		return sha, nil
+		return []string{sha}, nil
 	}
-	return "", fmt.Errorf("checkpoint %s/%s step %d: %w", run, name, step, errkind.NotFound)
+	return nil, nil
 }
 
 // A stage resumes only from a checkpoint whose manifest matches the hash

@@ -50,6 +50,10 @@ const (
 	maxFiles         = 1024
 )
 
+// format is the manifest format Save writes. Format 1 (storage/objectstore
+// before the format moved here) named its checkpoint as "ref"; it is read.
+const format = 2
+
 // Manifest lists a checkpoint's files with their sizes and hashes. It holds
 // no time stamp, so the same checkpoint always has the same manifest, and
 // its SHA-256 identifies the checkpoint's whole content.
@@ -57,6 +61,10 @@ type Manifest struct {
 	Format int     `json:"format"`
 	Step   int64   `json:"step"`
 	Files  []Entry `json:"files"` // sorted by name
+
+	Ref *struct {
+		Step int64 `json:"step"`
+	} `json:"ref,omitempty"` // format 1 only
 }
 
 // Entry describes one file.
@@ -64,6 +72,15 @@ type Entry struct {
 	Name   string `json:"name"`
 	Size   int64  `json:"size"`
 	SHA256 string `json:"sha256"`
+}
+
+// maxSize bounds a file by its kind: JSON files (config.json, state.json)
+// are small; tensors may be large.
+func maxSize(name string) int64 {
+	if strings.HasSuffix(name, ".json") {
+		return MaxManifestBytes
+	}
+	return MaxFileBytes
 }
 
 var fileName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$`)
@@ -74,16 +91,16 @@ func validName(name string) bool {
 
 var hexSHA = regexp.MustCompile(`^[0-9a-f]{64}$`)
 
-// Store keeps the checkpoints of one stage (or one imported model) under
-// Prefix in Blobs. The zero Verify and Log do nothing.
+// Store keeps the checkpoints of one stage under Prefix in Blobs. The zero
+// Verify and Log do nothing.
 type Store struct {
 	Blobs Blobs
-	// Prefix ends in "/" (or is empty): runs/<run>/<stage>/, models/<name>/.
+	// Prefix ends in "/" (or is empty): runs/<run>/<stage>/.
 	Prefix string
 	// Verify, when set, checks a committed checkpoint's manifest hash
-	// against a record kept elsewhere (Postgres) before Latest returns it;
-	// an error of kind Corrupt makes Latest fall back as for a damaged
-	// checkpoint.
+	// against a record kept elsewhere (Postgres), before any file is read;
+	// an error of kind Corrupt makes it damaged: Latest falls back, and Save
+	// may replace it.
 	Verify func(ctx context.Context, step int64, manifestSHA string) error
 	// Log, when set, hears of every committed checkpoint Latest skips.
 	Log func(msg string)
@@ -95,15 +112,17 @@ func (s Store) Key(step int64) string { return s.Prefix + strconv.FormatInt(step
 // Save implements stage.Sink: it writes the files, then the manifest that
 // commits them, and returns the manifest's SHA-256. Saving a checkpoint that
 // is committed with the same content (a retried activity) rewrites only
-// what no longer matches; a committed, intact checkpoint with other content
-// is refused, as committed checkpoints never change. A damaged one (which
-// Latest skips) is replaced.
+// what no longer matches; a committed checkpoint that is good (it loads and
+// Verify accepts it) with other content is refused, as committed checkpoints
+// never change. A damaged or refused one, which Latest skips, is replaced.
+// Any other error while looking at the old one (an unreachable store) is
+// returned: nothing is replaced on a doubt.
 func (s Store) Save(ctx context.Context, step int64, files []stage.File) (string, error) {
 	if step < 0 {
 		return "", fmt.Errorf("checkpoint: save %s: step %d: steps start at 0", s.Prefix, step)
 	}
 	dir := s.Key(step)
-	m := Manifest{Format: 1, Step: step}
+	m := Manifest{Format: format, Step: step}
 	for _, f := range files {
 		if !validName(f.Name) {
 			return "", fmt.Errorf("checkpoint: save %s: invalid file name %q", dir, f.Name)
@@ -124,21 +143,19 @@ func (s Store) Save(ctx context.Context, step int64, files []stage.File) (string
 	raw = append(raw, '\n')
 	id := sha(raw)
 
-	old, err := readAll(ctx, s.Blobs, dir+ManifestName, MaxManifestBytes)
+	old, err := s.check(ctx, step)
 	switch {
-	case err == nil && bytes.Equal(old, raw):
-		if _, err := s.verify(ctx, dir, old); err == nil {
-			return id, nil
-		}
-		// Same content, damaged files: rewrite them under the manifest.
-	case err == nil || errors.Is(err, errkind.Corrupt):
-		if _, verr := s.verify(ctx, dir, old); err == nil && verr == nil {
-			return "", fmt.Errorf("checkpoint: save %s: a committed checkpoint with other content exists; committed checkpoints never change: %w", dir, errkind.Conflict)
-		}
-		if err := s.Blobs.Delete(ctx, dir+ManifestName); err != nil { // uncommit the damaged one first
+	case err == nil && old.ID == id:
+		return id, nil
+	case err == nil:
+		return "", fmt.Errorf("checkpoint: save %s: a committed checkpoint with other content exists; committed checkpoints never change: %w", dir, errkind.Conflict)
+	case errors.Is(err, errNoManifest):
+	case damaged(err):
+		// Uncommit it first, so no reader pairs its manifest with new files.
+		if err := s.Blobs.Delete(ctx, dir+ManifestName); err != nil {
 			return "", fmt.Errorf("checkpoint: save %s: %w", dir, err)
 		}
-	case !errors.Is(err, errkind.NotFound):
+	default:
 		return "", fmt.Errorf("checkpoint: save %s: %w", dir, err)
 	}
 	for _, f := range files {
@@ -151,6 +168,10 @@ func (s Store) Save(ctx context.Context, step int64, files []stage.File) (string
 	}
 	return id, nil
 }
+
+// damaged: a committed checkpoint that must not be used, and may be
+// replaced: its bytes do not match (Corrupt) or its record (Verify).
+func damaged(err error) bool { return errors.Is(err, errkind.Corrupt) }
 
 // Steps returns the committed steps (those with a manifest), oldest first.
 // Folders without a manifest (a save that crashed) are left out.
@@ -173,27 +194,21 @@ func (s Store) Steps(ctx context.Context) ([]int64, error) {
 	return steps, nil
 }
 
-// Latest implements stage.Sink: the newest committed checkpoint that
-// verifies. A committed checkpoint that is damaged (or that Verify refuses)
-// is skipped, logged, for the one before it: resuming from an older
-// checkpoint costs time, never correctness. Errors other than damage (an
-// unreachable store) are returned.
+// Latest implements stage.Sink: the newest committed checkpoint that is
+// good. A damaged one, or one Verify refuses, is skipped, logged, for the
+// one before it: resuming from an older checkpoint costs time, never
+// correctness. Errors other than damage (an unreachable store) are returned.
 func (s Store) Latest(ctx context.Context) (stage.Checkpoint, bool, error) {
 	steps, err := s.Steps(ctx)
 	if err != nil {
 		return stage.Checkpoint{}, false, err
 	}
 	for i := len(steps) - 1; i >= 0; i-- {
-		cp, err := s.Load(ctx, steps[i])
-		if err == nil && s.Verify != nil {
-			if verr := s.Verify(ctx, cp.Step, cp.ID); verr != nil {
-				cp, err = stage.Checkpoint{}, fmt.Errorf("checkpoint: %s: %w", s.Key(steps[i]), verr)
-			}
-		}
+		cp, err := s.check(ctx, steps[i])
 		switch {
 		case err == nil:
 			return cp, true, nil
-		case errors.Is(err, errkind.Corrupt) || errors.Is(err, errkind.NotFound):
+		case damaged(err) || errors.Is(err, errNoManifest): // errNoManifest: deleted since the listing
 			if s.Log != nil {
 				s.Log(fmt.Sprintf("skipping checkpoint %s: %v", s.Key(steps[i]), err))
 			}
@@ -208,34 +223,55 @@ func (s Store) Latest(ctx context.Context) (stage.Checkpoint, bool, error) {
 // SHA-256 of every file. No manifest is errkind.NotFound; a missing,
 // truncated, over-long or altered file, or a manifest that cannot be read
 // or names another step, is errkind.Corrupt, and no bytes are returned.
+// Load does not ask Verify: a payload names the hash it expects.
 func (s Store) Load(ctx context.Context, step int64) (stage.Checkpoint, error) {
+	return s.load(ctx, step, nil)
+}
+
+// check is Load with Verify asked about the manifest before any file is
+// read: the one test of "this committed step is good" that Latest and Save
+// share.
+func (s Store) check(ctx context.Context, step int64) (stage.Checkpoint, error) {
+	return s.load(ctx, step, s.Verify)
+}
+
+var errNoManifest = fmt.Errorf("no manifest, so it was never committed: %w", errkind.NotFound)
+
+func (s Store) load(ctx context.Context, step int64, verify func(context.Context, int64, string) error) (stage.Checkpoint, error) {
 	dir := s.Key(step)
 	raw, err := readAll(ctx, s.Blobs, dir+ManifestName, MaxManifestBytes)
 	if errors.Is(err, errkind.NotFound) {
-		return stage.Checkpoint{}, fmt.Errorf("checkpoint: load %s: no manifest, so it was never committed: %w", dir, err)
+		return stage.Checkpoint{}, fmt.Errorf("checkpoint: load %s: %w", dir, errNoManifest)
 	}
 	if err != nil {
 		return stage.Checkpoint{}, fmt.Errorf("checkpoint: load %s: %w", dir, err)
 	}
-	cp, err := s.verify(ctx, dir, raw)
-	if err != nil {
-		return stage.Checkpoint{}, err
+	if verify != nil {
+		if err := verify(ctx, step, sha(raw)); err != nil {
+			return stage.Checkpoint{}, fmt.Errorf("checkpoint: %s: %w", dir, err)
+		}
 	}
-	if cp.Step != step {
-		return stage.Checkpoint{}, fmt.Errorf("checkpoint: load %s: manifest names step %d: %w", dir, cp.Step, errkind.Corrupt)
-	}
-	return cp, nil
+	return s.verify(ctx, dir, step, raw)
 }
 
 // verify reads the files a manifest lists and checks each against it.
-func (s Store) verify(ctx context.Context, dir string, raw []byte) (stage.Checkpoint, error) {
+func (s Store) verify(ctx context.Context, dir string, step int64, raw []byte) (stage.Checkpoint, error) {
 	var m Manifest
-	if err := json.Unmarshal(raw, &m); err != nil || m.Format != 1 || len(m.Files) > maxFiles {
+	if err := json.Unmarshal(raw, &m); err != nil || len(m.Files) > maxFiles {
 		return stage.Checkpoint{}, fmt.Errorf("checkpoint: load %s: manifest is unreadable: %w", dir, errkind.Corrupt)
+	}
+	switch {
+	case m.Format == 1 && m.Ref != nil: // written before format 2, by storage/objectstore
+		m.Step = m.Ref.Step
+	case m.Format == 1 || m.Format > format:
+		return stage.Checkpoint{}, fmt.Errorf("checkpoint: load %s: manifest format %d: written by a newer InstructFlow; upgrade this worker", dir, m.Format)
+	}
+	if m.Step != step {
+		return stage.Checkpoint{}, fmt.Errorf("checkpoint: load %s: manifest names step %d: %w", dir, m.Step, errkind.Corrupt)
 	}
 	cp := stage.Checkpoint{Step: m.Step, Files: make(map[string][]byte, len(m.Files)), ID: sha(raw)}
 	for _, e := range m.Files {
-		if !validName(e.Name) || e.Size < 0 || e.Size > MaxFileBytes || !hexSHA.MatchString(e.SHA256) {
+		if !validName(e.Name) || e.Size < 0 || e.Size > maxSize(e.Name) || !hexSHA.MatchString(e.SHA256) {
 			return stage.Checkpoint{}, fmt.Errorf("checkpoint: load %s: manifest entry %q is invalid: %w", dir, e.Name, errkind.Corrupt)
 		}
 		if _, dup := cp.Files[e.Name]; dup {
@@ -262,26 +298,19 @@ func (s Store) verify(ctx context.Context, dir string, raw []byte) (stage.Checkp
 var errTooLong = fmt.Errorf("longer than allowed: %w", errkind.Corrupt)
 
 // readAll reads a blob of at most limit bytes; a longer one is errTooLong
-// (after reading limit+1 bytes, never the whole blob). Up to 4 GiB the
-// buffer is allocated at its final size, so a large file is never copied
-// while it grows.
+// (after reading limit+1 bytes, never the whole blob). Up to 256 MiB the
+// buffer is allocated at once at the size expected, so a model file is not
+// copied while it grows; past that it grows as it is read, so a manifest
+// that claims more than the blob holds costs no more than the blob.
 func readAll(ctx context.Context, b Blobs, key string, limit int64) ([]byte, error) {
 	r, err := b.Open(ctx, key)
 	if err != nil {
 		return nil, err
 	}
 	defer r.Close()
-	var data []byte
-	if limit < 4<<30 {
-		buf := make([]byte, limit+1)
-		n, rerr := io.ReadFull(r, buf)
-		if rerr == io.EOF || rerr == io.ErrUnexpectedEOF {
-			rerr = nil
-		}
-		data, err = buf[:n:n], rerr
-	} else {
-		data, err = io.ReadAll(io.LimitReader(r, limit+1))
-	}
+	buf := bytes.NewBuffer(make([]byte, 0, min(limit, 256<<20)+bytes.MinRead))
+	_, err = buf.ReadFrom(io.LimitReader(r, limit+1))
+	data := buf.Bytes()
 	if err != nil {
 		return nil, fmt.Errorf("checkpoint: read %s: %w", key, err)
 	}
@@ -304,5 +333,18 @@ func StagePrefix(run, stageName string) (string, error) {
 			return "", fmt.Errorf("checkpoint: %w", err)
 		}
 	}
-	return "runs/" + run + "/" + stageName + "/", nil
+	return stagePrefix(run, stageName), nil
+}
+
+// StageKey is the folder of a run's stage's checkpoint at step (ids as
+// validated by StagePrefix).
+func StageKey(run, stageName string, step int64) string {
+	return Store{Prefix: stagePrefix(run, stageName)}.Key(step)
+}
+
+func stagePrefix(run, stageName string) string { return "runs/" + run + "/" + stageName + "/" }
+
+// ReadBlob reads one blob of at most limit bytes; a longer one is an error.
+func ReadBlob(ctx context.Context, b Blobs, key string, limit int64) ([]byte, error) {
+	return readAll(ctx, b, key, limit)
 }

@@ -14,8 +14,8 @@ import (
 )
 
 // Folder is Blobs in a local folder: a key is a path below Path. Each Put
-// writes a temporary file and renames it, so a crash never leaves a file
-// half written under its name.
+// writes a temporary file, syncs it and renames it, so neither a crash nor
+// a power loss leaves a file half written under its name.
 type Folder struct {
 	Path string
 }
@@ -45,6 +45,9 @@ func (f Folder) Put(_ context.Context, key string, data []byte) error {
 	}
 	defer os.Remove(tmp.Name())
 	_, err = tmp.Write(data)
+	if err == nil {
+		err = tmp.Sync()
+	}
 	if cerr := tmp.Close(); err == nil {
 		err = cerr
 	}
@@ -74,10 +77,19 @@ func (f Folder) Open(_ context.Context, key string) (io.ReadCloser, error) {
 }
 
 // List implements Blobs. Temporary files of a Put in progress are left out.
+// The walk starts at the deepest folder the prefix names.
 func (f Folder) List(_ context.Context, prefix string) ([]string, error) {
+	root := f.Path
+	if i := strings.LastIndex(prefix, "/"); i > 0 {
+		p, err := f.path(prefix[:i])
+		if err != nil {
+			return nil, err
+		}
+		root = p
+	}
 	var keys []string
-	err := filepath.WalkDir(f.Path, func(p string, d fs.DirEntry, err error) error {
-		if errors.Is(err, fs.ErrNotExist) && p == f.Path {
+	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+		if errors.Is(err, fs.ErrNotExist) && p == root {
 			return fs.SkipAll
 		}
 		if err != nil {

@@ -5,10 +5,7 @@
 // do about each kind.
 package errkind
 
-import (
-	"errors"
-	"fmt"
-)
+import "errors"
 
 var (
 	// BadInput: a user's mistake (a bad setting, missing or invalid data);
@@ -24,9 +21,3 @@ var (
 	// Immutable: append-only history cannot be changed.
 	Immutable = errors.New("immutable")
 )
-
-// Errorf returns an error of the given kind: the formatted message, then
-// the kind, so that errors.Is(err, kind) holds.
-func Errorf(kind error, format string, args ...any) error {
-	return fmt.Errorf("%w: %s", kind, fmt.Sprintf(format, args...))
-}

@@ -62,9 +62,10 @@ func (c Config) Validate() error {
 
 const maxConfigBytes = 1 << 20
 
-// MaxParams is the most parameters a model of this engine may have: 2e9
-// float32s are 8 GB of weights, before gradients and optimizer moments.
-const MaxParams = 2_000_000_000
+// MaxParams is the most parameters a model of this engine may have.
+// Training holds 16 bytes per parameter (float32 weights, gradients and two
+// AdamW moments): 1e9 parameters are 16 GB before activations.
+const MaxParams = 1_000_000_000
 
 // ParamCount is the number of parameters a model of this shape has, computed
 // without allocating it (in int64: it must not overflow for any shape that

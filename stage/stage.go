@@ -8,8 +8,9 @@ package stage
 
 import (
 	"context"
-	"errors"
 	"fmt"
+
+	"github.com/instructflow/instructflow/errkind"
 )
 
 // File is one file of a checkpoint.
@@ -50,7 +51,7 @@ type Progress func(Report) error
 
 // ErrBadInput marks a user's mistake (bad hyperparameter, missing or empty
 // data): retrying cannot help. Trainers wrap it with what to fix.
-var ErrBadInput = errors.New("bad input")
+var ErrBadInput = errkind.BadInput
 
 // BadInput returns an error that wraps ErrBadInput.
 func BadInput(format string, args ...any) error {

@@ -7,6 +7,7 @@ package blobtest
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io"
@@ -266,6 +267,53 @@ func Store(t *testing.T, newBlobs func(t *testing.T) checkpoint.Blobs) {
 			t.Fatal("an error from Verify other than Corrupt was swallowed")
 		}
 	})
+	t.Run("verify refuses, save repairs", func(t *testing.T) {
+		s, _ := newStore(t)
+		ids := save(t, s, 1, 2)
+		refused := ids[1]
+		s.Verify = func(_ context.Context, _ int64, sha string) error {
+			if sha == refused {
+				return fmt.Errorf("not the recorded manifest: %w", errkind.Corrupt)
+			}
+			return nil
+		}
+		other := []stage.File{{Name: "state.json", Data: []byte(`{"step":2,"other":true}`)}}
+		id, err := s.Save(ctx, 2, other)
+		if err != nil || id == refused {
+			t.Fatalf("saving over a checkpoint Verify refuses: id %s, %v", id, err)
+		}
+		if cp, ok, err := s.Latest(ctx); err != nil || !ok || cp.ID != id {
+			t.Fatalf("after the repair Latest = %s ok %v err %v, want %s", cp.ID, ok, err, id)
+		}
+	})
+	t.Run("no replacement on doubt", func(t *testing.T) {
+		s, b := newStore(t)
+		id := save(t, s, 5)[0]
+		s.Blobs = flaky{b}
+		if _, err := s.Save(ctx, 5, files(6)); err == nil || errors.Is(err, errkind.Conflict) {
+			t.Fatalf("Save over a checkpoint it could not read: %v, want the read error", err)
+		}
+		s.Blobs = b
+		if cp, err := s.Load(ctx, 5); err != nil || cp.ID != id {
+			t.Fatalf("the committed checkpoint changed: %s, %v", cp.ID, err)
+		}
+	})
+	t.Run("format 1", func(t *testing.T) {
+		s, b := newStore(t)
+		data := []byte("weights")
+		legacy := fmt.Appendf(nil, `{"format":1,"ref":{"run":"r","stage":"sft","step":7},"files":[{"name":"model.safetensors","size":%d,"sha256":"%x"}]}`,
+			len(data), sha256.Sum256(data))
+		if err := b.Put(ctx, s.Key(7)+"model.safetensors", data); err != nil {
+			t.Fatal(err)
+		}
+		if err := b.Put(ctx, s.Key(7)+checkpoint.ManifestName, legacy); err != nil {
+			t.Fatal(err)
+		}
+		cp, ok, err := s.Latest(ctx)
+		if err != nil || !ok || cp.Step != 7 || !bytes.Equal(cp.Files["model.safetensors"], data) {
+			t.Fatalf("a format-1 checkpoint: step %d ok %v err %v", cp.Step, ok, err)
+		}
+	})
 	t.Run("invalid names", func(t *testing.T) {
 		s, _ := newStore(t)
 		for _, name := range []string{"", "manifest.json", "../x", "a/b", ".hidden", "x..y"} {
@@ -277,6 +325,17 @@ func Store(t *testing.T, newBlobs func(t *testing.T) checkpoint.Blobs) {
 			t.Error("Save accepted step -1")
 		}
 	})
+}
+
+// flaky fails every read but the manifests', as a store that goes away
+// in the middle of loading a checkpoint does.
+type flaky struct{ checkpoint.Blobs }
+
+func (f flaky) Open(ctx context.Context, key string) (io.ReadCloser, error) {
+	if strings.HasSuffix(key, checkpoint.ManifestName) {
+		return f.Blobs.Open(ctx, key)
+	}
+	return nil, errors.New("connection reset by peer")
 }
 
 func copyBlob(b checkpoint.Blobs, from, to string) error {

@@ -2,12 +2,9 @@ package postgres
 
 import (
 	"context"
-	"errors"
 	"fmt"
 
 	"github.com/jackc/pgx/v5"
-
-	"github.com/instructflow/instructflow/storage"
 )
 
 // RecordCheckpoint records the manifest hash of a checkpoint a stage
@@ -22,18 +19,18 @@ func (db *DB) RecordCheckpoint(ctx context.Context, run, stage string, step int6
 	return nil
 }
 
-// CheckpointSHA returns the manifest hash last recorded for a stage's
-// checkpoint at step, or storage.ErrNotFound.
-func (db *DB) CheckpointSHA(ctx context.Context, run, stage string, step int64) (string, error) {
-	var sha string
-	err := db.pool.QueryRow(ctx,
-		`SELECT manifest_sha256 FROM checkpoints WHERE run_id = $1 AND stage = $2 AND step = $3
-		 ORDER BY id DESC LIMIT 1`, run, stage, step).Scan(&sha)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return "", fmt.Errorf("postgres: checkpoint %s/%s step %d: %w", run, stage, step, storage.ErrNotFound)
-	}
+// CheckpointHashes returns every manifest hash recorded for a stage's
+// checkpoint at step (more than one when a damaged checkpoint was replaced
+// by a retry on another machine), oldest first; none is not an error.
+func (db *DB) CheckpointHashes(ctx context.Context, run, stage string, step int64) ([]string, error) {
+	rows, err := db.pool.Query(ctx,
+		`SELECT manifest_sha256 FROM checkpoints WHERE run_id = $1 AND stage = $2 AND step = $3 ORDER BY id`, run, stage, step)
 	if err != nil {
-		return "", fmt.Errorf("postgres: checkpoint %s/%s step %d: %w", run, stage, step, err)
+		return nil, fmt.Errorf("postgres: checkpoint %s/%s step %d: %w", run, stage, step, translate(err))
 	}
-	return sha, nil
+	hashes, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return nil, fmt.Errorf("postgres: checkpoint %s/%s step %d: %w", run, stage, step, translate(err))
+	}
+	return hashes, nil
 }

@@ -19,6 +19,8 @@ psql -v ON_ERROR_STOP=1 --username "$POSTGRES_USER" --dbname postgres \
 CREATE ROLE instructflow_owner LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE PASSWORD :'owner_password';
 CREATE ROLE instructflow_app NOLOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE;
 CREATE ROLE instructflow LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE IN ROLE instructflow_app PASSWORD :'runtime_password';
+-- The labeling tools' group role (migration 002 grants to it; the owner may not create roles).
+CREATE ROLE instructflow_labeler NOLOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE;
 CREATE DATABASE instructflow OWNER instructflow_owner;
 REVOKE ALL ON DATABASE instructflow FROM PUBLIC;
 GRANT CONNECT, TEMPORARY ON DATABASE instructflow TO instructflow_app; -- imports and the audit use temp tables

@@ -58,10 +58,18 @@ func composeProblems(t *testing.T, file string) []string {
 	}
 	var problems []string
 	for _, s := range p.Services {
+		// A port with no host port is still published, on a random one.
 		for _, pc := range s.Ports {
-			if pc.Published != "" && pc.HostIP != "127.0.0.1" {
-				problems = append(problems, fmt.Sprintf("%s publishes port %s on %q, not 127.0.0.1", s.Name, pc.Published, pc.HostIP))
+			if pc.HostIP != "127.0.0.1" {
+				port := pc.Published
+				if port == "" {
+					port = fmt.Sprintf("%d as a random host port", pc.Target)
+				}
+				problems = append(problems, fmt.Sprintf("%s publishes port %s on %q, not 127.0.0.1", s.Name, port, pc.HostIP))
 			}
+		}
+		if s.NetworkMode == "host" {
+			problems = append(problems, fmt.Sprintf("%s uses the host's network, which publishes every port it listens on", s.Name))
 		}
 		for k, v := range s.Environment {
 			if v == nil {

@@ -9,7 +9,6 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"time"
 
@@ -30,7 +29,7 @@ type database interface {
 	EndStage(ctx context.Context, run, stage, status, errText string) error
 	RecordMetrics(ctx context.Context, run, stage string, step int64, values map[string]float64) error
 	RecordCheckpoint(ctx context.Context, run, stage string, step int64, key, manifestSHA string) error
-	CheckpointSHA(ctx context.Context, run, stage string, step int64) (string, error)
+	CheckpointHashes(ctx context.Context, run, stage string, step int64) ([]string, error)
 	Prompts(ctx context.Context, source, split string) ([]string, error)
 	Demonstrations(ctx context.Context, source, split string) ([]postgres.Pair, error)
 	CreateBatch(ctx context.Context, name, run string, deadline time.Time, items []postgres.BatchItem) (postgres.Batch, error)
@@ -42,24 +41,41 @@ type database interface {
 	RecordRewardScores(ctx context.Context, snapshot, model string, responseIDs []int64, scores []float64) error
 }
 
-// signaler sends a signal to a workflow (the Temporal client).
-type signaler interface {
-	SignalWorkflow(ctx context.Context, workflowID, runID, signalName string, arg any) error
-}
-
 // Activities holds the dependencies of every activity.
 type Activities struct {
 	DB      database
 	Objects checkpoint.Blobs
-	// Signal, when set, carries stage progress to the workflow.
-	Signal signaler
-	// LabelPoll and SignalEvery override how often label collection looks
-	// for new labels (2s) and how often progress is signalled (1 min: each
-	// signal adds about four events to the workflow's history, which
-	// Temporal caps at 51,200).
-	LabelPoll, SignalEvery time.Duration
+	// LabelPoll overrides how often label collection looks for new labels
+	// (2s).
+	LabelPoll time.Duration
+	// StallTimeout is how long a stage may report no new step before its
+	// attempt fails, retryably, as stalled (0: DefaultStallTimeout). Time
+	// spent waiting for labels does not count.
+	StallTimeout time.Duration
+	// beatEvery overrides how often a stage heartbeats (1s), and onBeat
+	// sees every heartbeat a stage sends (the SDK batches them): for tests.
+	beatEvery time.Duration
+	onBeat    func(Heartbeat)
 	// Metrics, when set, counts stage work for Prometheus.
 	Metrics *Metrics
+}
+
+// DefaultStallTimeout is the stall timeout of Activities whose
+// StallTimeout is zero.
+const DefaultStallTimeout = 30 * time.Minute
+
+func (a *Activities) stallTimeout() time.Duration {
+	if a.StallTimeout > 0 {
+		return a.StallTimeout
+	}
+	return DefaultStallTimeout
+}
+
+func (a *Activities) heartbeatEvery() time.Duration {
+	if a.beatEvery > 0 {
+		return a.beatEvery
+	}
+	return time.Second
 }
 
 // PreflightInput is the input of Preflight.
@@ -93,7 +109,7 @@ func (a *Activities) Preflight(ctx context.Context, in PreflightInput) (Prefligh
 	if err := a.Objects.Put(ctx, in.ProbeKey, probe); err != nil {
 		return res, fmt.Errorf("preflight: %w", err)
 	}
-	got, err := readBlob(ctx, a.Objects, in.ProbeKey, int64(len(probe)))
+	got, err := checkpoint.ReadBlob(ctx, a.Objects, in.ProbeKey, int64(len(probe)))
 	if err != nil {
 		return res, fmt.Errorf("preflight: %w", err)
 	}
@@ -105,14 +121,4 @@ func (a *Activities) Preflight(ctx context.Context, in PreflightInput) (Prefligh
 	}
 	res.ObjectBytes = len(got)
 	return res, nil
-}
-
-// readBlob reads one object of at most limit bytes.
-func readBlob(ctx context.Context, b checkpoint.Blobs, key string, limit int64) ([]byte, error) {
-	r, err := b.Open(ctx, key)
-	if err != nil {
-		return nil, err
-	}
-	defer r.Close()
-	return io.ReadAll(io.LimitReader(r, limit+1))
 }

@@ -28,6 +28,10 @@ import (
 // setting, missing data): workflows do not retry it.
 const ErrTypeBadInput = "BadInput"
 
+// ErrTypeStalled is the application-error type of an attempt whose trainer
+// reported no new step for the worker's stall timeout: it is retried.
+const ErrTypeStalled = "Stalled"
+
 // StageInput is the input of every stage activity: the spec and the
 // results of earlier stages, as names and hashes.
 type StageInput struct {
@@ -268,13 +272,23 @@ func (a *Activities) SnapshotLabels(ctx context.Context, in StageInput) (StageRe
 		if name == "" {
 			name = s.ID + "-rm"
 		}
+		want := postgres.SnapshotFilter{Batch: in.Batch, ExcludeLabelers: s.Labels.ExcludeLabelers, ExcludeFlagged: s.Labels.ExcludeFlagged}
 		snap, err := a.DB.Snapshot(ctx, name)
 		if errors.Is(err, storage.ErrNotFound) && s.Labels.Snapshot == "" {
-			snap, err = a.DB.SnapshotWhere(ctx, name, postgres.SnapshotFilter{
-				Batch: in.Batch, ExcludeLabelers: s.Labels.ExcludeLabelers, ExcludeFlagged: s.Labels.ExcludeFlagged})
+			snap, err = a.DB.SnapshotWhere(ctx, name, want)
+		} else if err == nil && s.Labels.Snapshot == "" && !snap.Filter.Equal(want) {
+			// <run>-rm exists (a retried attempt, a resumed run) but is reused
+			// only if it froze this run's batch with this run's filters.
+			got, _ := json.Marshal(snap.Filter)
+			exp, _ := json.Marshal(want)
+			return StageResult{}, stage.BadInput("snapshot: %s exists but was not made from this run's labels: it selects %s, this run needs %s; name the snapshot to use in labels.snapshot, or start a new run id",
+				name, got, exp)
 		}
 		if errors.Is(err, storage.ErrNotFound) {
 			return StageResult{}, stage.BadInput("snapshot: %v; fix labels.snapshot or labels.exclude_labelers", err)
+		}
+		if errors.Is(err, storage.ErrCorrupt) {
+			return StageResult{}, stage.BadInput("snapshot: %v", err)
 		}
 		if err != nil {
 			return StageResult{}, err
@@ -487,7 +501,11 @@ func (a *Activities) runStage(ctx context.Context, spec runspec.Spec, name strin
 	}()
 	a.Metrics.started(name, 1)
 	defer a.Metrics.started(name, -1)
-	res, err := work(ctx, t)
+	res, err := a.watched(ctx, t, work)
+	if errors.Is(err, errStalled) {
+		a.Metrics.ended(name, "stalled")
+		return StageResult{}, t.stallErr
+	}
 	if err != nil {
 		if errors.Is(err, stage.ErrBadInput) {
 			a.Metrics.ended(name, "bad_input")
@@ -515,6 +533,58 @@ func (a *Activities) runStage(ctx context.Context, spec runspec.Spec, name strin
 	}
 	a.Metrics.ended(name, "succeeded")
 	return res, nil
+}
+
+// errStalled is what watched returns when the tracker's watchdog fired.
+var errStalled = errors.New("stalled")
+
+// watched runs work on a goroutine of its own and returns its result, or
+// errStalled once the tracker sees no progress for the stall timeout. A
+// stalled work's context is cancelled and it gets a short grace to return
+// (shorter than the heartbeat timeout, so that the attempt fails with the
+// stall's message, not as a heartbeat timeout); one that ignores its
+// context is left behind, and the worker logs it.
+func (a *Activities) watched(ctx context.Context, t *tracker, work func(context.Context, *tracker) (StageResult, error)) (StageResult, error) {
+	wctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	type outcome struct {
+		res      StageResult
+		err      error
+		panicked any
+		ok       bool // work returned
+	}
+	done := make(chan outcome, 1)
+	go func() {
+		var o outcome
+		defer func() {
+			if !o.ok {
+				o.panicked = recover()
+			}
+			done <- o
+		}()
+		o.res, o.err = work(wctx, t)
+		o.ok = true
+	}()
+	select {
+	case o := <-done:
+		if !o.ok { // on the activity's goroutine, where the SDK fails the attempt with it
+			panic(o.panicked)
+		}
+		return o.res, o.err
+	case <-t.stalled:
+	}
+	cancel()
+	grace := min(a.stallTimeout()/10, 5*time.Second)
+	if hb := activity.GetInfo(ctx).HeartbeatTimeout; hb > 0 {
+		grace = min(grace, hb/2)
+	}
+	select {
+	case <-done:
+	case <-time.After(grace):
+		t.log.Error("stalled stage did not stop when cancelled; it is left running (restart the worker to free its memory and CPU)",
+			"run", t.run, "stage", t.stage)
+	}
+	return StageResult{}, errStalled
 }
 
 // badInput makes err a non-retryable application error with its message.

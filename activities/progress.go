@@ -10,6 +10,7 @@ import (
 
 	"go.temporal.io/sdk/activity"
 	tlog "go.temporal.io/sdk/log"
+	"go.temporal.io/sdk/temporal"
 
 	"github.com/instructflow/instructflow/stage"
 )
@@ -27,26 +28,30 @@ type Heartbeat struct {
 	WaitSeconds float64 `json:"wait_seconds,omitempty"`
 }
 
-// Progress is what a stage activity tells its workflow every few seconds
-// (the signal ProgressSignal), for the progress query.
-type Progress struct {
-	Stage   string    `json:"stage"`
-	Attempt int32     `json:"attempt"`
-	Beat    Heartbeat `json:"heartbeat"`
+// ETASeconds is the stage's time left at its pace so far (trainer and
+// waiting time over the steps done, all attempts); 0 when unknown.
+func (h Heartbeat) ETASeconds() float64 {
+	if h.Step <= 0 || h.Total <= h.Step {
+		return 0
+	}
+	return (h.Seconds + h.WaitSeconds) / float64(h.Step) * float64(h.Total-h.Step)
 }
-
-// ProgressSignal is the name of the signal that carries Progress.
-const ProgressSignal = "progress"
 
 // ErrWorkerStopping: the worker is shutting down; the stage stopped right
 // after committing a checkpoint, and a retry on another worker continues
 // from it.
 var ErrWorkerStopping = errors.New("worker stopping")
 
-// tracker turns a trainer's progress reports into heartbeats, Postgres
-// metrics and progress signals, off the training goroutine: a slow or
-// unreachable Postgres never stalls training (metrics wait in memory and
-// are written when it answers again).
+// tracker turns a trainer's progress reports into heartbeats and Postgres
+// metrics, off the training goroutine: a slow or unreachable Postgres never
+// stalls training (metrics wait in memory and are written when it answers
+// again). It sends nothing to the workflow: a signal per report would grow
+// the workflow's history without bound (Temporal ends a run at 51,200
+// events), and `run status` reads the live step from the heartbeat.
+//
+// It is also the stage's watchdog: when the trainer reports no new step
+// for the worker's stall timeout (waiting for people excepted), it stops
+// heartbeating and closes stalled.
 type tracker struct {
 	a          *Activities
 	run, stage string
@@ -60,6 +65,13 @@ type tracker struct {
 	// since/waitSince (zero when none runs).
 	seconds, waited  float64
 	since, waitSince time.Time
+	// moved is when this attempt last reported a new step (or started, or
+	// stopped waiting); step is that step, -1 before the first report.
+	moved time.Time
+	step  int64
+
+	stalled  chan struct{} // closed by the watchdog; stallErr says why
+	stallErr error
 
 	stop      chan struct{}
 	done      chan struct{}
@@ -71,7 +83,7 @@ type tracker struct {
 }
 
 func (a *Activities) newTracker(ctx context.Context, run, name string, sink *stageSink) *tracker {
-	t := &tracker{a: a, run: run, stage: name, sink: sink,
+	t := &tracker{a: a, run: run, stage: name, sink: sink, moved: time.Now(), step: -1, stalled: make(chan struct{}),
 		stop: make(chan struct{}), done: make(chan struct{}), workerStop: activity.GetWorkerStopChannel(ctx),
 		log: activity.GetLogger(ctx)}
 	info := activity.GetInfo(ctx)
@@ -84,18 +96,16 @@ func (a *Activities) newTracker(ctx context.Context, run, name string, sink *sta
 			t.seconds, t.waited = last.Seconds, last.WaitSeconds
 		}
 	}
-	go t.loop(ctx, info)
+	go t.loop(ctx)
 	return t
 }
 
-// loop heartbeats every second, writes pending metrics, and signals the
-// workflow every few seconds, until close.
-func (t *tracker) loop(ctx context.Context, info activity.Info) {
+// loop heartbeats every second and writes pending metrics, until close or
+// a stall.
+func (t *tracker) loop(ctx context.Context) {
 	defer close(t.done)
-	tick := time.NewTicker(time.Second)
+	tick := time.NewTicker(t.a.heartbeatEvery())
 	defer tick.Stop()
-	var lastSignal time.Time
-	lastStep := int64(-1)
 	for {
 		select {
 		case <-t.stop:
@@ -108,32 +118,44 @@ func (t *tracker) loop(ctx context.Context, info activity.Info) {
 		beat := t.beat
 		beat.Metrics = maps.Clone(beat.Metrics)
 		beat.Seconds, beat.WaitSeconds = t.totalsLocked()
+		stalled := t.stalledLocked(time.Now())
 		t.mu.Unlock()
-		activity.RecordHeartbeat(ctx, beat)
-		t.flush(ctx)
-		// Each signal adds events to the workflow's history, so they are
-		// rare (and skipped when nothing moved); `run status` reads the
-		// live step from the heartbeat.
-		if t.a.Signal != nil && beat.Step != lastStep && time.Since(lastSignal) >= t.a.signalEvery() {
-			lastSignal, lastStep = time.Now(), beat.Step
-			sctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-			_ = t.a.Signal.SignalWorkflow(sctx, info.WorkflowExecution.ID, info.WorkflowExecution.RunID, ProgressSignal,
-				Progress{Stage: t.stage, Attempt: info.Attempt, Beat: beat})
-			cancel()
+		if stalled != nil {
+			t.stallErr = stalled
+			t.log.Error(stalled.Error(), "run", t.run)
+			close(t.stalled) // and no heartbeat from now on: Temporal also sees the attempt as dead
+			return
 		}
+		activity.RecordHeartbeat(ctx, beat)
+		if t.a.onBeat != nil {
+			t.a.onBeat(beat)
+		}
+		t.flush(ctx)
 	}
 }
 
-func (a *Activities) signalEvery() time.Duration {
-	if a.SignalEvery > 0 {
-		return a.SignalEvery
+// stalledLocked returns the watchdog's error when the attempt has reported
+// no new step for the stall timeout, and is not waiting for people.
+func (t *tracker) stalledLocked(now time.Time) error {
+	limit := t.a.stallTimeout()
+	if !t.waitSince.IsZero() || now.Sub(t.moved) < limit {
+		return nil
 	}
-	return time.Minute
+	since := "the attempt started (no step reported yet)"
+	if t.step >= 0 {
+		since = fmt.Sprintf("step %d", t.step)
+	}
+	return temporal.NewApplicationError(fmt.Sprintf(
+		"%s: no progress for %s since %s (worker.stall_timeout); the attempt stops and is retried from the last checkpoint",
+		t.stage, limit, since), ErrTypeStalled)
 }
 
 // progress is the trainers' stage.Progress.
 func (t *tracker) progress(r stage.Report) error {
 	t.mu.Lock()
+	if r.Step != t.step {
+		t.step, t.moved = r.Step, time.Now()
+	}
 	t.beat.Step, t.beat.Total, t.beat.Metrics = r.Step, r.Total, r.Metrics
 	if r.Checkpoint != "" {
 		t.beat.Checkpoint = t.checkpoint(r.Step, r.Checkpoint).Key()
@@ -165,7 +187,9 @@ func (t *tracker) timed(fn func() error) error {
 	return err
 }
 
-// waiting counts the time from now until done() as waiting for people.
+// waiting counts the time from now until done() as waiting for people,
+// which the watchdog does not count as a stall (its clock starts again at
+// done).
 func (t *tracker) waiting() (done func()) {
 	t.mu.Lock()
 	t.waitSince = time.Now()
@@ -173,6 +197,7 @@ func (t *tracker) waiting() (done func()) {
 	return func() {
 		t.mu.Lock()
 		t.waited, t.waitSince = t.waited+time.Since(t.waitSince).Seconds(), time.Time{}
+		t.moved = time.Now()
 		t.mu.Unlock()
 	}
 }

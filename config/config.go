@@ -7,13 +7,16 @@
 package config
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
 	"net/url"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 )
@@ -34,6 +37,32 @@ type Worker struct {
 	// MetricsAddress is where the worker serves Prometheus metrics
 	// (/metrics); empty turns the endpoint off.
 	MetricsAddress string `mapstructure:"metrics_address" json:"metrics_address"`
+	// MaxConcurrentStages is how many activities the worker runs at once
+	// (Temporal's MaxConcurrentActivityExecutionSize). A stage trains
+	// with all the threads its run spec gives it, so the default is 1: a
+	// second run's stage, and the short bookkeeping steps of other runs
+	// on the same task queue, wait in the queue until the worker is free
+	// (or another worker takes them). Raise it on a worker whose queue
+	// holds only light stages, or whose runs set fewer threads than it
+	// has cores.
+	MaxConcurrentStages int `mapstructure:"max_concurrent_stages" json:"max_concurrent_stages"`
+	// StallTimeout is how long a stage may report no new step before the
+	// worker fails its attempt (retryably, as "Stalled"; the retry
+	// continues from the last checkpoint) and stops heartbeating for it. A
+	// hung trainer is otherwise kept alive forever by the heartbeats.
+	// Waiting for labels does not count; a stage that reports no steps
+	// (evaluation, sampling a labeling batch) must finish within it.
+	StallTimeout time.Duration `mapstructure:"stall_timeout" json:"stall_timeout"`
+}
+
+// MarshalJSON writes StallTimeout as a duration ("30m0s"), as config files
+// and INSTRUCTFLOW_WORKER_STALL_TIMEOUT take it.
+func (w Worker) MarshalJSON() ([]byte, error) {
+	type plain Worker
+	return json.Marshal(struct {
+		plain
+		StallTimeout string `json:"stall_timeout"`
+	}{plain(w), w.StallTimeout.String()})
 }
 
 // Temporal says where the Temporal frontend is and which queue workers poll.
@@ -45,9 +74,14 @@ type Temporal struct {
 	UIPort int `mapstructure:"ui_port" json:"ui_port"`
 }
 
-// Postgres holds the connection URL of the label and run database.
+// Postgres holds the connection URLs of the label and run database: one for
+// the runtime role that workers and the CLI log in as (no superuser, only
+// the rights the code uses), one for the owner that runs the migrations
+// (`instructflow db migrate`) and, in the local stack, creates test
+// databases.
 type Postgres struct {
-	URL string `mapstructure:"url" json:"url"`
+	URL      string `mapstructure:"url" json:"url"`
+	OwnerURL string `mapstructure:"owner_url" json:"owner_url"`
 }
 
 // S3 says where checkpoints are stored.
@@ -72,7 +106,8 @@ func Default() Config {
 			UIPort:    8233,
 		},
 		Postgres: Postgres{
-			URL: "postgres://instructflow:instructflow@127.0.0.1:5432/instructflow?sslmode=disable",
+			URL:      "postgres://instructflow:instructflow@127.0.0.1:5432/instructflow?sslmode=disable",
+			OwnerURL: "postgres://instructflow_owner:instructflow_owner@127.0.0.1:5432/instructflow?sslmode=disable",
 		},
 		S3: S3{
 			Endpoint:  "http://127.0.0.1:9000",
@@ -81,7 +116,7 @@ func Default() Config {
 			AccessKey: "instructflow",
 			SecretKey: "instructflow-secret",
 		},
-		Worker: Worker{MetricsAddress: "127.0.0.1:9464"},
+		Worker: Worker{MetricsAddress: "127.0.0.1:9464", MaxConcurrentStages: 1, StallTimeout: 30 * time.Minute},
 	}
 }
 
@@ -90,18 +125,21 @@ func Default() Config {
 func Defaults() map[string]any {
 	d := Default()
 	return map[string]any{
-		"data_dir":               d.DataDir,
-		"temporal.address":       d.Temporal.Address,
-		"temporal.namespace":     d.Temporal.Namespace,
-		"temporal.task_queue":    d.Temporal.TaskQueue,
-		"temporal.ui_port":       d.Temporal.UIPort,
-		"postgres.url":           d.Postgres.URL,
-		"s3.endpoint":            d.S3.Endpoint,
-		"s3.region":              d.S3.Region,
-		"s3.bucket":              d.S3.Bucket,
-		"s3.access_key":          d.S3.AccessKey,
-		"s3.secret_key":          d.S3.SecretKey,
-		"worker.metrics_address": d.Worker.MetricsAddress,
+		"data_dir":                     d.DataDir,
+		"temporal.address":             d.Temporal.Address,
+		"temporal.namespace":           d.Temporal.Namespace,
+		"temporal.task_queue":          d.Temporal.TaskQueue,
+		"temporal.ui_port":             d.Temporal.UIPort,
+		"postgres.url":                 d.Postgres.URL,
+		"postgres.owner_url":           d.Postgres.OwnerURL,
+		"s3.endpoint":                  d.S3.Endpoint,
+		"s3.region":                    d.S3.Region,
+		"s3.bucket":                    d.S3.Bucket,
+		"s3.access_key":                d.S3.AccessKey,
+		"s3.secret_key":                d.S3.SecretKey,
+		"worker.metrics_address":       d.Worker.MetricsAddress,
+		"worker.max_concurrent_stages": d.Worker.MaxConcurrentStages,
+		"worker.stall_timeout":         d.Worker.StallTimeout,
 	}
 }
 
@@ -147,11 +185,20 @@ func (c Config) Validate() error {
 			bad("worker.metrics_address", "%q is not host:port; use e.g. 127.0.0.1:9464, or empty to turn metrics off", a)
 		}
 	}
+	if c.Worker.MaxConcurrentStages < 1 {
+		bad("worker.max_concurrent_stages", "is %d; use 1 or more (1, the default, runs one stage at a time)", c.Worker.MaxConcurrentStages)
+	}
+	if c.Worker.StallTimeout < time.Minute {
+		bad("worker.stall_timeout", "is %s; use a duration of 1m or more, longer than a trainer's slowest step or checkpoint (default 30m)", c.Worker.StallTimeout)
+	}
 	if c.Temporal.UIPort < 1 || c.Temporal.UIPort > 65535 {
 		bad("temporal.ui_port", "%d is not a TCP port; use 1-65535 (default 8233)", c.Temporal.UIPort)
 	}
 	if _, err := pgx.ParseConfig(c.Postgres.URL); err != nil || !strings.HasPrefix(c.Postgres.URL, "postgres") {
 		bad("postgres.url", "is not a Postgres URL; use postgres://user:password@host:5432/dbname?sslmode=disable")
+	}
+	if _, err := pgx.ParseConfig(c.Postgres.OwnerURL); err != nil || !strings.HasPrefix(c.Postgres.OwnerURL, "postgres") {
+		bad("postgres.owner_url", "is not a Postgres URL; use postgres://owner:password@host:5432/dbname?sslmode=disable (the role that owns the schema)")
 	}
 	if _, _, err := c.S3.HostAndTLS(); err != nil {
 		bad("s3.endpoint", "%v; use a URL such as http://127.0.0.1:9000", err)
@@ -171,22 +218,26 @@ func (c Config) Validate() error {
 // HostAndTLS splits the endpoint URL into the host:port the S3 client wants
 // and whether to use TLS.
 func (s S3) HostAndTLS() (hostport string, secure bool, err error) {
+	shown := RedactURL(s.Endpoint) // errors are printed
 	u, err := url.Parse(s.Endpoint)
 	if err != nil {
-		return "", false, fmt.Errorf("%q is not a URL", s.Endpoint)
+		return "", false, fmt.Errorf("%q is not a URL", shown)
 	}
 	switch u.Scheme {
 	case "http":
 	case "https":
 		secure = true
 	default:
-		return "", false, fmt.Errorf("%q needs the scheme http:// or https://", s.Endpoint)
+		return "", false, fmt.Errorf("%q needs the scheme http:// or https://", shown)
+	}
+	if u.User != nil {
+		return "", false, fmt.Errorf("%q has credentials in it, which the S3 client does not use; give them in s3.access_key and s3.secret_key instead", shown)
 	}
 	if u.Path != "" && u.Path != "/" {
-		return "", false, fmt.Errorf("%q has a path; give the bucket in s3.bucket instead", s.Endpoint)
+		return "", false, fmt.Errorf("%q has a path; give the bucket in s3.bucket instead", shown)
 	}
 	if _, err := HostPort(u.Host); err != nil {
-		return "", false, fmt.Errorf("%q: %v", s.Endpoint, err)
+		return "", false, fmt.Errorf("%q: %v", shown, err)
 	}
 	return u.Host, secure, nil
 }
@@ -215,25 +266,43 @@ func (c Config) PostgresPort() (int, error) {
 
 const redacted = "REDACTED"
 
-// Redacted returns a copy that is safe to print: the Postgres password and
-// the S3 secret key are replaced.
+// Redacted returns a copy that is safe to print: the passwords of the
+// Postgres URLs, any credentials in the S3 endpoint and the S3 secret key
+// are replaced.
 func (c Config) Redacted() Config {
 	if c.S3.SecretKey != "" {
 		c.S3.SecretKey = redacted
 	}
 	c.Postgres.URL = RedactURL(c.Postgres.URL)
+	c.Postgres.OwnerURL = RedactURL(c.Postgres.OwnerURL)
+	c.S3.Endpoint = RedactURL(c.S3.Endpoint)
 	return c
 }
 
-// RedactURL hides the password of a URL such as a Postgres DSN.
+// secretParams are the query parameters of a Postgres URL that hold a
+// secret: the password, and the password of the client's TLS key.
+var secretParams = []string{"password", "sslpassword"}
+
+// RedactURL hides the secrets of a URL such as a Postgres DSN or an S3
+// endpoint: a password in the user part or in the query (password,
+// sslpassword).
 func RedactURL(raw string) string {
+	if raw == "" {
+		return ""
+	}
 	u, err := url.Parse(raw)
-	if err != nil {
-		return redacted // an unparseable URL may hold a secret anywhere
+	if err != nil || u.Scheme == "" || u.Opaque != "" {
+		return redacted // not a URL (a key=value DSN?): it may hold a secret anywhere
 	}
 	q := u.Query()
-	if q.Has("password") {
-		q.Set("password", redacted)
+	changed := false
+	for k := range q {
+		if slices.Contains(secretParams, strings.ToLower(k)) {
+			q.Set(k, redacted)
+			changed = true
+		}
+	}
+	if changed {
 		u.RawQuery = q.Encode()
 	}
 	if u.User != nil {

@@ -1,6 +1,7 @@
 package config
 
 import (
+	"encoding/json"
 	"strings"
 	"testing"
 )
@@ -62,5 +63,35 @@ func TestRedacted(t *testing.T) {
 	}
 	if c.S3.SecretKey == "REDACTED" {
 		t.Error("Redacted changed the original")
+	}
+}
+
+func TestRedactedCoversEverySecret(t *testing.T) {
+	c := Default()
+	c.Postgres.URL = "postgres://app:hunter2@h:5432/d?sslmode=verify-full&sslkey=/k.pem&sslpassword=keypass1"
+	c.Postgres.OwnerURL = "postgres://owner:ownerpass@h:5432/d?SSLPassword=keypass2"
+	c.S3.Endpoint = "http://access:s3pass@127.0.0.1:9000"
+	r := c.Redacted()
+	b, err := json.Marshal(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, secret := range []string{"hunter2", "keypass1", "ownerpass", "keypass2", "s3pass", c.S3.SecretKey} {
+		if strings.Contains(string(b), secret) {
+			t.Errorf("%q survives redaction: %s", secret, b)
+		}
+	}
+	if !strings.Contains(r.Postgres.URL, "sslkey=%2Fk.pem") || !strings.Contains(r.S3.Endpoint, "127.0.0.1:9000") {
+		t.Errorf("redaction hid more than the secrets: %s", b)
+	}
+	if got := RedactURL("host=h password=hunter2"); strings.Contains(got, "hunter2") {
+		t.Errorf("a key=value DSN keeps its password: %q", got)
+	}
+}
+
+func TestS3EndpointWithCredentialsIsRefused(t *testing.T) {
+	_, _, err := S3{Endpoint: "http://access:s3pass@127.0.0.1:9000"}.HostAndTLS()
+	if err == nil || strings.Contains(err.Error(), "s3pass") || !strings.Contains(err.Error(), "s3.secret_key") {
+		t.Fatalf("got %v, want a refusal that names s3.secret_key and does not print the password", err)
 	}
 }

@@ -21,7 +21,8 @@ func newObjectStore(opts Options, bin string) *service {
 	s := &service{
 		name:     "s3",
 		ports:    []int{opts.S3Port},
-		binary:   "versitygw",
+		exe:      bin,
+		dir:      dir,
 		pidFile:  filepath.Join(opts.DataDir, "versitygw.pid"),
 		writePID: true,
 		logFile:  filepath.Join(opts.DataDir, "logs", "versitygw.log"),
@@ -54,4 +55,6 @@ func newObjectStore(opts Options, bin string) *service {
 	return s
 }
 
-func mkdirAll(dir string) error { return os.MkdirAll(dir, 0o755) }
+// mkdirAll creates dir and its missing parents private to this user (0700):
+// the data dir holds credentials, labels and checkpoints.
+func mkdirAll(dir string) error { return os.MkdirAll(dir, 0o700) }

@@ -68,16 +68,45 @@ func listeningInodes(port int) map[string]bool {
 	return inodes
 }
 
-// pidAlive reports whether pid runs and its command line contains want.
-func pidAlive(pid int, want string) bool {
-	if pid <= 0 {
+// processIs reports whether pid runs the program exe (by /proc/<pid>/exe,
+// not by a name in its command line) with dir, or a path inside dir, among
+// its arguments. That is how devstack recognises a server it started for
+// this data dir, and nothing else that happens to reuse the pid or the name.
+func processIs(pid int, exe, dir string) bool {
+	if pid <= 0 || exe == "" || dir == "" {
 		return false
 	}
-	cmdline, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "cmdline"))
+	proc := filepath.Join("/proc", strconv.Itoa(pid))
+	got, err := os.Readlink(filepath.Join(proc, "exe"))
+	if err != nil {
+		return false // gone, a zombie, or not ours to inspect
+	}
+	// A program replaced on disk while it runs (go install) reads "(deleted)".
+	if strings.TrimSuffix(got, " (deleted)") != resolvePath(exe) {
+		return false
+	}
+	cmdline, err := os.ReadFile(filepath.Join(proc, "cmdline"))
 	if err != nil {
 		return false
 	}
-	return strings.Contains(string(cmdline), want)
+	dir = filepath.Clean(dir)
+	for _, arg := range strings.Split(string(cmdline), "\x00") {
+		if arg == dir || strings.HasPrefix(arg, dir+string(filepath.Separator)) {
+			return true
+		}
+	}
+	return false
+}
+
+// resolvePath returns path with its symlinks resolved, as the kernel shows
+// it in /proc/<pid>/exe, or path itself when it cannot be resolved.
+func resolvePath(path string) string {
+	if r, err := filepath.EvalSymlinks(path); err == nil {
+		if a, err := filepath.Abs(r); err == nil {
+			return a
+		}
+	}
+	return path
 }
 
 // readPID reads the first line of a pid file (postmaster.pid has more).

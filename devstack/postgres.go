@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"os/user"
 	"path/filepath"
 	"strconv"
 	"syscall"
@@ -16,14 +15,17 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 )
 
-// newPostgres describes a private Postgres 15 cluster under DataDir/postgres,
-// listening on 127.0.0.1 only, with password authentication over TCP.
-func newPostgres(opts Options, binDir string) *service {
-	dir := filepath.Join(opts.DataDir, "postgres")
+// newPostgres describes a private Postgres 15 cluster in home.dir
+// (DataDir/postgres unless the postgres user cannot reach it; see
+// locatePostgres), listening on 127.0.0.1 only, with password authentication
+// over TCP.
+func newPostgres(opts Options, binDir string, home pgHome) *service {
+	dir := home.dir
 	s := &service{
 		name:    "postgres",
 		ports:   []int{opts.PostgresPort},
-		binary:  "postgres",
+		exe:     filepath.Join(binDir, "postgres"),
+		dir:     dir,
 		pidFile: filepath.Join(dir, "postmaster.pid"),
 		logFile: filepath.Join(opts.DataDir, "logs", "postgres.log"),
 		stopSig: syscall.SIGINT, // "fast" shutdown: roll back clients, checkpoint, exit
@@ -32,7 +34,7 @@ func newPostgres(opts Options, binDir string) *service {
 			return "choose another port in postgres.url (INSTRUCTFLOW_POSTGRES_URL or --postgres-url)"
 		},
 	}
-	s.prepare = func(ctx context.Context) error { return initCluster(ctx, opts, binDir, dir) }
+	s.prepare = func(ctx context.Context) error { return initCluster(ctx, opts, binDir, home) }
 	s.command = func() *exec.Cmd {
 		cmd := exec.Command(filepath.Join(binDir, "postgres"),
 			"-D", dir,
@@ -58,7 +60,7 @@ func newPostgres(opts Options, binDir string) *service {
 		if err != nil {
 			var pgErr *pgconn.PgError
 			if errors.As(err, &pgErr) && (pgErr.Code == "28P01" || pgErr.Code == "28000") {
-				return permanent(fmt.Errorf("the cluster in %s rejects user %q with this password: it was created with other credentials; fix postgres.url or remove %s to start afresh", dir, opts.PostgresUser, dir))
+				return permanent(fmt.Errorf("the cluster in %s rejects its superuser %q with the password of postgres.owner_url: it was created with other credentials (or by an InstructFlow from before the owner and runtime roles); fix postgres.owner_url or remove %s to start afresh", dir, opts.PostgresUser, dir))
 			}
 			return err
 		}
@@ -71,31 +73,22 @@ func newPostgres(opts Options, binDir string) *service {
 			return fmt.Errorf("connect: %w", err)
 		}
 		defer conn.Close(ctx)
-		var exists bool
-		if err := conn.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)", opts.PostgresDB).Scan(&exists); err != nil {
-			return fmt.Errorf("look up database %s: %w", opts.PostgresDB, err)
-		}
-		if exists {
-			return nil
-		}
-		if _, err := conn.Exec(ctx, "CREATE DATABASE "+pgx.Identifier{opts.PostgresDB}.Sanitize()); err != nil {
-			return fmt.Errorf("create database %s: %w", opts.PostgresDB, err)
-		}
-		return nil
+		return setUpRoles(ctx, conn, opts)
 	}
 	return s
 }
 
 // initCluster runs initdb once: the superuser is the configured user, local
 // socket connections are trusted, TCP connections need the password.
-func initCluster(ctx context.Context, opts Options, binDir, dir string) error {
+func initCluster(ctx context.Context, opts Options, binDir string, home pgHome) error {
+	dir := home.dir
 	if _, err := os.Stat(filepath.Join(dir, "PG_VERSION")); err == nil {
 		return nil
 	}
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return err
 	}
-	pwFile := filepath.Join(opts.DataDir, ".postgres-password")
+	pwFile := filepath.Join(home.pwDir, ".postgres-password")
 	if err := os.WriteFile(pwFile, []byte(opts.PostgresPassword+"\n"), 0o600); err != nil {
 		return err
 	}
@@ -140,11 +133,6 @@ func chownToPostgres(path string) error {
 }
 
 func postgresIDs() (uid, gid uint32, err error) {
-	u, err := user.Lookup("postgres")
-	if err != nil {
-		return 0, 0, fmt.Errorf("running as root needs the postgres user to run Postgres (install the postgresql package): %w", err)
-	}
-	id, _ := strconv.Atoi(u.Uid)
-	g, _ := strconv.Atoi(u.Gid)
-	return uint32(id), uint32(g), nil
+	a, err := postgresAccount()
+	return a.uid, a.gid, err
 }

@@ -18,7 +18,8 @@ import (
 type service struct {
 	name     string
 	ports    []int          // ports it listens on; ports[0] is the main one
-	binary   string         // substring of its command line, to recognise a reused process
+	exe      string         // the program it runs, to recognise a reused process by /proc/<pid>/exe
+	dir      string         // its data folder, named in its command line, ditto
 	pidFile  string         // where its pid is found (postmaster.pid for Postgres)
 	writePID bool           // whether we write pidFile ourselves
 	logFile  string         // its stdout and stderr
@@ -42,7 +43,7 @@ type service struct {
 // start starts the service or reuses one of ours that already runs, then
 // waits until it answers.
 func (s *service) start(ctx context.Context) error {
-	if pid := readPID(s.pidFile); pidAlive(pid, s.binary) {
+	if pid := s.earlier(); pid != 0 {
 		rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		err := s.ready(rctx)
 		cancel()
@@ -80,7 +81,7 @@ func (s *service) start(ctx context.Context) error {
 // checkPorts fails when another process holds one of the service's ports,
 // unless that process is this service's earlier instance, which start reuses.
 func (s *service) checkPorts() error {
-	if pidAlive(readPID(s.pidFile), s.binary) {
+	if s.earlier() != 0 {
 		return nil
 	}
 	for _, p := range s.ports {
@@ -90,6 +91,16 @@ func (s *service) checkPorts() error {
 		}
 	}
 	return nil
+}
+
+// earlier returns the pid of this service's earlier instance, the one its
+// pid file names, if that process still runs this service's program on this
+// service's folder; otherwise 0.
+func (s *service) earlier() int {
+	if pid := readPID(s.pidFile); processIs(pid, s.exe, s.dir) {
+		return pid
+	}
+	return 0
 }
 
 func (s *service) runAfter(ctx context.Context) error {
@@ -104,10 +115,10 @@ func (s *service) runAfter(ctx context.Context) error {
 
 // spawn starts the process with its output appended to the log file.
 func (s *service) spawn() error {
-	if err := os.MkdirAll(filepath.Dir(s.logFile), 0o755); err != nil {
+	if err := mkdirAll(filepath.Dir(s.logFile)); err != nil {
 		return fmt.Errorf("devstack: %s: %w", s.name, err)
 	}
-	log, err := os.OpenFile(s.logFile, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	log, err := os.OpenFile(s.logFile, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
 		return fmt.Errorf("devstack: %s: open log: %w", s.name, err)
 	}
@@ -126,7 +137,7 @@ func (s *service) spawn() error {
 	}
 	log.Close() // the child holds its own copy
 	if s.writePID {
-		if err := os.WriteFile(s.pidFile, []byte(strconv.Itoa(cmd.Process.Pid)+"\n"), 0o644); err != nil {
+		if err := os.WriteFile(s.pidFile, []byte(strconv.Itoa(cmd.Process.Pid)+"\n"), 0o600); err != nil {
 			_ = cmd.Process.Kill()
 			return fmt.Errorf("devstack: %s: write pid file: %w", s.name, err)
 		}

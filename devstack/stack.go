@@ -12,7 +12,6 @@ import (
 	"io"
 	"net"
 	"net/url"
-	"os"
 	"path/filepath"
 	"time"
 
@@ -28,9 +27,14 @@ type Options struct {
 	DataDir string
 
 	PostgresPort     int
-	PostgresUser     string
-	PostgresPassword string
+	PostgresUser     string // the cluster's superuser (SuperUser), which sets the roles up
+	PostgresPassword string // the superuser's: the owner's password
 	PostgresDB       string
+	// The schema's owner (postgres.owner_url), who runs the migrations, and
+	// the runtime role (postgres.url), a member of instructflow_app; the
+	// superuser creates both with these passwords.
+	OwnerUser, OwnerPassword string
+	AppUser, AppPassword     string
 
 	TemporalPort      int
 	TemporalUIPort    int
@@ -73,12 +77,20 @@ func OptionsFrom(cfg config.Config, log io.Writer) (Options, error) {
 	if pg.Password == "" {
 		return Options{}, errors.New("devstack: postgres.url has no password; the local cluster uses password authentication, so give one (postgres://user:password@127.0.0.1:5432/db)")
 	}
+	owner, err := ownerOptions(cfg.Postgres.OwnerURL, pg)
+	if err != nil {
+		return Options{}, err
+	}
 	return Options{
 		DataDir:           cfg.DataDir,
 		PostgresPort:      int(pg.Port),
-		PostgresUser:      pg.User,
-		PostgresPassword:  pg.Password,
+		PostgresUser:      SuperUser,
+		PostgresPassword:  owner.Password,
 		PostgresDB:        pg.Database,
+		OwnerUser:         owner.User,
+		OwnerPassword:     owner.Password,
+		AppUser:           pg.User,
+		AppPassword:       pg.Password,
 		TemporalPort:      tPort,
 		TemporalUIPort:    cfg.Temporal.UIPort,
 		TemporalNamespace: cfg.Temporal.Namespace,
@@ -110,6 +122,7 @@ type Endpoint struct {
 	PID     int    `json:"pid"`
 	Reused  bool   `json:"reused"` // already running before this stack started
 	Log     string `json:"log"`
+	Data    string `json:"data"` // the folder holding its state
 }
 
 // Start starts Postgres, the Temporal dev server and versitygw (or reuses
@@ -119,26 +132,27 @@ func Start(ctx context.Context, opts Options) (*Stack, error) {
 	if opts.Log == nil {
 		opts.Log = io.Discard
 	}
-	dataDir, err := filepath.Abs(opts.DataDir)
+	dataDir, err := prepareDataDir(opts.DataDir)
 	if err != nil {
-		return nil, fmt.Errorf("devstack: data dir: %w", err)
+		return nil, err
 	}
 	opts.DataDir = dataDir
-	if err := os.MkdirAll(dataDir, 0o755); err != nil {
-		return nil, fmt.Errorf("devstack: data dir: %w", err)
-	}
-	if os.Geteuid() == 0 {
-		// Postgres runs as the postgres user and must reach its folder.
-		if err := os.Chmod(dataDir, 0o755); err != nil {
-			return nil, fmt.Errorf("devstack: data dir: %w", err)
-		}
-	}
 	bins, err := findBinaries()
 	if err != nil {
 		return nil, err
 	}
+	// Postgres runs as the postgres user when dev runs as root; its cluster
+	// lives where that user can reach it.
+	home, err := locatePostgres(dataDir, opts.Log)
+	if err != nil {
+		return nil, fmt.Errorf("devstack: postgres: %w", err)
+	}
+	if home.why != "" {
+		fmt.Fprintf(opts.Log, "devstack: postgres keeps its cluster in %s (%s; recorded in %s)\n",
+			home.dir, home.why, filepath.Join(dataDir, locationFile))
+	}
 	st := &Stack{opts: opts, services: []*service{
-		newPostgres(opts, bins.postgres),
+		newPostgres(opts, bins.postgres, home),
 		newTemporal(opts, bins.temporal),
 		newObjectStore(opts, bins.versitygw),
 	}}
@@ -165,14 +179,14 @@ func Start(ctx context.Context, opts Options) (*Stack, error) {
 // Endpoints lists where each service answers.
 func (st *Stack) Endpoints() []Endpoint {
 	addrs := map[string]string{
-		"postgres": fmt.Sprintf("postgres://%s@127.0.0.1:%d/%s", st.opts.PostgresUser, st.opts.PostgresPort, st.opts.PostgresDB),
+		"postgres": fmt.Sprintf("postgres://%s@127.0.0.1:%d/%s", st.opts.AppUser, st.opts.PostgresPort, st.opts.PostgresDB),
 		"temporal": fmt.Sprintf("127.0.0.1:%d (Web UI http://127.0.0.1:%d)", st.opts.TemporalPort, st.opts.TemporalUIPort),
 		"s3":       fmt.Sprintf("http://127.0.0.1:%d", st.opts.S3Port),
 	}
 	var out []Endpoint
 	for _, s := range st.services {
 		pid, owned, _ := s.state()
-		out = append(out, Endpoint{Name: s.name, Address: addrs[s.name], PID: pid, Reused: !owned, Log: s.logFile})
+		out = append(out, Endpoint{Name: s.name, Address: addrs[s.name], PID: pid, Reused: !owned, Log: s.logFile, Data: s.dir})
 	}
 	return out
 }

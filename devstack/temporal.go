@@ -22,7 +22,8 @@ func newTemporal(opts Options, bin string) *service {
 	s := &service{
 		name:     "temporal",
 		ports:    []int{opts.TemporalPort, opts.TemporalUIPort},
-		binary:   "temporal",
+		exe:      bin,
+		dir:      dir,
 		pidFile:  filepath.Join(dir, "temporal.pid"),
 		writePID: true,
 		logFile:  filepath.Join(opts.DataDir, "logs", "temporal.log"),

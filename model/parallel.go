@@ -1,6 +1,7 @@
 package model
 
 import (
+	"errors"
 	"runtime"
 	"sync"
 	"sync/atomic"
@@ -23,7 +24,11 @@ type pool struct {
 }
 
 // run calls fn(i) for every i in [0, n), spread over the pool's threads, and
-// returns when all calls have returned.
+// returns when all calls have returned. A task that panics, on whichever
+// goroutine, makes run panic with the same value on the caller's goroutine
+// (where a recover, such as the Temporal SDK's around an activity, sees it)
+// once every task has stopped; the tasks not yet started are skipped. The
+// stack of the panic is then the caller's, from run down.
 func (p pool) run(n int, fn func(i int)) {
 	if p.threads <= 1 || n <= 1 {
 		for i := range n {
@@ -47,6 +52,9 @@ func (p pool) run(n int, fn func(i int)) {
 		}
 		runtime.Gosched()
 	}
+	if j.failed.Load() {
+		panic(j.panicked)
+	}
 }
 
 // job is one run call's tasks. Whoever takes a job, the caller or a helper,
@@ -57,6 +65,10 @@ type job struct {
 	n          int64
 	next, done atomic.Int64
 	fin        chan struct{}
+	// failed is set by the first task that panics, which keeps its value
+	// in panicked (written before its done count, read after the last).
+	failed   atomic.Bool
+	panicked any
 }
 
 func (j *job) work() {
@@ -65,12 +77,53 @@ func (j *job) work() {
 		if i >= j.n {
 			return
 		}
-		j.fn(int(i))
-		if j.done.Add(1) == j.n {
-			close(j.fin)
+		if !j.failed.Load() {
+			j.call(int(i))
 		}
+		j.finish()
 	}
 }
+
+// call runs task i, recovering a panic into the job. A task that exits its
+// goroutine (runtime.Goexit) instead also fails the job, and this goroutine
+// claims the remaining tasks before it goes, so that nobody waits for them.
+func (j *job) call(i int) {
+	returned := false
+	defer func() {
+		if returned {
+			return
+		}
+		v := recover()
+		if v == nil {
+			v = errTaskExited
+		}
+		if j.failed.CompareAndSwap(false, true) {
+			j.panicked = v
+		}
+		if v == errTaskExited {
+			j.finish() // task i
+			for {
+				if k := j.next.Add(1) - 1; k >= j.n {
+					return
+				}
+				j.finish()
+			}
+		}
+	}()
+	j.fn(i)
+	returned = true
+}
+
+// finish counts one task as done.
+func (j *job) finish() {
+	if j.done.Add(1) == j.n {
+		close(j.fin)
+	}
+}
+
+// errTaskExited is the panic of a run whose task called runtime.Goexit
+// on a helper (as t.FailNow does in a test).
+var errTaskExited = errors.New("model: a parallel task exited its goroutine (runtime.Goexit)")
 
 // spinTries is how many times a helper looking for a job, and a caller
 // waiting for its helpers, yield before they park (about 200 µs on the
@@ -110,6 +163,7 @@ func startHelpers(n int) chan<- *job {
 }
 
 func helper(jobs <-chan *job) {
+	defer helpers.n.Add(-1) // only a task's runtime.Goexit ends a helper
 	for {
 		var j *job
 		for spin := 0; j == nil && spin < spinTries; spin++ {

@@ -1,6 +1,9 @@
 package model
 
 import (
+	"errors"
+	"runtime"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -56,5 +59,84 @@ func TestPoolRunNested(t *testing.T) {
 	}
 	if total.Load() != int64(len(hits)) {
 		t.Fatalf("%d tasks ran, want %d", total.Load(), len(hits))
+	}
+}
+
+// goid returns the id of the calling goroutine, from its stack header.
+func goid() string {
+	b := make([]byte, 64)
+	return strings.Fields(string(b[:runtime.Stack(b, false)]))[1]
+}
+
+// TestPoolRunPanics: a task that panics, on a helper or on the caller,
+// reaches run's caller as a panic with the task's own value, only after
+// the other tasks of the call have stopped, and the pool keeps working.
+func TestPoolRunPanics(t *testing.T) {
+	boom := errors.New("boom")
+	for _, on := range []string{"helper", "caller"} {
+		t.Run(on, func(t *testing.T) {
+			p := pool{threads: 2}
+			caller := goid()
+			for round := range 50 {
+				var started sync.WaitGroup
+				started.Add(2)
+				var finished atomic.Int32
+				got := func() (v any) {
+					defer func() { v = recover() }()
+					p.run(2, func(int) {
+						started.Done()
+						started.Wait() // the two tasks run on two goroutines
+						if (goid() == caller) == (on == "caller") {
+							panic(boom)
+						}
+						time.Sleep(time.Millisecond) // the other task is still running when the panic happens
+						finished.Add(1)
+					})
+					return nil
+				}()
+				if got != boom {
+					t.Fatalf("round %d: run's caller recovered %v, want the task's panic %v", round, got, boom)
+				}
+				if finished.Load() != 1 {
+					t.Fatalf("round %d: run panicked before its other task had finished", round)
+				}
+			}
+			hits := make([]int32, 100)
+			p.run(len(hits), func(i int) { hits[i]++ })
+			for i, h := range hits {
+				if h != 1 {
+					t.Fatalf("after the panics, task %d ran %d times", i, h)
+				}
+			}
+		})
+	}
+}
+
+// TestPoolRunGoexit: a task that calls runtime.Goexit on a helper (as
+// t.FailNow does) fails the call with a panic instead of leaving the
+// caller waiting forever, and the pool starts a new helper.
+func TestPoolRunGoexit(t *testing.T) {
+	p := pool{threads: 2}
+	caller := goid()
+	var started sync.WaitGroup
+	started.Add(2)
+	got := func() (v any) {
+		defer func() { v = recover() }()
+		p.run(2, func(int) {
+			started.Done()
+			started.Wait()
+			if goid() != caller {
+				runtime.Goexit()
+			}
+		})
+		return nil
+	}()
+	if got != errTaskExited {
+		t.Fatalf("run's caller recovered %v, want %v", got, errTaskExited)
+	}
+	var ran atomic.Int32
+	p.run(64, func(int) { ran.Add(1) })
+	if ran.Load() != 64 {
+		t.Fatalf("after a helper exited, %d of 64 tasks ran", ran.Load())
 	}
 }

@@ -11,6 +11,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 n="${1:-1000000}"
 url="${INSTRUCTFLOW_POSTGRES_URL:-postgres://instructflow:instructflow@127.0.0.1:5432/instructflow?sslmode=disable}"
+owner_url="${INSTRUCTFLOW_POSTGRES_OWNER_URL:-postgres://instructflow_owner:instructflow_owner@127.0.0.1:5432/instructflow?sslmode=disable}"
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 
@@ -19,14 +20,14 @@ go run ./scripts/genpairs -n "$n" -jsonl "$work/pairs.jsonl" -csv "$work/pairs.c
 ls -l "$work/pairs.jsonl" "$work/pairs.csv" | awk '{print $5, $9}'
 
 base="${url%%\?*}"; base="${base%/*}"; query="${url#*\?}"
+obase="${owner_url%%\?*}"; obase="${obase%/*}"; oquery="${owner_url#*\?}"
+# The owner creates the databases and migrates them (not part of the timing).
 for db in bench_import bench_psql; do
-	psql "$url" -qc "DROP DATABASE IF EXISTS $db WITH (FORCE)" -c "CREATE DATABASE $db"
+	psql "$owner_url" -qc "DROP DATABASE IF EXISTS $db WITH (FORCE)" -c "CREATE DATABASE $db"
+	INSTRUCTFLOW_POSTGRES_URL="$base/$db?$query" INSTRUCTFLOW_POSTGRES_OWNER_URL="$obase/$db?$oquery" "$work/instructflow" db migrate >/dev/null
 done
 import_url="$base/bench_import?$query"
-psql_url="$base/bench_psql?$query"
-# Both databases get the schema first (migrations are not part of the timing).
-INSTRUCTFLOW_POSTGRES_URL="$import_url" "$work/instructflow" labels lineage none >/dev/null 2>&1 || true
-INSTRUCTFLOW_POSTGRES_URL="$psql_url" "$work/instructflow" labels lineage none >/dev/null 2>&1 || true
+psql_url="$obase/bench_psql?$oquery"
 
 now() { date +%s.%N; }
 t0=$(now)

@@ -56,7 +56,11 @@ type Report struct {
 	OverheadShare   float64      `json:"overhead_share"`
 }
 
-// Progress is the answer to the progress query.
+// Progress is the answer to the progress query. The workflow knows its
+// stages; the running stage's step, total, metrics, attempt and ETA live
+// in that activity's heartbeat (the workflow gets no progress signals, so a
+// stage may run for weeks without growing the history), and the CLI adds
+// them from the pending activity.
 type Progress struct {
 	Run     string             `json:"run"`
 	Status  string             `json:"status"` // running, paused, waiting for approval, succeeded, failed, cancelled
@@ -74,22 +78,18 @@ type Progress struct {
 
 // pipeline is the workflow's state.
 type pipeline struct {
-	spec     runspec.Spec
-	started  time.Time
-	status   string
-	stages   []StageState
-	current  int // index of the running stage, -1 before the first
-	progress activities.Progress
-	// pace: the first and the latest progress of the current attempt
-	firstStep, lastStep int64
-	firstAt, lastAt     time.Time
-	paused              bool
-	pauses              int // pause updates so far: a cancel caused by one re-runs the stage
-	pausedAt            time.Time
-	cancelStage         workflow.CancelFunc
-	gate                string
-	approved            bool
-	waited              time.Duration // pause and gate
+	spec        runspec.Spec
+	started     time.Time
+	status      string
+	stages      []StageState
+	current     int // index of the running stage, -1 before the first
+	paused      bool
+	pauses      int // pause updates so far: a cancel caused by one re-runs the stage
+	pausedAt    time.Time
+	cancelStage workflow.CancelFunc
+	gate        string
+	approved    bool
+	waited      time.Duration // pause and gate
 }
 
 // Pipeline runs an InstructGPT run as one durable execution: SFT ->
@@ -192,7 +192,6 @@ func (p *pipeline) stage(ctx workflow.Context, name string, fn any, in activitie
 	p.current = p.index(name)
 	st := &p.stages[p.current]
 	st.Status, st.Started = "running", workflow.Now(ctx)
-	p.progress, p.firstAt = activities.Progress{Stage: name}, time.Time{}
 	if timeout == 0 {
 		timeout = 7 * 24 * time.Hour
 	}
@@ -270,8 +269,9 @@ func (p *pipeline) awaitGate(ctx workflow.Context, rm activities.StageResult) er
 	return record("succeeded", "running")
 }
 
-// handlers registers the progress query, the updates and the progress
-// signal from running stages.
+// handlers registers the progress query and the updates. Progress signals
+// that workers of earlier versions sent stay unhandled: they change no
+// state, so histories that hold them still replay.
 func (p *pipeline) handlers(ctx workflow.Context) error {
 	if err := workflow.SetQueryHandler(ctx, ProgressQuery, func() (Progress, error) {
 		return p.view(), nil
@@ -321,23 +321,6 @@ func (p *pipeline) handlers(ctx workflow.Context) error {
 	})); err != nil {
 		return err
 	}
-	ch := workflow.GetSignalChannel(ctx, activities.ProgressSignal)
-	workflow.Go(ctx, func(gctx workflow.Context) {
-		for {
-			var pr activities.Progress
-			if !ch.Receive(gctx, &pr) {
-				return
-			}
-			if p.current < 0 || pr.Stage != p.stages[p.current].Name {
-				continue
-			}
-			now := workflow.Now(gctx)
-			if p.firstAt.IsZero() || pr.Attempt != p.progress.Attempt || pr.Beat.Step < p.lastStep {
-				p.firstStep, p.firstAt = pr.Beat.Step, now
-			}
-			p.progress, p.lastStep, p.lastAt = pr, pr.Beat.Step, now
-		}
-	})
 	return nil
 }
 
@@ -347,15 +330,7 @@ func (p *pipeline) view() Progress {
 		v.Status = "paused"
 	}
 	if p.current >= 0 {
-		st := p.stages[p.current]
-		v.Stage = st.Name
-		if st.Status == "running" {
-			b := p.progress.Beat
-			v.Step, v.Total, v.Metrics, v.Attempt = b.Step, b.Total, b.Metrics, p.progress.Attempt
-			if done := b.Step - p.firstStep; done > 0 && b.Total > b.Step && !p.paused {
-				v.ETASeconds = p.lastAt.Sub(p.firstAt).Seconds() / float64(done) * float64(b.Total-b.Step)
-			}
-		}
+		v.Stage = p.stages[p.current].Name
 	}
 	return v
 }

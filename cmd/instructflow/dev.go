@@ -20,13 +20,22 @@ func newDevCmd(a *app) *cobra.Command {
 		Long: `dev starts the three services InstructFlow needs on this machine and supervises
 them until Ctrl-C (or SIGTERM), then stops them cleanly:
 
-  postgres  a private Postgres 15 cluster under <data_dir>/postgres
+  postgres  a private Postgres 15 cluster under <data_dir>/postgres (as root,
+            when the postgres user cannot reach the data dir, under
+            /var/lib/instructflow/<hash>/, printed at start)
   temporal  the Temporal CLI dev server, state in <data_dir>/temporal/temporal.db, Web UI
   s3        versitygw serving <data_dir>/s3
 
 Ports come from the configuration (postgres.url, temporal.address,
 temporal.ui_port, s3.endpoint). Services of an earlier 'dev' that still run
-are reused. Install what is missing with 'make deps'.`,
+are reused. Install what is missing with 'make deps'.
+
+Postgres gets two roles with the passwords of the URLs: the schema's owner
+(postgres.owner_url), as whom dev applies the migrations (as 'db migrate'
+does), and the runtime role (postgres.url) that workers and the CLI log in
+as, which is no superuser and holds only the rights the code uses. The
+cluster's superuser, postgres, shares the owner's password and is used for
+nothing but this set-up.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg, err := a.config()

@@ -35,17 +35,21 @@ func buildCLI(t *testing.T) string {
 }
 
 // devEnv returns an environment for a private stack on free ports in a
-// fresh data dir that the postgres user can reach.
+// fresh data dir under a 0700 folder, as root's home or `mktemp -d` gives:
+// as root, the postgres user cannot reach it, so dev keeps the cluster
+// elsewhere (recorded in the data dir), which the cleanup removes too.
 func devEnv(t *testing.T) (env []string, ports map[string]int) {
 	t.Helper()
 	dir, err := os.MkdirTemp("", "instructflow-dev-")
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	if err := os.Chmod(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
+	t.Cleanup(func() {
+		if b, err := os.ReadFile(filepath.Join(dir, "data", "postgres.location")); err == nil {
+			os.RemoveAll(strings.TrimSpace(string(b)))
+		}
+		os.RemoveAll(dir)
+	})
 	ports = map[string]int{}
 	for _, name := range []string{"postgres", "temporal", "ui", "s3"} {
 		ports[name] = freePort(t)
@@ -53,6 +57,7 @@ func devEnv(t *testing.T) (env []string, ports map[string]int) {
 	env = append(os.Environ(),
 		"INSTRUCTFLOW_DATA_DIR="+filepath.Join(dir, "data"),
 		fmt.Sprintf("INSTRUCTFLOW_POSTGRES_URL=postgres://instructflow:pw-%d@127.0.0.1:%d/instructflow?sslmode=disable", ports["postgres"], ports["postgres"]),
+		fmt.Sprintf("INSTRUCTFLOW_POSTGRES_OWNER_URL=postgres://instructflow_owner:owner-%d@127.0.0.1:%d/instructflow?sslmode=disable", ports["postgres"], ports["postgres"]),
 		fmt.Sprintf("INSTRUCTFLOW_TEMPORAL_ADDRESS=127.0.0.1:%d", ports["temporal"]),
 		fmt.Sprintf("INSTRUCTFLOW_TEMPORAL_UI_PORT=%d", ports["ui"]),
 		fmt.Sprintf("INSTRUCTFLOW_S3_ENDPOINT=http://127.0.0.1:%d", ports["s3"]),

@@ -33,7 +33,7 @@ func newLabelsCmd(a *app) *cobra.Command {
 	return cmd
 }
 
-// openDB opens the configured database (applying migrations).
+// openDB opens the configured database as the runtime role.
 func (a *app) openDB(ctx context.Context) (*postgres.DB, error) {
 	cfg, err := a.config()
 	if err != nil {

@@ -126,35 +126,38 @@ Keys: ` + strings.Join(runspec.Keys(), ", "),
 }
 
 // start records the run (new, or with its spec updated for a resume) and
-// starts a workflow execution with the run's id.
+// starts a workflow execution with the run's id. A resume writes Postgres
+// only once the new execution started (postgres.DB.ResumeRun).
 func (s *session) start(ctx context.Context, in workflows.PipelineInput, resume bool) error {
 	spec := in.Spec
 	data, err := json.Marshal(spec)
 	if err != nil {
 		return err
 	}
-	if !resume {
-		if _, err := s.db.GetRun(ctx, spec.ID); err == nil {
-			return fmt.Errorf("run start: run %s exists; resume it with `instructflow run resume %s` or choose another id", spec.ID, spec.ID)
+	execute := func(ctx context.Context) error {
+		_, err := s.tc.ExecuteWorkflow(ctx, client.StartWorkflowOptions{
+			ID:                    spec.ID,
+			TaskQueue:             s.cfg.Temporal.TaskQueue,
+			WorkflowIDReusePolicy: enumspb.WORKFLOW_ID_REUSE_POLICY_ALLOW_DUPLICATE,
+		}, workflows.Pipeline, in)
+		if err != nil {
+			return fmt.Errorf("run %s: start workflow: %w", spec.ID, err)
 		}
-		if err := s.db.CreateRun(ctx, spec.ID, data); err != nil {
-			return err
-		}
-	} else if err := s.db.UpdateRunSpec(ctx, spec.ID, data); err != nil {
+		return nil
+	}
+	if resume {
+		return s.db.ResumeRun(ctx, spec.ID, data, execute)
+	}
+	if _, err := s.db.GetRun(ctx, spec.ID); err == nil {
+		return fmt.Errorf("run start: run %s exists; resume it with `instructflow run resume %s` or choose another id", spec.ID, spec.ID)
+	}
+	if err := s.db.CreateRun(ctx, spec.ID, data); err != nil {
 		return err
 	}
 	if err := s.db.SetRunStatus(ctx, spec.ID, "pending", nil, ""); err != nil {
 		return err
 	}
-	_, err = s.tc.ExecuteWorkflow(ctx, client.StartWorkflowOptions{
-		ID:                    spec.ID,
-		TaskQueue:             s.cfg.Temporal.TaskQueue,
-		WorkflowIDReusePolicy: enumspb.WORKFLOW_ID_REUSE_POLICY_ALLOW_DUPLICATE,
-	}, workflows.Pipeline, in)
-	if err != nil {
-		return fmt.Errorf("run %s: start workflow: %w", spec.ID, err)
-	}
-	return nil
+	return execute(ctx)
 }
 
 func (s *session) followOrPrint(cmd *cobra.Command, run string, wait, asJSON bool) error {
@@ -196,56 +199,13 @@ func newRunResumeCmd(a *app) *cobra.Command {
 		Short: "Start a new execution of a failed or cancelled run: finished stages are reused, the unfinished one continues from its last checkpoint",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			ctx := cmd.Context()
-			s, err := a.session(ctx)
+			s, err := a.session(cmd.Context())
 			if err != nil {
 				return err
 			}
 			defer s.close()
-			rec, err := s.db.GetRun(ctx, args[0])
-			if errors.Is(err, storage.ErrNotFound) {
-				return fmt.Errorf("run resume: no run %s (list them with `instructflow run list`)", args[0])
-			}
+			spec, err := s.resume(cmd.Context(), args[0], sets)
 			if err != nil {
-				return err
-			}
-			if st, err := s.executionStatus(ctx, rec.ID); err == nil && st == enumspb.WORKFLOW_EXECUTION_STATUS_RUNNING {
-				return fmt.Errorf("run resume: run %s is still running; cancel it first or watch it", rec.ID)
-			}
-			var old runspec.Spec
-			if err := json.Unmarshal(rec.Spec, &old); err != nil {
-				return fmt.Errorf("run resume: stored spec of %s: %w", rec.ID, err)
-			}
-			spec := old
-			if err := spec.Set(sets); err != nil {
-				return err
-			}
-			if spec.ID != old.ID {
-				return errors.New("run resume: the run id cannot change; start a new run instead")
-			}
-			if err := spec.Validate(); err != nil {
-				return err
-			}
-			stages, err := s.db.Stages(ctx, rec.ID)
-			if err != nil {
-				return err
-			}
-			approved := false
-			for _, key := range runspec.Changed(old, spec) {
-				first := runspec.FirstAffected(key)
-				for _, st := range stages {
-					if first != "" && st.Status == "succeeded" && slices.Index(runspec.Stages, st.Name) >= slices.Index(runspec.Stages, first) {
-						return fmt.Errorf("run resume: %s changes the result of stage %s, which already finished; start a new run (`run start`) to change it", key, st.Name)
-					}
-					if st.Name == "labels" && slices.Contains(runspec.SamplingKeys, key) {
-						return fmt.Errorf("run resume: the labeling batch was already sampled with the old %s; start a new run to sample again", key)
-					}
-				}
-			}
-			for _, st := range stages {
-				approved = approved || st.Name == "gate" && st.Status == "succeeded"
-			}
-			if err := s.start(ctx, workflows.PipelineInput{Spec: spec, GateApproved: approved}, true); err != nil {
 				return err
 			}
 			return s.followOrPrint(cmd, spec.ID, wait, asJSON)
@@ -257,6 +217,66 @@ func newRunResumeCmd(a *app) *cobra.Command {
 	return cmd
 }
 
+// resume starts a new execution of a run that does not run, with sets
+// applied to its stored spec: finished stages are reused, the unfinished
+// one continues from its last checkpoint. It refuses when it cannot tell
+// whether the run still runs.
+func (s *session) resume(ctx context.Context, id string, sets []string) (runspec.Spec, error) {
+	rec, err := s.db.GetRun(ctx, id)
+	if errors.Is(err, storage.ErrNotFound) {
+		return runspec.Spec{}, fmt.Errorf("run resume: no run %s (list them with `instructflow run list`)", id)
+	}
+	if err != nil {
+		return runspec.Spec{}, err
+	}
+	st, err := s.executionStatus(ctx, rec.ID)
+	var nf *serviceerror.NotFound
+	switch {
+	case errors.As(err, &nf): // no execution Temporal knows of (its history expired): none runs
+	case err != nil:
+		return runspec.Spec{}, fmt.Errorf("run resume: cannot tell whether run %s still runs, so it was not started again: %w", rec.ID, err)
+	case st == enumspb.WORKFLOW_EXECUTION_STATUS_RUNNING:
+		return runspec.Spec{}, fmt.Errorf("run resume: run %s is still running; cancel it first or watch it", rec.ID)
+	}
+	var old runspec.Spec
+	if err := json.Unmarshal(rec.Spec, &old); err != nil {
+		return runspec.Spec{}, fmt.Errorf("run resume: stored spec of %s: %w", rec.ID, err)
+	}
+	spec := old
+	if err := spec.Set(sets); err != nil {
+		return runspec.Spec{}, err
+	}
+	if spec.ID != old.ID {
+		return runspec.Spec{}, errors.New("run resume: the run id cannot change; start a new run instead")
+	}
+	if err := spec.Validate(); err != nil {
+		return runspec.Spec{}, err
+	}
+	stages, err := s.db.Stages(ctx, rec.ID)
+	if err != nil {
+		return runspec.Spec{}, err
+	}
+	approved := false
+	for _, key := range runspec.Changed(old, spec) {
+		first := runspec.FirstAffected(key)
+		for _, st := range stages {
+			if first != "" && st.Status == "succeeded" && slices.Index(runspec.Stages, st.Name) >= slices.Index(runspec.Stages, first) {
+				return runspec.Spec{}, fmt.Errorf("run resume: %s changes the result of stage %s, which already finished; start a new run (`run start`) to change it", key, st.Name)
+			}
+			if st.Name == "labels" && slices.Contains(runspec.SamplingKeys, key) {
+				return runspec.Spec{}, fmt.Errorf("run resume: the labeling batch was already sampled with the old %s; start a new run to sample again", key)
+			}
+		}
+	}
+	for _, st := range stages {
+		approved = approved || st.Name == "gate" && st.Status == "succeeded"
+	}
+	if err := s.start(ctx, workflows.PipelineInput{Spec: spec, GateApproved: approved}, true); err != nil {
+		return runspec.Spec{}, err
+	}
+	return spec, nil
+}
+
 func (s *session) executionStatus(ctx context.Context, run string) (enumspb.WorkflowExecutionStatus, error) {
 	d, err := s.tc.DescribeWorkflowExecution(ctx, run, "")
 	if err != nil {
@@ -266,9 +286,10 @@ func (s *session) executionStatus(ctx context.Context, run string) (enumspb.Work
 }
 
 // progress asks a running run for its progress, with the running stage's
-// step, metrics and attempt from its latest heartbeat (fresher than the
-// workflow's view); live=false when no execution of the run is running. An
-// error with live=true means the run runs but no worker answered the query.
+// step, metrics, attempt and ETA from its latest heartbeat (the workflow
+// itself gets no progress: that would grow its history); live=false when
+// no execution of the run is running. An error with live=true means the run
+// runs but no worker answered the query.
 func (s *session) progress(ctx context.Context, run string) (workflows.Progress, bool, error) {
 	var p workflows.Progress
 	d, err := s.tc.DescribeWorkflowExecution(ctx, run, "")
@@ -298,6 +319,9 @@ func (s *session) progress(ctx context.Context, run string) (workflows.Progress,
 		var hb activities.Heartbeat
 		if converter.GetDefaultDataConverter().FromPayloads(pa.GetHeartbeatDetails(), &hb) == nil && hb.Step >= p.Step {
 			p.Step, p.Total, p.Metrics, p.Attempt = hb.Step, hb.Total, hb.Metrics, pa.GetAttempt()
+			if p.Status == "running" {
+				p.ETASeconds = hb.ETASeconds()
+			}
 		}
 	}
 	return p, true, nil

@@ -90,16 +90,27 @@ func startWorker(ctx context.Context, cfg config.Config, metrics *activities.Met
 		db.Close()
 		return nil, nil, err
 	}
-	w := worker.New(c, cfg.Temporal.TaskQueue, worker.Options{WorkerStopTimeout: workerStopTimeout})
+	w := worker.New(c, cfg.Temporal.TaskQueue, workerOptions(cfg.Worker))
 	w.RegisterWorkflow(workflows.Preflight)
 	w.RegisterWorkflow(workflows.Pipeline)
-	w.RegisterActivity(&activities.Activities{DB: db, Objects: store, Signal: c, Metrics: metrics})
+	w.RegisterActivity(&activities.Activities{DB: db, Objects: store, Metrics: metrics, StallTimeout: cfg.Worker.StallTimeout})
 	if err := w.Start(); err != nil {
 		c.Close()
 		db.Close()
 		return nil, nil, fmt.Errorf("worker: start: %w", err)
 	}
 	return w, func() { c.Close(); db.Close() }, nil
+}
+
+// workerOptions are the Temporal worker's options for cfg: at most
+// worker.max_concurrent_stages activities at once (eager ones included,
+// which take the same slots; local activities too, should any appear).
+func workerOptions(cfg config.Worker) worker.Options {
+	return worker.Options{
+		WorkerStopTimeout:                       workerStopTimeout,
+		MaxConcurrentActivityExecutionSize:      cfg.MaxConcurrentStages,
+		MaxConcurrentLocalActivityExecutionSize: cfg.MaxConcurrentStages,
+	}
 }
 
 // dialTemporal connects to the Temporal frontend or says how to start one;

@@ -19,6 +19,7 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 
 	"github.com/instructflow/instructflow/config"
+	"github.com/instructflow/instructflow/storage/postgres/migrations"
 )
 
 // Config returns the default configuration overridden by the INSTRUCTFLOW_*
@@ -35,6 +36,7 @@ func Config(t testing.TB) config.Config {
 		"temporal.namespace":  &cfg.Temporal.Namespace,
 		"temporal.task_queue": &cfg.Temporal.TaskQueue,
 		"postgres.url":        &cfg.Postgres.URL,
+		"postgres.owner_url":  &cfg.Postgres.OwnerURL,
 		"s3.endpoint":         &cfg.S3.Endpoint,
 		"s3.region":           &cfg.S3.Region,
 		"s3.bucket":           &cfg.S3.Bucket,
@@ -61,15 +63,54 @@ func Name(t testing.TB) string {
 	return strings.Trim(n, "-")
 }
 
-// FreshDatabase creates an empty database for one test on the real server
-// and returns its URL; the database is dropped when the test ends.
+// FreshDatabase creates a database for one test on the real server, as the
+// owner (postgres.owner_url), migrates it as the owner, and returns its URL
+// for the runtime role (postgres.url): what workers and the CLI connect
+// with. The database is dropped when the test ends. OwnerURL gives the
+// owner's URL of it, for tests that need the owner's rights.
 func FreshDatabase(t testing.TB) string {
 	t.Helper()
 	cfg := Config(t)
-	ctx := context.Background()
-	admin, err := pgx.Connect(ctx, cfg.Postgres.URL)
+	owner := EmptyDatabase(t)
+	runtime, err := pgx.ParseConfig(cfg.Postgres.URL)
 	if err != nil {
-		t.Fatalf("connect to the test server: %v", err)
+		t.Fatal(err)
+	}
+	if _, err := migrations.Migrate(context.Background(), owner, runtime.User); err != nil {
+		t.Fatalf("migrate the test database: %v", err)
+	}
+	return RuntimeURL(t, owner)
+}
+
+// OwnerURL is the owner's URL of the database that dbURL names.
+func OwnerURL(t testing.TB, dbURL string) string {
+	t.Helper()
+	return withDatabase(t, Config(t).Postgres.OwnerURL, databaseOf(t, dbURL))
+}
+
+// RuntimeURL is the runtime role's URL of the database that dbURL names.
+func RuntimeURL(t testing.TB, dbURL string) string {
+	t.Helper()
+	return withDatabase(t, Config(t).Postgres.URL, databaseOf(t, dbURL))
+}
+
+func databaseOf(t testing.TB, dbURL string) string {
+	u, err := url.Parse(dbURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.TrimPrefix(u.Path, "/")
+}
+
+// EmptyDatabase creates a database with no schema for one test, as the
+// owner, and returns its owner's URL; it is dropped when the test ends.
+func EmptyDatabase(t testing.TB) string {
+	t.Helper()
+	cfg := Config(t)
+	ctx := context.Background()
+	admin, err := pgx.Connect(ctx, cfg.Postgres.OwnerURL)
+	if err != nil {
+		t.Fatalf("connect to the test server as the owner (INSTRUCTFLOW_POSTGRES_OWNER_URL): %v", err)
 	}
 	name := fmt.Sprintf("t_%s_%d", strings.ReplaceAll(Name(t), "-", "_"), time.Now().UnixNano())
 	if _, err := admin.Exec(ctx, "CREATE DATABASE "+pgx.Identifier{name}.Sanitize()); err != nil {
@@ -79,7 +120,11 @@ func FreshDatabase(t testing.TB) string {
 		_, _ = admin.Exec(ctx, "DROP DATABASE "+pgx.Identifier{name}.Sanitize()+" WITH (FORCE)")
 		admin.Close(ctx)
 	})
-	u, err := url.Parse(cfg.Postgres.URL)
+	return withDatabase(t, cfg.Postgres.OwnerURL, name)
+}
+
+func withDatabase(t testing.TB, raw, name string) string {
+	u, err := url.Parse(raw)
 	if err != nil {
 		t.Fatal(err)
 	}

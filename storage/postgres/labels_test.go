@@ -2,10 +2,12 @@ package postgres
 
 import (
 	"bytes"
+	"compress/gzip"
 	"context"
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"net/url"
 	"os"
@@ -109,6 +111,48 @@ func TestImportAllOrNothingAndReimport(t *testing.T) {
 		preference.ReaderOptions{SkipInvalid: true, Labeler: "anon"}, false)
 	if err != nil || res.Inserted != 1 || res.Accepted != 5 {
 		t.Fatalf("skip-invalid: %+v %v", res, err)
+	}
+}
+
+// TestImportRefusesWhatPostgresWouldReject: rows Postgres cannot store are
+// refused by a rule with their line number, never by a failed COPY, and
+// nothing is written.
+func TestImportRefusesWhatPostgresWouldReject(t *testing.T) {
+	db := openFresh(t)
+	good := `{"prompt":"p","responses":["a","b"],"ranking":[0,1],"labeler":"ada"}` + "\n"
+	for _, tc := range []struct {
+		name, line string
+		rule       preference.Rule
+	}{
+		{"NUL", `{"prompt":"q","responses":["a\u0000","b"],"ranking":[0,1],"labeler":"ada"}`, preference.RuleNUL},
+		{"empty labeler", `{"prompt":"q","responses":["a","b"],"ranking":[0,1],"labeler":""}`, preference.RuleEmptyLabeler},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			res, rd, err := importString(t, db, good+tc.line+"\n"+good, preference.FormatRanking, preference.ReaderOptions{}, false)
+			if !errors.Is(err, ErrImportRefused) || !res.Refused {
+				t.Fatalf("import: %v, want refused", err)
+			}
+			if len(rd.Problems) != 1 || rd.Problems[0].Line != 2 || rd.Problems[0].Rule != tc.rule || rd.Rows != 2 {
+				t.Fatalf("problems %v after %d rows, want one %s on line 2 and reading stopped there", rd.Problems, rd.Rows, tc.rule)
+			}
+			if n := count(t, db, "comparisons") + count(t, db, "labelers") + count(t, db, "imports"); n != 0 {
+				t.Errorf("a refused import wrote %d rows", n)
+			}
+		})
+	}
+	// A file that cannot be read fails with the reader's error, not with
+	// Postgres's "COPY from stdin failed".
+	var gz bytes.Buffer
+	w := gzip.NewWriter(&gz)
+	w.Write([]byte(strings.Repeat(good, 100)))
+	w.Close()
+	rd, err := preference.NewReader(bytes.NewReader(gz.Bytes()[:gz.Len()-12]), preference.FormatRanking, preference.ReaderOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = db.Import(context.Background(), rd, ImportInfo{Name: "cut.jsonl.gz", Format: preference.FormatRanking})
+	if !errors.Is(err, io.ErrUnexpectedEOF) || strings.Contains(err.Error(), "COPY") {
+		t.Fatalf("import of a truncated gzip: %v, want the read error", err)
 	}
 }
 
@@ -341,18 +385,51 @@ func TestAuditCountsContradictionsAndDuplicates(t *testing.T) {
 {"prompt":"upper b=","responses":["B","b "],"ranking":[0,1],"labeler":"y"}
 {"prompt":"upper b=","responses":["B","b"],"ranking":[0,1],"labeler":"y"}
 {"prompt":"upper c=","responses":["C x","C  x "],"ranking":[0,1],"labeler":"y"}
+{"prompt":"upper s=","responses":["SORT","sort","Sort"],"ranking":[0,1,2],"labeler":"z"}
+{"prompt":"upper s=","responses":["SORT","sort","Sort"],"ranking":[2,1,0],"labeler":"z"}
 `
 	if _, _, err := importString(t, db, file, preference.FormatRanking, preference.ReaderOptions{}, false); err != nil {
 		t.Fatal(err)
 	}
-	in, err := db.AuditCounts(context.Background(), "")
+	ctx := context.Background()
+	in, err := db.AuditCounts(ctx, "")
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, l := range in.Labelers {
-		if l.Name == "x" && l.Contradictions != 1 {
-			t.Errorf("labeler x: %d contradictions, want 1", l.Contradictions)
+	// rank is the rank comparison cid gives response rid.
+	rank := func(cid, rid int64) int {
+		var rk int
+		if err := db.pool.QueryRow(ctx, "SELECT ranks[array_position(response_ids, $2)] FROM comparisons WHERE id = $1", cid, rid).Scan(&rk); err != nil {
+			t.Fatalf("rank of response %d in comparison %d: %v", rid, cid, err)
 		}
+		return rk
+	}
+	want := map[string]int64{"x": 1, "y": 0, "z": 3} // z reverses all three pairs of one ranking
+	for _, l := range in.Labelers {
+		if l.Contradictions != want[l.Name] {
+			t.Errorf("labeler %s: %d contradictions, want %d", l.Name, l.Contradictions, want[l.Name])
+		}
+		if l.Contradictions == 0 {
+			continue
+		}
+		// The example names two different comparisons, the first ranking
+		// the pair one way and the second the other way.
+		c, a, b := l.ContradictionExample, l.ContradictionPair[0], l.ContradictionPair[1]
+		if c[0] == c[1] || a == b {
+			t.Fatalf("labeler %s: example comparisons %v, responses %d and %d", l.Name, c, a, b)
+		}
+		if !(rank(c[0], a) < rank(c[0], b) && rank(c[1], b) < rank(c[1], a)) {
+			t.Errorf("labeler %s: comparison %d does not rank %d over %d, or %d not %d over %d", l.Name, c[0], a, b, c[1], b, a)
+		}
+	}
+	var evidence []string
+	for _, f := range preference.Audit(in).Findings {
+		if f.Reason == "contradicts itself" {
+			evidence = append(evidence, f.Subject+": "+f.Evidence)
+		}
+	}
+	if len(evidence) != 2 || !strings.Contains(strings.Join(evidence, "\n"), "labeler z: 3 response pairs ranked both ways (e.g. comparison ") {
+		t.Errorf("self-contradiction findings:\n%s", strings.Join(evidence, "\n"))
 	}
 	if len(in.Duplicates) != 2 {
 		t.Fatalf("duplicates %+v, want an exact group (x, lines 1 and 3) and a near one (y, lines 4 and 5)", in.Duplicates)
@@ -382,10 +459,11 @@ func TestLabelerRole(t *testing.T) {
 		t.Fatal(err)
 	}
 	role := fmt.Sprintf("tool_%d", rand.Uint32())
-	if _, err := db.pool.Exec(ctx, fmt.Sprintf("CREATE ROLE %s LOGIN PASSWORD 'pw' IN ROLE instructflow_labeler", role)); err != nil {
+	owner := ownerConn(t, db) // creating roles takes the owner's rights
+	if _, err := owner.Exec(ctx, fmt.Sprintf("CREATE ROLE %s LOGIN PASSWORD 'pw' IN ROLE instructflow_labeler", role)); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { db.pool.Exec(context.Background(), "DROP OWNED BY "+role+"; DROP ROLE "+role) })
+	t.Cleanup(func() { owner.Exec(context.Background(), "DROP OWNED BY "+role+"; DROP ROLE "+role) })
 	var dbURL string
 	db.pool.QueryRow(ctx, "SELECT current_database()").Scan(&dbURL)
 	u, _ := url.Parse(testenv.Config(t).Postgres.URL)

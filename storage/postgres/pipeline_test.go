@@ -137,11 +137,11 @@ func TestStageRecords(t *testing.T) {
 	if err := db.SetRunStatus(ctx, "r2", "failed", nil, "ppo: bad"); err != nil {
 		t.Fatal(err)
 	}
-	if err := db.UpdateRunSpec(ctx, "r2", []byte(`{"seed": 2}`)); err != nil {
+	if err := db.ResumeRun(ctx, "r2", []byte(`{"seed": 2}`), func(context.Context) error { return nil }); err != nil {
 		t.Fatal(err)
 	}
 	r, err := db.GetRun(ctx, "r2")
-	if err != nil || r.Status != "failed" || r.Error != "ppo: bad" || string(r.Spec) != `{"seed": 2}` {
+	if err != nil || r.Status != "pending" || r.Error != "" || string(r.Spec) != `{"seed": 2}` {
 		t.Errorf("run %+v %v", r, err)
 	}
 	stages, _ := db.Stages(ctx, "r2")

@@ -1,17 +1,15 @@
 // Package postgres stores preference data, label snapshots, runs, stages,
-// metrics and the audit log in Postgres. Open applies the schema migrations
-// (jackc/tern, embedded SQL) before returning; all SQL is parameterised.
+// metrics and the audit log in Postgres, connected as the runtime role; the
+// schema and its migrations are in the subpackage migrations, applied by the
+// owner. All SQL is parameterised.
 package postgres
 
 import (
 	"context"
 	"crypto/sha256"
-	"embed"
 	"errors"
 	"fmt"
-	"io/fs"
 	"slices"
-	"strconv"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -19,25 +17,22 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
-	"github.com/jackc/tern/v2/migrate"
 
 	"github.com/instructflow/instructflow/preference"
 	"github.com/instructflow/instructflow/storage"
+	"github.com/instructflow/instructflow/storage/postgres/migrations"
 )
-
-//go:embed migrations/*.sql
-var migrations embed.FS
-
-const versionTable = "schema_version"
 
 // DB is the InstructFlow database.
 type DB struct {
 	pool *pgxpool.Pool
 }
 
-// Open connects to url, checks that the server answers and applies any
-// pending migrations. A wrong password or an unreachable server gets a
-// message that says which.
+// Open connects to url as the runtime role (postgres.url), checks that the
+// server answers and that the schema is current. It applies no migration:
+// that is the owner's job (`instructflow db migrate`), and a pending one
+// gets a message that says so. A wrong password or an unreachable server
+// gets a message that says which.
 func Open(ctx context.Context, url string) (*DB, error) {
 	cfg, err := pgxpool.ParseConfig(url)
 	if err != nil {
@@ -54,11 +49,34 @@ func Open(ctx context.Context, url string) (*DB, error) {
 		return nil, fmt.Errorf("postgres: connect to %s:%d: %w", cfg.ConnConfig.Host, cfg.ConnConfig.Port, explain(err))
 	}
 	db := &DB{pool: pool}
-	if err := db.Migrate(ctx); err != nil {
+	if err := db.checkSchema(ctx, cfg.ConnConfig.Database); err != nil {
 		pool.Close()
 		return nil, err
 	}
 	return db, nil
+}
+
+// ErrSchemaPending says that the database needs `instructflow db migrate`.
+var ErrSchemaPending = errors.New("the schema is not current")
+
+// checkSchema refuses a database whose schema is older than this build's.
+// A newer one is accepted: migrations only add, so a build that is rolled
+// out after its migrations ran keeps working until it is replaced.
+func (db *DB) checkSchema(ctx context.Context, name string) error {
+	v, err := db.SchemaVersion(ctx)
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) && (pgErr.Code == "42P01" || pgErr.Code == "42501") { // undefined_table, insufficient_privilege
+		return fmt.Errorf("postgres: database %s has no InstructFlow schema this role may read (%s): run `instructflow db migrate` (as the owner, postgres.owner_url): %w",
+			name, pgErr.Message, ErrSchemaPending)
+	}
+	if err != nil {
+		return err
+	}
+	if want := migrations.Latest(); v < want {
+		return fmt.Errorf("postgres: database %s has schema version %d, this build needs %d: run `instructflow db migrate` (as the owner, postgres.owner_url): %w",
+			name, v, want, ErrSchemaPending)
+	}
+	return nil
 }
 
 // explain adds the likely fix to the connection errors users hit most.
@@ -78,35 +96,10 @@ func explain(err error) error {
 // Close releases the connections.
 func (db *DB) Close() { db.pool.Close() }
 
-// Migrate applies pending migrations. It is idempotent and safe to run from
-// several processes at once (tern holds an advisory lock).
-func (db *DB) Migrate(ctx context.Context) error {
-	conn, err := db.pool.Acquire(ctx)
-	if err != nil {
-		return fmt.Errorf("postgres: migrate: %w", err)
-	}
-	defer conn.Release()
-	m, err := migrate.NewMigrator(ctx, conn.Conn(), versionTable)
-	if err != nil {
-		return fmt.Errorf("postgres: migrate: %w", err)
-	}
-	sub, err := fs.Sub(migrations, "migrations")
-	if err != nil {
-		return fmt.Errorf("postgres: migrate: %w", err)
-	}
-	if err := m.LoadMigrations(sub); err != nil {
-		return fmt.Errorf("postgres: load migrations: %w", err)
-	}
-	if err := m.Migrate(ctx); err != nil {
-		return fmt.Errorf("postgres: migrate: %w", err)
-	}
-	return nil
-}
-
 // SchemaVersion returns the number of the last applied migration.
 func (db *DB) SchemaVersion(ctx context.Context) (int32, error) {
 	var v int32
-	err := db.pool.QueryRow(ctx, "SELECT version FROM "+versionTable).Scan(&v)
+	err := db.pool.QueryRow(ctx, "SELECT version FROM "+migrations.VersionTable).Scan(&v)
 	if err != nil {
 		return 0, fmt.Errorf("postgres: schema version: %w", err)
 	}
@@ -211,75 +204,6 @@ func (db *DB) Comparison(ctx context.Context, id int64) (Comparison, error) {
 	}
 	copy(c.Hash[:], hash)
 	return c, nil
-}
-
-// Snapshot is a frozen set of comparisons.
-type Snapshot struct {
-	ID            int64
-	Name          string
-	ComparisonIDs []int64 // sorted ascending
-	SHA256        [32]byte
-}
-
-// SnapshotHash is the hash a snapshot of these (sorted) ids carries: SHA-256
-// of the decimal ids joined by '\n'.
-func SnapshotHash(sortedIDs []int64) [32]byte {
-	var b strings.Builder
-	for i, id := range sortedIDs {
-		if i > 0 {
-			b.WriteByte('\n')
-		}
-		b.WriteString(strconv.FormatInt(id, 10))
-	}
-	return sha256.Sum256([]byte(b.String()))
-}
-
-// CreateSnapshot freezes the given comparisons under a new name. Every id
-// must exist; the snapshot can never change afterwards.
-func (db *DB) CreateSnapshot(ctx context.Context, name string, comparisonIDs []int64) (Snapshot, error) {
-	ids := slices.Clone(comparisonIDs)
-	slices.Sort(ids)
-	ids = slices.Compact(ids)
-	if len(ids) == 0 {
-		return Snapshot{}, errors.New("postgres: create snapshot: no comparisons; a snapshot needs at least one")
-	}
-	s := Snapshot{Name: name, ComparisonIDs: ids, SHA256: SnapshotHash(ids)}
-	err := pgx.BeginFunc(ctx, db.pool, func(tx pgx.Tx) error {
-		var missing []int64
-		err := tx.QueryRow(ctx,
-			`SELECT coalesce(array_agg(x ORDER BY x), '{}') FROM unnest($1::bigint[]) AS x
-			 WHERE NOT EXISTS (SELECT 1 FROM comparisons c WHERE c.id = x)`, ids).Scan(&missing)
-		if err != nil {
-			return err
-		}
-		if len(missing) > 0 {
-			return fmt.Errorf("%d comparison ids do not exist (first: %d): %w", len(missing), missing[0], storage.ErrNotFound)
-		}
-		return tx.QueryRow(ctx,
-			"INSERT INTO label_snapshots (name, comparison_ids, sha256) VALUES ($1, $2, $3) RETURNING id",
-			name, ids, s.SHA256[:]).Scan(&s.ID)
-	})
-	if err != nil {
-		return Snapshot{}, fmt.Errorf("postgres: create snapshot %q: %w", name, translate(err))
-	}
-	return s, nil
-}
-
-// Snapshot reads a snapshot by name and verifies its hash.
-func (db *DB) Snapshot(ctx context.Context, name string) (Snapshot, error) {
-	s := Snapshot{Name: name}
-	var hash []byte
-	err := db.pool.QueryRow(ctx,
-		"SELECT id, comparison_ids, sha256 FROM label_snapshots WHERE name = $1", name).
-		Scan(&s.ID, &s.ComparisonIDs, &hash)
-	if err != nil {
-		return Snapshot{}, fmt.Errorf("postgres: snapshot %q: %w", name, translate(err))
-	}
-	copy(s.SHA256[:], hash)
-	if SnapshotHash(s.ComparisonIDs) != s.SHA256 {
-		return Snapshot{}, fmt.Errorf("postgres: snapshot %q: ids do not match the stored hash: %w", name, storage.ErrCorrupt)
-	}
-	return s, nil
 }
 
 // CreateRun records a new run with its spec (JSON). Creating a run that

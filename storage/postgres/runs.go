@@ -3,6 +3,7 @@ package postgres
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"time"
 
@@ -58,29 +59,54 @@ func (db *DB) SetRunStatus(ctx context.Context, run, status string, result []byt
 	return nil
 }
 
-// UpdateRunSpec replaces a run's spec (a resume with changed settings) and
-// writes the old and new spec to the audit log.
-func (db *DB) UpdateRunSpec(ctx context.Context, run string, spec []byte) error {
+// ResumeRun records a resumed run: its spec (when it changed, with the old
+// and the new spec in the audit log) and the status pending. It writes
+// only once start, which starts the run's new execution, succeeded: if
+// start fails, the record is as it was. The run's row stays locked from
+// before start until the commit, so the execution's first activity, which
+// checks the stored spec, waits for the new one instead of refusing it.
+func (db *DB) ResumeRun(ctx context.Context, run string, spec []byte, start func(context.Context) error) error {
 	err := pgx.BeginFunc(ctx, db.pool, func(tx pgx.Tx) error {
 		var old []byte
-		if err := tx.QueryRow(ctx, "SELECT spec FROM runs WHERE id = $1 FOR UPDATE", run).Scan(&old); err != nil {
+		var same bool
+		if err := tx.QueryRow(ctx, "SELECT spec, spec = $2::jsonb FROM runs WHERE id = $1 FOR UPDATE", run, spec).Scan(&old, &same); err != nil {
 			return err
 		}
-		if _, err := tx.Exec(ctx, "UPDATE runs SET spec = $2, updated_at = now() WHERE id = $1", run, spec); err != nil {
+		if !same {
+			if _, err := tx.Exec(ctx, "UPDATE runs SET spec = $2 WHERE id = $1", run, spec); err != nil {
+				return err
+			}
+			detail, err := json.Marshal(map[string]json.RawMessage{"old": old, "new": spec})
+			if err != nil {
+				return err
+			}
+			if _, err := tx.Exec(ctx, "INSERT INTO audit_log (action, entity, entity_id, detail) VALUES ('update_spec', 'run', $1, $2)", run, detail); err != nil {
+				return err
+			}
+		}
+		if _, err := tx.Exec(ctx, "UPDATE runs SET status = 'pending', error = NULL, updated_at = now() WHERE id = $1", run); err != nil {
 			return err
 		}
-		detail, err := json.Marshal(map[string]json.RawMessage{"old": old, "new": spec})
-		if err != nil {
-			return err
+		if err := start(ctx); err != nil {
+			return errStartFailed{err}
 		}
-		_, err = tx.Exec(ctx, "INSERT INTO audit_log (action, entity, entity_id, detail) VALUES ('update_spec', 'run', $1, $2)", run, detail)
-		return err
+		return nil
 	})
+	var sf errStartFailed
+	if errors.As(err, &sf) {
+		return sf.err
+	}
 	if err != nil {
-		return fmt.Errorf("postgres: update spec of run %s: %w", run, translate(err))
+		return fmt.Errorf("postgres: resume run %s: %w", run, translate(err))
 	}
 	return nil
 }
+
+// errStartFailed carries the start callback's error through the
+// transaction unwrapped.
+type errStartFailed struct{ err error }
+
+func (e errStartFailed) Error() string { return e.err.Error() }
 
 const runColumns = "id, spec, status, result, coalesce(error, ''), created_at, updated_at"
 

@@ -3,13 +3,28 @@ package postgres
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 
 	"github.com/instructflow/instructflow/storage"
 )
+
+// Snapshot is a frozen set of comparisons.
+type Snapshot struct {
+	ID            int64
+	Name          string
+	ComparisonIDs []int64 // sorted ascending
+	// SHA256 covers the frozen content: each comparison's id, labeler, prompt
+	// (text and split), responses in shown order and ranks (the format is in
+	// migrations/004_roles.sql). Reading a snapshot recomputes it.
+	SHA256 [32]byte
+	// Filter is what SnapshotWhere selected with (zero for a list of ids).
+	Filter SnapshotFilter
+}
 
 // SnapshotFilter selects the current (not superseded) comparisons a
 // snapshot freezes. The zero value selects all of them.
@@ -21,6 +36,51 @@ type SnapshotFilter struct {
 	Since           *time.Time `json:"since,omitempty"`
 	Until           *time.Time `json:"until,omitempty"`
 	Batch           string     `json:"batch,omitempty"` // labels of this labeling batch only
+}
+
+// Equal reports whether f and g select the same comparisons (the order of
+// labeler names does not matter).
+func (f SnapshotFilter) Equal(g SnapshotFilter) bool {
+	sameSet := func(a, b []string) bool {
+		a, b = slices.Clone(a), slices.Clone(b)
+		slices.Sort(a)
+		slices.Sort(b)
+		return slices.Equal(slices.Compact(a), slices.Compact(b))
+	}
+	sameTime := func(a, b *time.Time) bool { return a == nil && b == nil || a != nil && b != nil && a.Equal(*b) }
+	return sameSet(f.Labelers, g.Labelers) && sameSet(f.ExcludeLabelers, g.ExcludeLabelers) &&
+		f.ExcludeFlagged == g.ExcludeFlagged && f.Split == g.Split && f.Batch == g.Batch &&
+		sameTime(f.Since, g.Since) && sameTime(f.Until, g.Until)
+}
+
+// CreateSnapshot freezes the given comparisons under a new name. Every id
+// must exist; the snapshot can never change afterwards.
+func (db *DB) CreateSnapshot(ctx context.Context, name string, comparisonIDs []int64) (Snapshot, error) {
+	ids := slices.Clone(comparisonIDs)
+	slices.Sort(ids)
+	ids = slices.Compact(ids)
+	if len(ids) == 0 {
+		return Snapshot{}, errors.New("postgres: create snapshot: no comparisons; a snapshot needs at least one")
+	}
+	var s Snapshot
+	err := pgx.BeginFunc(ctx, db.pool, func(tx pgx.Tx) error {
+		var missing []int64
+		err := tx.QueryRow(ctx,
+			`SELECT coalesce(array_agg(x ORDER BY x), '{}') FROM unnest($1::bigint[]) AS x
+			 WHERE NOT EXISTS (SELECT 1 FROM comparisons c WHERE c.id = x)`, ids).Scan(&missing)
+		if err != nil {
+			return err
+		}
+		if len(missing) > 0 {
+			return fmt.Errorf("%d comparison ids do not exist (first: %d): %w", len(missing), missing[0], storage.ErrNotFound)
+		}
+		s, err = insertSnapshot(ctx, tx, name, ids, SnapshotFilter{})
+		return err
+	})
+	if err != nil {
+		return Snapshot{}, fmt.Errorf("postgres: create snapshot %q: %w", name, translate(err))
+	}
+	return s, nil
 }
 
 // SnapshotWhere freezes the comparisons that match f under a new name and
@@ -58,17 +118,68 @@ func (db *DB) SnapshotWhere(ctx context.Context, name string, f SnapshotFilter) 
 		if len(ids) == 0 {
 			return fmt.Errorf("the filter selects no comparisons; loosen it or import labels first: %w", storage.ErrNotFound)
 		}
-		filter, err := json.Marshal(f)
-		if err != nil {
-			return err
-		}
-		s = Snapshot{Name: name, ComparisonIDs: ids, SHA256: SnapshotHash(ids)}
-		return tx.QueryRow(ctx,
-			"INSERT INTO label_snapshots (name, comparison_ids, sha256, filter) VALUES ($1, $2, $3, $4) RETURNING id",
-			name, ids, s.SHA256[:], filter).Scan(&s.ID)
+		var err error
+		s, err = insertSnapshot(ctx, tx, name, ids, f)
+		return err
 	})
 	if err != nil {
 		return Snapshot{}, fmt.Errorf("postgres: snapshot %q: %w", name, translate(err))
+	}
+	return s, nil
+}
+
+// insertSnapshot hashes the content of the (sorted, existing) ids and stores
+// the snapshot.
+func insertSnapshot(ctx context.Context, tx pgx.Tx, name string, ids []int64, f SnapshotFilter) (Snapshot, error) {
+	s := Snapshot{Name: name, ComparisonIDs: ids, Filter: f}
+	h := newContentHash(ids)
+	if err := snapshotRows(ctx, tx, ids, func(r ExportRow) error { return h.add(r) }); err != nil {
+		return Snapshot{}, err
+	}
+	var err error
+	if s.SHA256, err = h.sum(); err != nil {
+		return Snapshot{}, err
+	}
+	filter, err := json.Marshal(f)
+	if err != nil {
+		return Snapshot{}, err
+	}
+	err = tx.QueryRow(ctx,
+		"INSERT INTO label_snapshots (name, comparison_ids, sha256, filter) VALUES ($1, $2, $3, $4) RETURNING id",
+		name, ids, s.SHA256[:], filter).Scan(&s.ID)
+	return s, err
+}
+
+// Snapshot reads a snapshot by name and verifies its hash against the
+// content it froze; a mismatch is storage.ErrCorrupt.
+func (db *DB) Snapshot(ctx context.Context, name string) (Snapshot, error) {
+	s, err := db.snapshotRecord(ctx, name)
+	if err != nil {
+		return Snapshot{}, err
+	}
+	h := newContentHash(s.ComparisonIDs)
+	if err := snapshotRows(ctx, db.pool, s.ComparisonIDs, func(r ExportRow) error { return h.add(r) }); err != nil {
+		return Snapshot{}, fmt.Errorf("postgres: snapshot %q: %w", name, err)
+	}
+	if err := h.check(s.SHA256); err != nil {
+		return Snapshot{}, fmt.Errorf("postgres: snapshot %q: %w", name, err)
+	}
+	return s, nil
+}
+
+// snapshotRecord reads a snapshot's row, without checking its content.
+func (db *DB) snapshotRecord(ctx context.Context, name string) (Snapshot, error) {
+	s := Snapshot{Name: name}
+	var hash, filter []byte
+	err := db.pool.QueryRow(ctx,
+		"SELECT id, comparison_ids, sha256, filter FROM label_snapshots WHERE name = $1", name).
+		Scan(&s.ID, &s.ComparisonIDs, &hash, &filter)
+	if err != nil {
+		return Snapshot{}, fmt.Errorf("postgres: snapshot %q: %w", name, translate(err))
+	}
+	copy(s.SHA256[:], hash)
+	if err := json.Unmarshal(filter, &s.Filter); err != nil {
+		return Snapshot{}, fmt.Errorf("postgres: snapshot %q: filter: %w", name, err)
 	}
 	return s, nil
 }
@@ -85,13 +196,41 @@ type ExportRow struct {
 }
 
 // ExportSnapshot streams a snapshot's comparisons in id order to fn, after
-// checking the snapshot's hash.
+// checking the snapshot's hash against its content (fn sees no row of a
+// snapshot that fails the check).
 func (db *DB) ExportSnapshot(ctx context.Context, name string, fn func(ExportRow) error) error {
 	snap, err := db.Snapshot(ctx, name)
 	if err != nil {
 		return err
 	}
-	rows, err := db.pool.Query(ctx, `
+	// The rows are read a second time: comparisons are immutable and the
+	// runtime role may not change their texts, so this stream is the one
+	// just verified, and re-hashing it makes sure.
+	h := newContentHash(snap.ComparisonIDs)
+	err = snapshotRows(ctx, db.pool, snap.ComparisonIDs, func(r ExportRow) error {
+		if err := h.add(r); err != nil {
+			return err
+		}
+		return fn(r)
+	})
+	if err == nil {
+		err = h.check(snap.SHA256)
+	}
+	if err != nil {
+		return fmt.Errorf("postgres: export %s: %w", name, err)
+	}
+	return nil
+}
+
+// querier is a pool or a transaction.
+type querier interface {
+	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
+}
+
+// snapshotRows streams the comparisons of ids (sorted) with their texts in
+// id order.
+func snapshotRows(ctx context.Context, q querier, ids []int64, fn func(ExportRow) error) error {
+	rows, err := q.Query(ctx, `
 		SELECT c.id, p.text,
 		       (SELECT array_agg(r.text ORDER BY u.ord)
 		          FROM unnest(c.response_ids) WITH ORDINALITY AS u (rid, ord)
@@ -101,24 +240,21 @@ func (db *DB) ExportSnapshot(ctx context.Context, name string, fn func(ExportRow
 		JOIN comparisons c ON c.id = s.id
 		JOIN prompts p ON p.id = c.prompt_id
 		JOIN labelers l ON l.id = c.labeler_id
-		ORDER BY c.id`, snap.ComparisonIDs)
+		ORDER BY c.id`, ids)
 	if err != nil {
-		return fmt.Errorf("postgres: export %s: %w", name, err)
+		return err
 	}
 	defer rows.Close()
 	for rows.Next() {
 		var r ExportRow
 		if err := rows.Scan(&r.ID, &r.Prompt, &r.Responses, &r.Ranks, &r.Labeler, &r.Split, &r.ResponseIDs); err != nil {
-			return fmt.Errorf("postgres: export %s: %w", name, err)
+			return err
 		}
 		if err := fn(r); err != nil {
 			return err
 		}
 	}
-	if err := rows.Err(); err != nil {
-		return fmt.Errorf("postgres: export %s: %w", name, err)
-	}
-	return nil
+	return rows.Err()
 }
 
 // SetStageSnapshot records the label snapshot a run's stage (the reward

@@ -22,3 +22,7 @@ CREATE TRIGGER checkpoints_no_truncate BEFORE TRUNCATE ON checkpoints
 
 GRANT SELECT, INSERT ON checkpoints TO instructflow_app;
 GRANT USAGE ON SEQUENCE checkpoints_id_seq TO instructflow_app;
+
+-- Stage names are the pipeline's (package runstate), not any id.
+ALTER TABLE stages DROP CONSTRAINT stages_name_check,
+    ADD CONSTRAINT stages_name_check CHECK (name IN ('sft', 'labels', 'snapshot', 'rm', 'gate', 'ppo', 'eval'));

@@ -100,21 +100,21 @@ func (s *stageSink) resumedFrom() int64 {
 // is not retried.
 func (a *Activities) load(ctx context.Context, cp *Checkpoint) (map[string][]byte, error) {
 	if cp == nil {
-		return nil, stage.BadInput("no checkpoint given: an earlier stage did not produce one")
+		return nil, errkind.BadInputf("no checkpoint given: an earlier stage did not produce one")
 	}
 	prefix, err := checkpoint.StagePrefix(cp.Run, cp.Stage)
 	if err != nil {
-		return nil, stage.BadInput("checkpoint %s: %v", cp.Key(), err)
+		return nil, errkind.BadInputf("checkpoint %s: %v", cp.Key(), err)
 	}
 	got, err := checkpoint.Store{Blobs: a.Objects, Prefix: prefix}.Load(ctx, cp.Step)
 	if errors.Is(err, errkind.Corrupt) || errors.Is(err, errkind.NotFound) {
-		return nil, stage.BadInput("checkpoint %s: %v; rerun its stage in a new run", cp.Key(), err)
+		return nil, errkind.BadInputf("checkpoint %s: %v; rerun its stage in a new run", cp.Key(), err)
 	}
 	if err != nil {
 		return nil, err
 	}
 	if got.ID != cp.SHA256 {
-		return nil, stage.BadInput("checkpoint %s has manifest %s, not %s as its stage committed; rerun its stage in a new run", cp.Key(), got.ID, cp.SHA256)
+		return nil, errkind.BadInputf("checkpoint %s has manifest %s, not %s as its stage committed; rerun its stage in a new run", cp.Key(), got.ID, cp.SHA256)
 	}
 	return got.Files, nil
 }

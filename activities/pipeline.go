@@ -13,13 +13,13 @@ import (
 	"go.temporal.io/sdk/temporal"
 
 	"github.com/instructflow/instructflow/demo"
+	"github.com/instructflow/instructflow/errkind"
 	"github.com/instructflow/instructflow/model"
 	"github.com/instructflow/instructflow/ppo"
 	"github.com/instructflow/instructflow/rewardmodel"
 	"github.com/instructflow/instructflow/runspec"
 	"github.com/instructflow/instructflow/sft"
 	"github.com/instructflow/instructflow/stage"
-	"github.com/instructflow/instructflow/storage"
 	"github.com/instructflow/instructflow/storage/postgres"
 	"github.com/instructflow/instructflow/tasks"
 )
@@ -80,7 +80,7 @@ func (a *Activities) BeginRun(ctx context.Context, in RunInput) error {
 	if err != nil {
 		return err
 	}
-	if err := a.DB.CreateRun(ctx, in.Spec.ID, spec); errors.Is(err, storage.ErrConflict) {
+	if err := a.DB.CreateRun(ctx, in.Spec.ID, spec); errors.Is(err, errkind.Conflict) {
 		return badInput(err)
 	} else if err != nil {
 		return err
@@ -122,7 +122,7 @@ func (a *Activities) TrainSFT(ctx context.Context, in StageInput) (StageResult, 
 			return StageResult{}, err
 		}
 		if len(train) == 0 {
-			return StageResult{}, stage.BadInput("sft: no demonstrations of train prompts with source %q in Postgres; load the demo task with `instructflow data load-demo`, or fix data.source", s.Data.Source)
+			return StageResult{}, errkind.BadInputf("sft: no demonstrations of train prompts with source %q in Postgres; load the demo task with `instructflow data load-demo`, or fix data.source", s.Data.Source)
 		}
 		heldout, err := a.demonstrations(ctx, s.Data.Source, "heldout")
 		if err != nil {
@@ -154,14 +154,14 @@ func (a *Activities) CollectLabels(ctx context.Context, in StageInput) (StageRes
 		name := s.ID + "-labels"
 		res := StageResult{Batch: name}
 		b, err := a.DB.GetBatch(ctx, name)
-		if errors.Is(err, storage.ErrNotFound) {
+		if errors.Is(err, errkind.NotFound) {
 			err = t.timed(func() error {
 				b, err = a.createBatch(ctx, s, name, in.SFT, in.Deadline)
 				return err
 			})
 		}
-		if errors.Is(err, storage.ErrConflict) {
-			return res, stage.BadInput("labels: %v; start a new run to sample again", err)
+		if errors.Is(err, errkind.Conflict) {
+			return res, errkind.BadInputf("labels: %v; start a new run to sample again", err)
 		}
 		if err != nil {
 			return res, err
@@ -180,7 +180,7 @@ func (a *Activities) CollectLabels(ctx context.Context, in StageInput) (StageRes
 			}
 			if !time.Now().Before(in.Deadline) {
 				if float64(b.Labeled) < s.Labels.MinLabeled*float64(b.Items) {
-					return res, stage.BadInput("labels: %d of %d items of batch %s labeled by the deadline %s, below labels.min_labeled %.2f; add labels (e.g. `instructflow labels simulate --batch %s`) and `instructflow run resume %s`",
+					return res, errkind.BadInputf("labels: %d of %d items of batch %s labeled by the deadline %s, below labels.min_labeled %.2f; add labels (e.g. `instructflow labels simulate --batch %s`) and `instructflow run resume %s`",
 						b.Labeled, b.Items, name, in.Deadline.Format(time.RFC3339), s.Labels.MinLabeled, name, s.ID)
 				}
 				break
@@ -232,7 +232,7 @@ func (a *Activities) createBatch(ctx context.Context, s runspec.Spec, name strin
 	}
 	heldout = heldout[:min(len(heldout), s.Labels.HeldoutPrompts)]
 	if len(train) == 0 || len(heldout) == 0 {
-		return postgres.Batch{}, stage.BadInput("labels: source %q has %d train and %d held-out prompts; both are needed", s.Data.Source, len(train), len(heldout))
+		return postgres.Batch{}, errkind.BadInputf("labels: source %q has %d train and %d held-out prompts; both are needed", s.Data.Source, len(train), len(heldout))
 	}
 	tok := tasks.Tokenizer()
 	sc := model.SampleConfig{MaxTokens: s.Labels.MaxNewTokens, Temperature: s.Labels.Temperature}
@@ -258,7 +258,7 @@ func (a *Activities) createBatch(ctx context.Context, s runspec.Spec, name strin
 		return postgres.Batch{}, err
 	}
 	if len(items) == 0 {
-		return postgres.Batch{}, stage.BadInput("labels: the SFT policy gave fewer than 2 distinct responses for every prompt; raise labels.temperature or labels.k")
+		return postgres.Batch{}, errkind.BadInputf("labels: the SFT policy gave fewer than 2 distinct responses for every prompt; raise labels.temperature or labels.k")
 	}
 	return a.DB.CreateBatch(ctx, name, s.ID, deadline, items)
 }
@@ -274,21 +274,21 @@ func (a *Activities) SnapshotLabels(ctx context.Context, in StageInput) (StageRe
 		}
 		want := postgres.SnapshotFilter{Batch: in.Batch, ExcludeLabelers: s.Labels.ExcludeLabelers, ExcludeFlagged: s.Labels.ExcludeFlagged}
 		snap, err := a.DB.Snapshot(ctx, name)
-		if errors.Is(err, storage.ErrNotFound) && s.Labels.Snapshot == "" {
+		if errors.Is(err, errkind.NotFound) && s.Labels.Snapshot == "" {
 			snap, err = a.DB.SnapshotWhere(ctx, name, want)
 		} else if err == nil && s.Labels.Snapshot == "" && !snap.Filter.Equal(want) {
 			// <run>-rm exists (a retried attempt, a resumed run) but is reused
 			// only if it froze this run's batch with this run's filters.
 			got, _ := json.Marshal(snap.Filter)
 			exp, _ := json.Marshal(want)
-			return StageResult{}, stage.BadInput("snapshot: %s exists but was not made from this run's labels: it selects %s, this run needs %s; name the snapshot to use in labels.snapshot, or start a new run id",
+			return StageResult{}, errkind.BadInputf("snapshot: %s exists but was not made from this run's labels: it selects %s, this run needs %s; name the snapshot to use in labels.snapshot, or start a new run id",
 				name, got, exp)
 		}
-		if errors.Is(err, storage.ErrNotFound) {
-			return StageResult{}, stage.BadInput("snapshot: %v; fix labels.snapshot or labels.exclude_labelers", err)
+		if errors.Is(err, errkind.NotFound) {
+			return StageResult{}, errkind.BadInputf("snapshot: %v; fix labels.snapshot or labels.exclude_labelers", err)
 		}
-		if errors.Is(err, storage.ErrCorrupt) {
-			return StageResult{}, stage.BadInput("snapshot: %v", err)
+		if errors.Is(err, errkind.Corrupt) {
+			return StageResult{}, errkind.BadInputf("snapshot: %v", err)
 		}
 		if err != nil {
 			return StageResult{}, err
@@ -326,7 +326,7 @@ func (a *Activities) TrainRM(ctx context.Context, in StageInput) (StageResult, e
 			return StageResult{}, err
 		}
 		if len(train) == 0 || len(heldout) == 0 {
-			return StageResult{}, stage.BadInput("rm: snapshot %s has %d comparisons of train prompts and %d of held-out ones; both are needed", in.Snapshot, len(train), len(heldout))
+			return StageResult{}, errkind.BadInputf("rm: snapshot %s has %d comparisons of train prompts and %d of held-out ones; both are needed", in.Snapshot, len(train), len(heldout))
 		}
 		files, err := a.load(ctx, in.SFT)
 		if err != nil {
@@ -484,7 +484,7 @@ func (a *Activities) runStage(ctx context.Context, spec runspec.Spec, name strin
 		res.Reused = res.Execution != activity.GetInfo(ctx).WorkflowExecution.RunID
 		a.Metrics.ended(name, "reused")
 		return res, nil
-	case err != nil && !errors.Is(err, storage.ErrNotFound):
+	case err != nil && !errors.Is(err, errkind.NotFound):
 		return StageResult{}, err
 	}
 	if err := a.DB.BeginStage(ctx, run, name, hash); err != nil {
@@ -507,7 +507,7 @@ func (a *Activities) runStage(ctx context.Context, spec runspec.Spec, name strin
 		return StageResult{}, t.stallErr
 	}
 	if err != nil {
-		if errors.Is(err, stage.ErrBadInput) {
+		if errors.Is(err, errkind.BadInput) {
 			a.Metrics.ended(name, "bad_input")
 			_ = a.DB.EndStage(ctx, run, name, "failed", err.Error())
 			return StageResult{}, badInput(err)

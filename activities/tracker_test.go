@@ -16,9 +16,9 @@ import (
 	"go.temporal.io/sdk/workflow"
 
 	"github.com/instructflow/instructflow/checkpoint/blobtest"
+	"github.com/instructflow/instructflow/errkind"
 	"github.com/instructflow/instructflow/runspec"
 	"github.com/instructflow/instructflow/stage"
-	"github.com/instructflow/instructflow/storage"
 	"github.com/instructflow/instructflow/storage/postgres"
 )
 
@@ -36,7 +36,7 @@ func (m *memoryDB) GetStage(_ context.Context, run, name string) (postgres.Stage
 	defer m.mu.Unlock()
 	st, ok := m.stages[run+"/"+name]
 	if !ok {
-		return st, storage.ErrNotFound
+		return st, errkind.NotFound
 	}
 	return st, nil
 }
@@ -77,7 +77,7 @@ func (m *memoryDB) RecordCheckpoint(context.Context, string, string, int64, stri
 }
 
 func (m *memoryDB) CheckpointSHA(context.Context, string, string, int64) (string, error) {
-	return "", storage.ErrNotFound
+	return "", errkind.NotFound
 }
 
 func memorySpec(t *testing.T, id string) runspec.Spec {

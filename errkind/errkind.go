@@ -5,7 +5,10 @@
 // do about each kind.
 package errkind
 
-import "errors"
+import (
+	"errors"
+	"fmt"
+)
 
 var (
 	// BadInput: a user's mistake (a bad setting, missing or invalid data);
@@ -21,3 +24,9 @@ var (
 	// Immutable: append-only history cannot be changed.
 	Immutable = errors.New("immutable")
 )
+
+// BadInputf returns a BadInput error that says what to fix: "bad input: "
+// and the formatted message.
+func BadInputf(format string, args ...any) error {
+	return fmt.Errorf("%w: %s", BadInput, fmt.Sprintf(format, args...))
+}

@@ -18,6 +18,7 @@ import (
 	"math"
 	"slices"
 
+	"github.com/instructflow/instructflow/errkind"
 	"github.com/instructflow/instructflow/model"
 	"github.com/instructflow/instructflow/stage"
 	"github.com/instructflow/instructflow/tokenizer"
@@ -65,20 +66,20 @@ func (c Config) Validate() error {
 	}
 	for _, p := range pos {
 		if !(p.v > 0) || math.IsInf(p.v, 0) {
-			return stage.BadInput("ppo: %s is %v; give a positive number", p.name, p.v)
+			return errkind.BadInputf("ppo: %s is %v; give a positive number", p.name, p.v)
 		}
 	}
 	switch {
 	case c.Gamma < 0 || c.Gamma > 1 || c.Lambda < 0 || c.Lambda > 1:
-		return stage.BadInput("ppo: gamma %v and lambda %v must lie in [0, 1]", c.Gamma, c.Lambda)
+		return errkind.BadInputf("ppo: gamma %v and lambda %v must lie in [0, 1]", c.Gamma, c.Lambda)
 	case c.KLCoef < 0 || c.EntropyCoef < 0 || c.PtxCoef < 0 || c.ClipNorm < 0:
-		return stage.BadInput("ppo: kl_coef, entropy_coef, ptx_coef and clip_norm must not be negative")
+		return errkind.BadInputf("ppo: kl_coef, entropy_coef, ptx_coef and clip_norm must not be negative")
 	case c.AdaptiveKL && (!(c.TargetKL > 0) || c.KLHorizon <= 0):
-		return stage.BadInput("ppo: adaptive_kl needs target_kl > 0 and kl_horizon > 0")
+		return errkind.BadInputf("ppo: adaptive_kl needs target_kl > 0 and kl_horizon > 0")
 	case c.PtxCoef > 0 && c.PtxBatch <= 0:
-		return stage.BadInput("ppo: ptx_coef > 0 needs ptx_batch > 0")
+		return errkind.BadInputf("ppo: ptx_coef > 0 needs ptx_batch > 0")
 	case c.MiniBatch > c.RolloutBatch:
-		return stage.BadInput("ppo: mini_batch %d is larger than rollout_batch %d", c.MiniBatch, c.RolloutBatch)
+		return errkind.BadInputf("ppo: mini_batch %d is larger than rollout_batch %d", c.MiniBatch, c.RolloutBatch)
 	}
 	return nil
 }
@@ -142,16 +143,16 @@ func Train(ctx context.Context, in Input, sink stage.Sink, progress stage.Progre
 	}
 	var err error
 	if tr.reference, err = stage.LoadModel(in.SFT, ""); err != nil {
-		return Result{}, stage.BadInput("ppo: SFT checkpoint: %v", err)
+		return Result{}, errkind.BadInputf("ppo: SFT checkpoint: %v", err)
 	}
 	if tr.reward, err = stage.LoadModel(in.RM, ""); err != nil {
-		return Result{}, stage.BadInput("ppo: reward-model checkpoint: %v", err)
+		return Result{}, errkind.BadInputf("ppo: reward-model checkpoint: %v", err)
 	}
 	if !tr.reward.Config.ValueHead {
-		return Result{}, stage.BadInput("ppo: the reward-model checkpoint has no value head")
+		return Result{}, errkind.BadInputf("ppo: the reward-model checkpoint has no value head")
 	}
 	if tr.reference.Config.ValueHead {
-		return Result{}, stage.BadInput("ppo: the SFT checkpoint has a value head: it is a reward or value model, not an SFT policy")
+		return Result{}, errkind.BadInputf("ppo: the SFT checkpoint has a value head: it is a reward or value model, not an SFT policy")
 	}
 	if err := stage.CheckShape(tr.reward.Config, tr.reference.Config, "ppo: the reward model"); err != nil {
 		return Result{}, err
@@ -174,7 +175,7 @@ func Train(ctx context.Context, in Input, sink stage.Sink, progress stage.Progre
 		maxLen = max(maxLen, len(p))
 	}
 	if ctxLen := tr.policy.Config.Context; maxLen+cfg.MaxNewTokens+1 > ctxLen {
-		return Result{}, stage.BadInput("ppo: prompts of %d tokens plus max_new_tokens %d exceed the context %d", maxLen, cfg.MaxNewTokens, ctxLen)
+		return Result{}, errkind.BadInputf("ppo: prompts of %d tokens plus max_new_tokens %d exceed the context %d", maxLen, cfg.MaxNewTokens, ctxLen)
 	}
 	if cfg.Threads > 0 {
 		for _, m := range []*model.Model{tr.policy, tr.reference, tr.reward, tr.value} {
@@ -193,7 +194,7 @@ func Train(ctx context.Context, in Input, sink stage.Sink, progress stage.Progre
 		if err := finite(metrics); err != nil {
 			// Deterministic: a retry would diverge the same way. The last
 			// committed checkpoint predates it.
-			return res, stage.BadInput("ppo: iteration %d: %v: the update diverged; lower ppo.policy_lr (now %g) or ppo.clip_norm and resume",
+			return res, errkind.BadInputf("ppo: iteration %d: %v: the update diverged; lower ppo.policy_lr (now %g) or ppo.clip_norm and resume",
 				st.Iteration+1, err, cfg.PolicyLR)
 		}
 		st.Iteration++
@@ -230,12 +231,12 @@ func finite(metrics map[string]float64) error {
 
 func (tr *trainer) encode(in Input) error {
 	if len(in.Prompts) == 0 {
-		return stage.BadInput("ppo: no prompts")
+		return errkind.BadInputf("ppo: no prompts")
 	}
 	for i, p := range in.Prompts {
 		ids, err := in.Tokenizer.Encode(p)
 		if err != nil || len(ids) == 0 {
-			return stage.BadInput("ppo: prompt %d: empty or not encodable (%v)", i, err)
+			return errkind.BadInputf("ppo: prompt %d: empty or not encodable (%v)", i, err)
 		}
 		tr.prompts = append(tr.prompts, ids)
 	}
@@ -244,12 +245,12 @@ func (tr *trainer) encode(in Input) error {
 			p, err1 := in.Tokenizer.Encode(ex.Prompt)
 			r, err2 := in.Tokenizer.Encode(ex.Response)
 			if err1 != nil || err2 != nil {
-				return stage.BadInput("ppo: ptx example %d is not encodable", i)
+				return errkind.BadInputf("ppo: ptx example %d is not encodable", i)
 			}
 			tr.ptx = append(tr.ptx, stage.Seq{Tokens: append(append(p, r...), in.Tokenizer.EOT()), PromptLen: len(p)})
 		}
 		if len(tr.ptx) == 0 {
-			return stage.BadInput("ppo: ptx_coef > 0 but no pretraining examples")
+			return errkind.BadInputf("ppo: ptx_coef > 0 but no pretraining examples")
 		}
 	}
 	return nil
@@ -260,10 +261,10 @@ func (tr *trainer) encode(in Input) error {
 func (tr *trainer) start(in Input, st *state) error {
 	var err error
 	if tr.policy, err = stage.LoadModel(in.SFT, ""); err != nil {
-		return stage.BadInput("ppo: SFT checkpoint: %v", err)
+		return errkind.BadInputf("ppo: SFT checkpoint: %v", err)
 	}
 	if tr.value, err = stage.LoadModel(in.RM, ""); err != nil {
-		return stage.BadInput("ppo: reward-model checkpoint: %v", err)
+		return errkind.BadInputf("ppo: reward-model checkpoint: %v", err)
 	}
 	tr.newOptimizers()
 	tr.rng = model.NewRNG(tr.cfg.Seed)

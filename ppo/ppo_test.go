@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/instructflow/instructflow/checkpoint"
+	"github.com/instructflow/instructflow/errkind"
 	"github.com/instructflow/instructflow/model"
 	"github.com/instructflow/instructflow/rewardmodel"
 	"github.com/instructflow/instructflow/sft"
@@ -114,7 +115,7 @@ func TestBadInput(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			in := testInput(t, 2)
 			edit(&in)
-			if _, err := Train(context.Background(), in, checkpoint.Dir(t.TempDir()), nil); !errors.Is(err, stage.ErrBadInput) {
+			if _, err := Train(context.Background(), in, checkpoint.Dir(t.TempDir()), nil); !errors.Is(err, errkind.BadInput) {
 				t.Fatalf("got %v, want a bad-input error", err)
 			}
 		})

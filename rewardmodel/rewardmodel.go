@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"math"
 
+	"github.com/instructflow/instructflow/errkind"
 	"github.com/instructflow/instructflow/model"
 	"github.com/instructflow/instructflow/stage"
 	"github.com/instructflow/instructflow/tokenizer"
@@ -36,7 +37,7 @@ type Config struct {
 // Validate reports a hyperparameter that cannot work.
 func (c Config) Validate() error {
 	if c.Margin < 0 {
-		return stage.BadInput("rewardmodel: margin is %g; it must not be negative", c.Margin)
+		return errkind.BadInputf("rewardmodel: margin is %g; it must not be negative", c.Margin)
 	}
 	return stage.Schedule{Steps: c.Steps, BatchSize: c.BatchSize, Warmup: c.Warmup, CheckpointEvery: c.CheckpointEvery,
 		LR: c.LR, MinLR: c.MinLR, ClipNorm: c.ClipNorm, WeightDecay: c.WeightDecay}.Validate("rewardmodel")
@@ -115,10 +116,10 @@ func Train(ctx context.Context, in Input, sink stage.Sink, progress stage.Progre
 	}
 	sftModel, err := stage.LoadModel(in.SFT, "")
 	if err != nil {
-		return Result{}, stage.BadInput("rewardmodel: SFT checkpoint: %v", err)
+		return Result{}, errkind.BadInputf("rewardmodel: SFT checkpoint: %v", err)
 	}
 	if sftModel.Config.ValueHead {
-		return Result{}, stage.BadInput("rewardmodel: the SFT checkpoint has a value head: it is a reward or value model, not an SFT policy")
+		return Result{}, errkind.BadInputf("rewardmodel: the SFT checkpoint has a value head: it is a reward or value model, not an SFT policy")
 	}
 	ctxLen := sftModel.Config.Context
 	train, skippedTrain, err := encodeAll(in.Tokenizer, in.Train, ctxLen)
@@ -130,7 +131,7 @@ func Train(ctx context.Context, in Input, sink stage.Sink, progress stage.Progre
 		return Result{}, err
 	}
 	if len(train) == 0 {
-		return Result{}, stage.BadInput("rewardmodel: no training comparisons with at least one decided pair")
+		return Result{}, errkind.BadInputf("rewardmodel: no training comparisons with at least one decided pair")
 	}
 	st := state{Stage: "rm"}
 	m, opt, cp, err := stage.Begin(ctx, sink, "rm", sftModel.Config, func() (*model.Model, error) { return fromSFT(sftModel, cfg.Seed) },
@@ -202,7 +203,7 @@ func Train(ctx context.Context, in Input, sink stage.Sink, progress stage.Progre
 func FromSFT(files map[string][]byte, seed uint64) (*model.Model, error) {
 	sftModel, err := stage.LoadModel(files, "")
 	if err != nil {
-		return nil, stage.BadInput("rewardmodel: SFT checkpoint: %v", err)
+		return nil, errkind.BadInputf("rewardmodel: SFT checkpoint: %v", err)
 	}
 	return fromSFT(sftModel, seed)
 }
@@ -245,7 +246,7 @@ func save(ctx context.Context, sink stage.Sink, m *model.Model, opt *model.AdamW
 func encodeAll(tok tokenizer.Tokenizer, cs []Comparison, ctxLen int) (out []encoded, skipped int, err error) {
 	for i, c := range cs {
 		if len(c.Responses) < 2 || len(c.Ranks) != len(c.Responses) {
-			return nil, 0, stage.BadInput("rewardmodel: comparison %d has %d responses and %d ranks; need K >= 2 of each", i, len(c.Responses), len(c.Ranks))
+			return nil, 0, errkind.BadInputf("rewardmodel: comparison %d has %d responses and %d ranks; need K >= 2 of each", i, len(c.Responses), len(c.Ranks))
 		}
 		e := encoded{ranks: c.Ranks, labeler: c.Labeler}
 		decided, duplicate := false, false
@@ -253,10 +254,10 @@ func encodeAll(tok tokenizer.Tokenizer, cs []Comparison, ctxLen int) (out []enco
 		for j, r := range c.Responses {
 			seq, err := Sequence(tok, c.Prompt, r)
 			if err != nil {
-				return nil, 0, stage.BadInput("rewardmodel: comparison %d response %d: %v", i, j, err)
+				return nil, 0, errkind.BadInputf("rewardmodel: comparison %d response %d: %v", i, j, err)
 			}
 			if len(seq.Tokens) > ctxLen {
-				return nil, 0, stage.BadInput("rewardmodel: comparison %d response %d has %d tokens with its prompt, more than the context %d", i, j, len(seq.Tokens), ctxLen)
+				return nil, 0, errkind.BadInputf("rewardmodel: comparison %d response %d has %d tokens with its prompt, more than the context %d", i, j, len(seq.Tokens), ctxLen)
 			}
 			key := fmt.Sprint(seq.Tokens[seq.PromptLen:])
 			duplicate = duplicate || seen[key]
@@ -299,7 +300,7 @@ func ScoreExamples(m *model.Model, tok tokenizer.Tokenizer, exs []stage.Example,
 		for j, ex := range part {
 			var err error
 			if seqs[j], err = Sequence(tok, ex.Prompt, ex.Response); err != nil {
-				return nil, stage.BadInput("rewardmodel: pair %d: %v", i+j, err)
+				return nil, errkind.BadInputf("rewardmodel: pair %d: %v", i+j, err)
 			}
 		}
 		got, err := Scores(m, seqs, tok.EOT())
@@ -318,7 +319,7 @@ func Scores(m *model.Model, seqs []stage.Seq, pad int32) ([]float32, error) {
 		T = max(T, len(s.Tokens))
 	}
 	if T > m.Config.Context {
-		return nil, stage.BadInput("rewardmodel: a sequence has %d tokens, more than the context %d", T, m.Config.Context)
+		return nil, errkind.BadInputf("rewardmodel: a sequence has %d tokens, more than the context %d", T, m.Config.Context)
 	}
 	tokens := make([]int32, B*T)
 	for b, s := range seqs {

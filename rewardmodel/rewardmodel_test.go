@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/instructflow/instructflow/checkpoint"
+	"github.com/instructflow/instructflow/errkind"
 	"github.com/instructflow/instructflow/model"
 	"github.com/instructflow/instructflow/sft"
 	"github.com/instructflow/instructflow/stage"
@@ -165,7 +166,7 @@ func TestBadInput(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			in := testInput(t, 2)
 			edit(&in)
-			if _, err := Train(context.Background(), in, checkpoint.Dir(t.TempDir()), nil); !errors.Is(err, stage.ErrBadInput) {
+			if _, err := Train(context.Background(), in, checkpoint.Dir(t.TempDir()), nil); !errors.Is(err, errkind.BadInput) {
 				t.Fatalf("got %v, want a bad-input error", err)
 			}
 		})
@@ -196,7 +197,7 @@ func TestRefusesAnotherStagesCheckpoint(t *testing.T) {
 	files, dir := sftRun(t)
 	in.SFT = files
 	// The sink already holds the SFT stage's checkpoint.
-	if _, err := Train(context.Background(), in, dir, nil); !errors.Is(err, stage.ErrBadInput) || !strings.Contains(err.Error(), "stage") {
+	if _, err := Train(context.Background(), in, dir, nil); !errors.Is(err, errkind.BadInput) || !strings.Contains(err.Error(), "stage") {
 		t.Fatalf("got %v, want a refusal naming the other stage", err)
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"math"
 
+	"github.com/instructflow/instructflow/errkind"
 	"github.com/instructflow/instructflow/model"
 	"github.com/instructflow/instructflow/stage"
 	"github.com/instructflow/instructflow/tokenizer"
@@ -31,7 +32,7 @@ type Config struct {
 	Threads         int    `json:"threads"`
 }
 
-// Validate reports a hyperparameter that cannot work, as stage.ErrBadInput.
+// Validate reports a hyperparameter that cannot work, as errkind.BadInput.
 func (c Config) Validate() error {
 	return stage.Schedule{Steps: c.Steps, BatchSize: c.BatchSize, Warmup: c.Warmup, CheckpointEvery: c.CheckpointEvery,
 		LR: c.LR, MinLR: c.MinLR, ClipNorm: c.ClipNorm, WeightDecay: c.WeightDecay}.Validate("sft")
@@ -85,7 +86,7 @@ func Train(ctx context.Context, in Input, sink stage.Sink, progress stage.Progre
 		return Result{}, err
 	}
 	if len(train) == 0 {
-		return Result{}, stage.BadInput("sft: no training demonstrations")
+		return Result{}, errkind.BadInputf("sft: no training demonstrations")
 	}
 
 	want, err := shape(in)
@@ -103,7 +104,7 @@ func Train(ctx context.Context, in Input, sink stage.Sink, progress stage.Progre
 	}
 	for _, s := range append(append([]stage.Seq{}, train...), heldout...) {
 		if len(s.Tokens)-1 > m.Config.Context {
-			return Result{}, stage.BadInput("sft: a demonstration has %d tokens, more than the model's context %d; shorten it or enlarge n_positions", len(s.Tokens), m.Config.Context)
+			return Result{}, errkind.BadInputf("sft: a demonstration has %d tokens, more than the model's context %d; shorten it or enlarge n_positions", len(s.Tokens), m.Config.Context)
 		}
 	}
 
@@ -170,12 +171,12 @@ func shape(in Input) (model.Config, error) {
 	if in.Base != nil {
 		c, err := model.ParseConfig(in.Base["config.json"])
 		if err != nil {
-			return model.Config{}, stage.BadInput("sft: base checkpoint: %v", err)
+			return model.Config{}, errkind.BadInputf("sft: base checkpoint: %v", err)
 		}
 		return c, nil
 	}
 	if in.Model.Vocab != in.Tokenizer.VocabSize() {
-		return model.Config{}, stage.BadInput("sft: model vocab_size %d differs from the tokenizer's %d", in.Model.Vocab, in.Tokenizer.VocabSize())
+		return model.Config{}, errkind.BadInputf("sft: model vocab_size %d differs from the tokenizer's %d", in.Model.Vocab, in.Tokenizer.VocabSize())
 	}
 	return in.Model, nil
 }
@@ -184,13 +185,13 @@ func initModel(in Input) (*model.Model, error) {
 	if in.Base != nil {
 		m, err := stage.LoadModel(in.Base, "")
 		if err != nil {
-			return nil, stage.BadInput("sft: base checkpoint: %v", err)
+			return nil, errkind.BadInputf("sft: base checkpoint: %v", err)
 		}
 		return m, nil
 	}
 	m, err := model.New(in.Model, model.NewRNG(in.Config.Seed))
 	if err != nil {
-		return nil, stage.BadInput("sft: %v", err)
+		return nil, errkind.BadInputf("sft: %v", err)
 	}
 	return m, nil
 }
@@ -235,14 +236,14 @@ func Encode(tok tokenizer.Tokenizer, exs []stage.Example) ([]stage.Seq, error) {
 	for i, ex := range exs {
 		p, err := tok.Encode(ex.Prompt)
 		if err != nil {
-			return nil, stage.BadInput("sft: example %d: prompt: %v", i, err)
+			return nil, errkind.BadInputf("sft: example %d: prompt: %v", i, err)
 		}
 		r, err := tok.Encode(ex.Response)
 		if err != nil {
-			return nil, stage.BadInput("sft: example %d: response: %v", i, err)
+			return nil, errkind.BadInputf("sft: example %d: response: %v", i, err)
 		}
 		if len(p) == 0 {
-			return nil, stage.BadInput("sft: example %d has an empty prompt", i)
+			return nil, errkind.BadInputf("sft: example %d has an empty prompt", i)
 		}
 		s := append(append(p, r...), tok.EOT())
 		out[i] = stage.Seq{Tokens: s, PromptLen: len(p)}

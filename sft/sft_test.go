@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/instructflow/instructflow/checkpoint"
+	"github.com/instructflow/instructflow/errkind"
 	"github.com/instructflow/instructflow/model"
 	"github.com/instructflow/instructflow/stage"
 	"github.com/instructflow/instructflow/stage/stagetest"
@@ -69,7 +70,7 @@ func TestBadInput(t *testing.T) {
 			in := testInput(2)
 			edit(&in)
 			_, err := Train(context.Background(), in, checkpoint.Dir(t.TempDir()), nil)
-			if !errors.Is(err, stage.ErrBadInput) {
+			if !errors.Is(err, errkind.BadInput) {
 				t.Fatalf("got %v, want a bad-input error", err)
 			}
 		})

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 
+	"github.com/instructflow/instructflow/errkind"
 	"github.com/instructflow/instructflow/model"
 )
 
@@ -81,7 +82,7 @@ func CheckShape(got, want model.Config, what string) error {
 	g, w := got, want
 	g.ValueHead, w.ValueHead = false, false
 	if g != w {
-		return BadInput("%s has model shape %+v, but this stage expects %+v; it belongs to another run or stage: use a fresh checkpoint location", what, got, want)
+		return errkind.BadInputf("%s has model shape %+v, but this stage expects %+v; it belongs to another run or stage: use a fresh checkpoint location", what, got, want)
 	}
 	return nil
 }
@@ -89,7 +90,7 @@ func CheckShape(got, want model.Config, what string) error {
 // CheckStage refuses a checkpoint written by another stage.
 func CheckStage(got, want string) error {
 	if got != want {
-		return BadInput("the latest checkpoint was written by stage %q, not %q: use a fresh checkpoint location", got, want)
+		return errkind.BadInputf("the latest checkpoint was written by stage %q, not %q: use a fresh checkpoint location", got, want)
 	}
 	return nil
 }

@@ -8,7 +8,6 @@ package stage
 
 import (
 	"context"
-	"fmt"
 
 	"github.com/instructflow/instructflow/errkind"
 )
@@ -49,15 +48,6 @@ type Report struct {
 // heartbeats and Postgres metrics.
 type Progress func(Report) error
 
-// ErrBadInput marks a user's mistake (bad hyperparameter, missing or empty
-// data): retrying cannot help. Trainers wrap it with what to fix.
-var ErrBadInput = errkind.BadInput
-
-// BadInput returns an error that wraps ErrBadInput.
-func BadInput(format string, args ...any) error {
-	return fmt.Errorf("%w: %s", ErrBadInput, fmt.Sprintf(format, args...))
-}
-
 // Schedule is the optimiser schedule every supervised trainer (SFT, the
 // reward model) takes: steps of BatchSize, warmup then cosine from LR to
 // MinLR, AdamW weight decay, gradient clipping, a checkpoint every
@@ -72,15 +62,15 @@ type Schedule struct {
 func (s Schedule) Validate(name string) error {
 	switch {
 	case s.Steps <= 0:
-		return BadInput("%s: steps is %d; give a positive number", name, s.Steps)
+		return errkind.BadInputf("%s: steps is %d; give a positive number", name, s.Steps)
 	case s.BatchSize <= 0:
-		return BadInput("%s: batch_size is %d; give a positive number", name, s.BatchSize)
+		return errkind.BadInputf("%s: batch_size is %d; give a positive number", name, s.BatchSize)
 	case !(s.LR > 0) || s.MinLR < 0 || s.MinLR > s.LR:
-		return BadInput("%s: lr %g and min_lr %g: need 0 <= min_lr <= lr, lr > 0", name, s.LR, s.MinLR)
+		return errkind.BadInputf("%s: lr %g and min_lr %g: need 0 <= min_lr <= lr, lr > 0", name, s.LR, s.MinLR)
 	case s.Warmup < 0 || s.ClipNorm < 0 || s.WeightDecay < 0:
-		return BadInput("%s: warmup, clip_norm and weight_decay must not be negative", name)
+		return errkind.BadInputf("%s: warmup, clip_norm and weight_decay must not be negative", name)
 	case s.CheckpointEvery <= 0:
-		return BadInput("%s: checkpoint_every is %d; give a positive number", name, s.CheckpointEvery)
+		return errkind.BadInputf("%s: checkpoint_every is %d; give a positive number", name, s.CheckpointEvery)
 	}
 	return nil
 }

@@ -1,21 +1,10 @@
 // Package storage holds what the Postgres and object-store backends share:
-// the errors callers test for and the rule for ids that become keys.
+// the rule for ids that become keys. Their errors are package errkind's.
 package storage
 
 import (
 	"fmt"
 	"regexp"
-
-	"github.com/instructflow/instructflow/errkind"
-)
-
-// The error kinds of package errkind, under the names the storage code
-// uses; they are the same values, so errors.Is matches either.
-var (
-	ErrNotFound  = errkind.NotFound
-	ErrCorrupt   = errkind.Corrupt
-	ErrImmutable = errkind.Immutable
-	ErrConflict  = errkind.Conflict
 )
 
 var idPattern = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,62}$`)

@@ -21,8 +21,8 @@ import (
 
 	"github.com/instructflow/instructflow/activities"
 	"github.com/instructflow/instructflow/config"
+	"github.com/instructflow/instructflow/errkind"
 	"github.com/instructflow/instructflow/runspec"
-	"github.com/instructflow/instructflow/storage"
 	"github.com/instructflow/instructflow/storage/postgres"
 	"github.com/instructflow/instructflow/workflows"
 )
@@ -223,7 +223,7 @@ func newRunResumeCmd(a *app) *cobra.Command {
 // whether the run still runs.
 func (s *session) resume(ctx context.Context, id string, sets []string) (runspec.Spec, error) {
 	rec, err := s.db.GetRun(ctx, id)
-	if errors.Is(err, storage.ErrNotFound) {
+	if errors.Is(err, errkind.NotFound) {
 		return runspec.Spec{}, fmt.Errorf("run resume: no run %s (list them with `instructflow run list`)", id)
 	}
 	if err != nil {

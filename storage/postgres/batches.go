@@ -13,8 +13,8 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/instructflow/instructflow/errkind"
 	"github.com/instructflow/instructflow/preference"
-	"github.com/instructflow/instructflow/storage"
 )
 
 // BatchItem is a prompt with the responses to rank, in the order to show
@@ -54,7 +54,7 @@ func (db *DB) CreateBatch(ctx context.Context, name, run string, deadline time.T
 		err := tx.QueryRow(ctx, "SELECT id, items FROM labeling_batches WHERE name = $1", name).Scan(&b.ID, &existing)
 		if err == nil {
 			if existing != len(items) {
-				return fmt.Errorf("batch exists with %d items, not %d: %w", existing, len(items), storage.ErrConflict)
+				return fmt.Errorf("batch exists with %d items, not %d: %w", existing, len(items), errkind.Conflict)
 			}
 			return nil
 		}
@@ -209,7 +209,7 @@ func (db *DB) AddLabels(ctx context.Context, batch, kind string, labels []BatchL
 			return err
 		}
 		if len(missing) > 0 {
-			return fmt.Errorf("batch has no item %d: %w", missing[0], storage.ErrNotFound)
+			return fmt.Errorf("batch has no item %d: %w", missing[0], errkind.NotFound)
 		}
 		if _, err := tx.Exec(ctx,
 			"INSERT INTO labelers (name, kind) SELECT DISTINCT n, $2 FROM unnest($1::text[]) AS n ON CONFLICT (name) DO NOTHING",

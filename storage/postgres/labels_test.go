@@ -17,9 +17,9 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/instructflow/instructflow/errkind"
 	"github.com/instructflow/instructflow/internal/testenv"
 	"github.com/instructflow/instructflow/preference"
-	"github.com/instructflow/instructflow/storage"
 	"github.com/instructflow/instructflow/tasks"
 )
 
@@ -195,7 +195,7 @@ func TestSnapshotExportLineage(t *testing.T) {
 	if err != nil || len(clean.ComparisonIDs) != 1 {
 		t.Fatalf("filtered snapshot: %+v %v", clean, err)
 	}
-	if _, err := db.SnapshotWhere(ctx, "typo", SnapshotFilter{ExcludeLabelers: []string{"dea"}}); !errors.Is(err, storage.ErrNotFound) {
+	if _, err := db.SnapshotWhere(ctx, "typo", SnapshotFilter{ExcludeLabelers: []string{"dea"}}); !errors.Is(err, errkind.NotFound) {
 		t.Errorf("unknown labeler in a filter: %v", err)
 	}
 	if _, err := db.SnapshotWhere(ctx, "none", SnapshotFilter{Split: "test"}); err == nil {
@@ -254,7 +254,7 @@ func TestSnapshotExportLineage(t *testing.T) {
 	if fmt.Sprint(l.Labelers) != "[{dee 2} {cy 1}]" || len(l.Imports) != 1 || l.Imports[0].Comparisons != 3 {
 		t.Errorf("lineage labelers %v imports %v", l.Labelers, l.Imports)
 	}
-	if _, err := db.Lineage(ctx, "no-such-run"); !errors.Is(err, storage.ErrNotFound) {
+	if _, err := db.Lineage(ctx, "no-such-run"); !errors.Is(err, errkind.NotFound) {
 		t.Errorf("lineage of a missing run: %v", err)
 	}
 }

@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/instructflow/instructflow/storage"
+	"github.com/instructflow/instructflow/errkind"
 )
 
 func TestLoadSourceIsIdempotentAndKeepsOrder(t *testing.T) {
@@ -76,7 +76,7 @@ func TestBatchLifecycle(t *testing.T) {
 			t.Fatalf("add labels %d: %d %v, want %d", i, n, err, want)
 		}
 	}
-	if _, err := db.AddLabels(ctx, "r1-labels", "human", []BatchLabel{{Item: 2, Labeler: "cy", Ranks: []int{1, 2}}, {Item: 9, Labeler: "cy", Ranks: []int{1, 2}}}); !errors.Is(err, storage.ErrNotFound) || !strings.Contains(err.Error(), "no item 9") {
+	if _, err := db.AddLabels(ctx, "r1-labels", "human", []BatchLabel{{Item: 2, Labeler: "cy", Ranks: []int{1, 2}}, {Item: 9, Labeler: "cy", Ranks: []int{1, 2}}}); !errors.Is(err, errkind.NotFound) || !strings.Contains(err.Error(), "no item 9") {
 		t.Errorf("a label for an item the batch lacks: %v", err)
 	}
 	if _, err := db.AddLabels(ctx, "r1-labels", "human", []BatchLabel{{Item: 2, Labeler: "cy", Ranks: []int{1, 2, 3}}}); err == nil {
@@ -114,7 +114,7 @@ func TestStageRecords(t *testing.T) {
 	if err := db.CreateRun(ctx, "r2", []byte(`{"seed": 1}`)); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := db.GetStage(ctx, "r2", "sft"); !errors.Is(err, storage.ErrNotFound) {
+	if _, err := db.GetStage(ctx, "r2", "sft"); !errors.Is(err, errkind.NotFound) {
 		t.Fatalf("a stage that never began: %v", err)
 	}
 	for range 2 {
@@ -152,7 +152,7 @@ func TestStageRecords(t *testing.T) {
 	if err := db.pool.QueryRow(ctx, "SELECT count(*) FROM audit_log WHERE action = 'update_spec' AND entity_id = 'r2'").Scan(&audited); err != nil || audited != 1 {
 		t.Errorf("spec change audited %d times, %v", audited, err)
 	}
-	if err := db.SetRunStatus(ctx, "nope", "running", nil, ""); !errors.Is(err, storage.ErrNotFound) {
+	if err := db.SetRunStatus(ctx, "nope", "running", nil, ""); !errors.Is(err, errkind.NotFound) {
 		t.Errorf("status of a missing run: %v", err)
 	}
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/instructflow/instructflow/errkind"
 	"github.com/instructflow/instructflow/preference"
 	"github.com/instructflow/instructflow/storage"
 	"github.com/instructflow/instructflow/storage/postgres/migrations"
@@ -219,7 +220,7 @@ func (db *DB) CreateRun(ctx context.Context, id string, spec []byte) error {
 		return fmt.Errorf("postgres: create run %s: %w", id, translate(err))
 	}
 	if tag.RowsAffected() == 0 {
-		return fmt.Errorf("postgres: create run %s: a run with this id and another spec exists; choose a new run id: %w", id, storage.ErrConflict)
+		return fmt.Errorf("postgres: create run %s: a run with this id and another spec exists; choose a new run id: %w", id, errkind.Conflict)
 	}
 	return nil
 }
@@ -317,9 +318,9 @@ func translate(err error) error {
 	var pgErr *pgconn.PgError
 	switch {
 	case errors.Is(err, pgx.ErrNoRows):
-		return storage.ErrNotFound
+		return errkind.NotFound
 	case errors.As(err, &pgErr) && pgErr.Code == "23001": // restrict_violation from refuse_change()
-		return fmt.Errorf("%s: %w", pgErr.Message, storage.ErrImmutable)
+		return fmt.Errorf("%s: %w", pgErr.Message, errkind.Immutable)
 	}
 	return err
 }

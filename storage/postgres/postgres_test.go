@@ -12,9 +12,9 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/instructflow/instructflow/errkind"
 	"github.com/instructflow/instructflow/internal/testenv"
 	"github.com/instructflow/instructflow/preference"
-	"github.com/instructflow/instructflow/storage"
 	"github.com/instructflow/instructflow/storage/postgres/migrations"
 )
 
@@ -112,7 +112,7 @@ func TestInsertRankingIsIdempotent(t *testing.T) {
 	if fmt.Sprint(c3.Ranks) != "[1 1 3]" {
 		t.Errorf("ranks %v, want [1 1 3] in shown order", c3.Ranks)
 	}
-	if _, err := db.Comparison(ctx, 999999); !errors.Is(err, storage.ErrNotFound) {
+	if _, err := db.Comparison(ctx, 999999); !errors.Is(err, errkind.NotFound) {
 		t.Errorf("missing comparison: %v, want ErrNotFound", err)
 	}
 	if _, _, err := db.InsertRanking(ctx, ranking("alice", 1), "test", 0); err == nil {
@@ -140,7 +140,7 @@ func TestComparisonsAreImmutable(t *testing.T) {
 				args = nil
 			}
 			_, err := ownerConn(t, db).Exec(ctx, tc.sql, args...)
-			if err == nil || !errors.Is(translate(err), storage.ErrImmutable) {
+			if err == nil || !errors.Is(translate(err), errkind.Immutable) {
 				t.Fatalf("%s as the owner: got %v, want the trigger to refuse", tc.sql, err)
 			}
 		})
@@ -202,16 +202,16 @@ func TestSnapshots(t *testing.T) {
 		t.Errorf("snapshot changed on read: %+v, stored %+v", got, s)
 	}
 	owner := ownerConn(t, db)
-	if _, err := owner.Exec(ctx, "UPDATE label_snapshots SET comparison_ids = '{1}'"); !errors.Is(translate(err), storage.ErrImmutable) {
+	if _, err := owner.Exec(ctx, "UPDATE label_snapshots SET comparison_ids = '{1}'"); !errors.Is(translate(err), errkind.Immutable) {
 		t.Errorf("update of a snapshot: %v, want refused", err)
 	}
-	if _, err := owner.Exec(ctx, "DELETE FROM label_snapshots"); !errors.Is(translate(err), storage.ErrImmutable) {
+	if _, err := owner.Exec(ctx, "DELETE FROM label_snapshots"); !errors.Is(translate(err), errkind.Immutable) {
 		t.Errorf("delete of a snapshot: %v, want refused", err)
 	}
-	if _, err := db.CreateSnapshot(ctx, "snap-2", []int64{ids[0], 424242}); !errors.Is(err, storage.ErrNotFound) {
+	if _, err := db.CreateSnapshot(ctx, "snap-2", []int64{ids[0], 424242}); !errors.Is(err, errkind.NotFound) {
 		t.Errorf("snapshot of a missing comparison: %v, want ErrNotFound", err)
 	}
-	if _, err := db.Snapshot(ctx, "nope"); !errors.Is(err, storage.ErrNotFound) {
+	if _, err := db.Snapshot(ctx, "nope"); !errors.Is(err, errkind.NotFound) {
 		t.Errorf("missing snapshot: %v, want ErrNotFound", err)
 	}
 }

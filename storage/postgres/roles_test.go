@@ -12,9 +12,9 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 
+	"github.com/instructflow/instructflow/errkind"
 	"github.com/instructflow/instructflow/internal/testenv"
 	"github.com/instructflow/instructflow/preference"
-	"github.com/instructflow/instructflow/storage"
 	"github.com/instructflow/instructflow/storage/postgres/migrations"
 )
 
@@ -177,12 +177,12 @@ func TestSnapshotHashCoversContent(t *testing.T) {
 	if _, err := ownerConn(t, db).Exec(ctx, "UPDATE responses SET text = 'bca!' WHERE text = 'abc'"); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := db.Snapshot(ctx, "frozen"); !errors.Is(err, storage.ErrCorrupt) || !strings.Contains(err.Error(), "no longer matches") {
+	if _, err := db.Snapshot(ctx, "frozen"); !errors.Is(err, errkind.Corrupt) || !strings.Contains(err.Error(), "no longer matches") {
 		t.Fatalf("Snapshot after a response changed: %v, want ErrCorrupt", err)
 	}
 	rows := 0
 	err = db.ExportSnapshot(ctx, "frozen", func(ExportRow) error { rows++; return nil })
-	if !errors.Is(err, storage.ErrCorrupt) || rows != 0 {
+	if !errors.Is(err, errkind.Corrupt) || rows != 0 {
 		t.Fatalf("ExportSnapshot after a response changed: %v after %d rows, want ErrCorrupt before any row", err, rows)
 	}
 }

@@ -9,6 +9,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/instructflow/instructflow/errkind"
 	"github.com/instructflow/instructflow/storage"
 )
 
@@ -54,7 +55,7 @@ func (db *DB) SetRunStatus(ctx context.Context, run, status string, result []byt
 		return fmt.Errorf("postgres: set run %s %s: %w", run, status, translate(err))
 	}
 	if tag.RowsAffected() == 0 {
-		return fmt.Errorf("postgres: set run %s: %w", run, storage.ErrNotFound)
+		return fmt.Errorf("postgres: set run %s: %w", run, errkind.NotFound)
 	}
 	return nil
 }
@@ -170,7 +171,7 @@ func (db *DB) FinishStage(ctx context.Context, run, stage string, result []byte,
 		return fmt.Errorf("postgres: finish stage %s/%s: %w", run, stage, translate(err))
 	}
 	if tag.RowsAffected() == 0 {
-		return fmt.Errorf("postgres: finish stage %s/%s: not begun: %w", run, stage, storage.ErrNotFound)
+		return fmt.Errorf("postgres: finish stage %s/%s: not begun: %w", run, stage, errkind.NotFound)
 	}
 	return nil
 }
@@ -203,7 +204,7 @@ func scanStage(row pgx.Row) (Stage, error) {
 	return s, err
 }
 
-// GetStage reads one stage's record (storage.ErrNotFound before it began).
+// GetStage reads one stage's record (errkind.NotFound before it began).
 func (db *DB) GetStage(ctx context.Context, run, stage string) (Stage, error) {
 	s, err := scanStage(db.pool.QueryRow(ctx, "SELECT "+stageColumns+
 		" FROM stages s LEFT JOIN label_snapshots l ON l.id = s.snapshot_id WHERE s.run_id = $1 AND s.name = $2", run, stage))

@@ -6,7 +6,7 @@ import (
 	"fmt"
 	"hash"
 
-	"github.com/instructflow/instructflow/storage"
+	"github.com/instructflow/instructflow/errkind"
 )
 
 // contentHashPrefix names the format of a snapshot's hash (see
@@ -33,10 +33,10 @@ func newContentHash(ids []int64) *contentHash {
 // || u64(K) || (s(response) || u64(rank)) for each response in shown order.
 func (c *contentHash) add(r ExportRow) error {
 	if c.n >= len(c.ids) || r.ID != c.ids[c.n] {
-		return fmt.Errorf("comparison %d is not the snapshot's next one: %w", r.ID, storage.ErrCorrupt)
+		return fmt.Errorf("comparison %d is not the snapshot's next one: %w", r.ID, errkind.Corrupt)
 	}
 	if len(r.Responses) != len(r.Ranks) {
-		return fmt.Errorf("comparison %d has %d responses and %d ranks: %w", r.ID, len(r.Responses), len(r.Ranks), storage.ErrCorrupt)
+		return fmt.Errorf("comparison %d has %d responses and %d ranks: %w", r.ID, len(r.Responses), len(r.Ranks), errkind.Corrupt)
 	}
 	c.n++
 	c.row.Reset()
@@ -67,7 +67,7 @@ func (c *contentHash) str(s string) {
 func (c *contentHash) sum() ([32]byte, error) {
 	var out [32]byte
 	if c.n != len(c.ids) {
-		return out, fmt.Errorf("%d of the snapshot's %d comparisons are in the database: %w", c.n, len(c.ids), storage.ErrCorrupt)
+		return out, fmt.Errorf("%d of the snapshot's %d comparisons are in the database: %w", c.n, len(c.ids), errkind.Corrupt)
 	}
 	c.h.Sum(out[:0])
 	return out, nil
@@ -81,7 +81,7 @@ func (c *contentHash) check(stored [32]byte) error {
 	}
 	if got != stored {
 		return fmt.Errorf("its content (texts, ranks, labelers or splits) no longer matches the hash it was frozen with (stored %x, now %x); the labels behind it were changed outside InstructFlow, so do not train on it: restore the database from a backup or make a new snapshot: %w",
-			stored[:6], got[:6], storage.ErrCorrupt)
+			stored[:6], got[:6], errkind.Corrupt)
 	}
 	return nil
 }

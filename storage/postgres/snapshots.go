@@ -10,7 +10,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
-	"github.com/instructflow/instructflow/storage"
+	"github.com/instructflow/instructflow/errkind"
 )
 
 // Snapshot is a frozen set of comparisons.
@@ -72,7 +72,7 @@ func (db *DB) CreateSnapshot(ctx context.Context, name string, comparisonIDs []i
 			return err
 		}
 		if len(missing) > 0 {
-			return fmt.Errorf("%d comparison ids do not exist (first: %d): %w", len(missing), missing[0], storage.ErrNotFound)
+			return fmt.Errorf("%d comparison ids do not exist (first: %d): %w", len(missing), missing[0], errkind.NotFound)
 		}
 		s, err = insertSnapshot(ctx, tx, name, ids, SnapshotFilter{})
 		return err
@@ -97,7 +97,7 @@ func (db *DB) SnapshotWhere(ctx context.Context, name string, f SnapshotFilter) 
 			return err
 		}
 		if len(unknown) > 0 {
-			return fmt.Errorf("no labeler named %q: %w", unknown[0], storage.ErrNotFound)
+			return fmt.Errorf("no labeler named %q: %w", unknown[0], errkind.NotFound)
 		}
 		var ids []int64
 		if err := tx.QueryRow(ctx, `
@@ -116,7 +116,7 @@ func (db *DB) SnapshotWhere(ctx context.Context, name string, f SnapshotFilter) 
 			return err
 		}
 		if len(ids) == 0 {
-			return fmt.Errorf("the filter selects no comparisons; loosen it or import labels first: %w", storage.ErrNotFound)
+			return fmt.Errorf("the filter selects no comparisons; loosen it or import labels first: %w", errkind.NotFound)
 		}
 		var err error
 		s, err = insertSnapshot(ctx, tx, name, ids, f)
@@ -151,7 +151,7 @@ func insertSnapshot(ctx context.Context, tx pgx.Tx, name string, ids []int64, f 
 }
 
 // Snapshot reads a snapshot by name and verifies its hash against the
-// content it froze; a mismatch is storage.ErrCorrupt.
+// content it froze; a mismatch is errkind.Corrupt.
 func (db *DB) Snapshot(ctx context.Context, name string) (Snapshot, error) {
 	s, err := db.snapshotRecord(ctx, name)
 	if err != nil {
@@ -268,7 +268,7 @@ func (db *DB) SetStageSnapshot(ctx context.Context, run, stage, snapshot string)
 		return fmt.Errorf("postgres: set snapshot of %s/%s: %w", run, stage, err)
 	}
 	if tag.RowsAffected() == 0 {
-		return fmt.Errorf("postgres: set snapshot of %s/%s to %q: stage or snapshot: %w", run, stage, snapshot, storage.ErrNotFound)
+		return fmt.Errorf("postgres: set snapshot of %s/%s to %q: stage or snapshot: %w", run, stage, snapshot, errkind.NotFound)
 	}
 	return nil
 }
@@ -337,7 +337,7 @@ func (db *DB) Lineage(ctx context.Context, run string) ([]Lineage, error) {
 			return nil, fmt.Errorf("postgres: lineage %s: %w", run, err)
 		}
 		if !exists {
-			return nil, fmt.Errorf("postgres: lineage: run %q: %w", run, storage.ErrNotFound)
+			return nil, fmt.Errorf("postgres: lineage: run %q: %w", run, errkind.NotFound)
 		}
 	}
 	for _, s := range snaps {

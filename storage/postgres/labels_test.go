@@ -237,7 +237,7 @@ func TestSnapshotExportLineage(t *testing.T) {
 	if err := db.CreateRun(ctx, "run-l", []byte(`{}`)); err != nil {
 		t.Fatal(err)
 	}
-	if err := db.SetStageStatus(ctx, "run-l", "rm", "running"); err != nil {
+	if err := db.BeginStage(ctx, "run-l", "rm", ""); err != nil {
 		t.Fatal(err)
 	}
 	if err := db.SetStageSnapshot(ctx, "run-l", "rm", "all"); err != nil {
@@ -447,11 +447,11 @@ func TestAuditCountsContradictionsAndDuplicates(t *testing.T) {
 func TestLabelerRole(t *testing.T) {
 	db := openFresh(t)
 	ctx := context.Background()
-	id, _, err := db.InsertRanking(ctx, preference.Ranking{Prompt: "upper q=", Responses: []string{"Q", "q"}, Ranks: []int{1, 2}, Labeler: "tool"}, "t", 0)
+	id, _, err := insertRanking(ctx, db, preference.Ranking{Prompt: "upper q=", Responses: []string{"Q", "q"}, Ranks: []int{1, 2}, Labeler: "tool"}, "t", 0)
 	if err != nil {
 		t.Fatal(err)
 	}
-	c, _ := db.Comparison(ctx, id)
+	c, _ := readComparison(ctx, db, id)
 	if _, err := db.pool.Exec(ctx, "INSERT INTO labeling_batches (name) VALUES ('b1')"); err != nil {
 		t.Fatal(err)
 	}

@@ -60,7 +60,7 @@ func pgCode(err error) string {
 func TestRuntimeRoleCannotChangeHistory(t *testing.T) {
 	db := openFresh(t)
 	ctx := context.Background()
-	id, _, err := db.InsertRanking(ctx, ranking("bob", 2, 1), "test", 0)
+	id, _, err := insertRanking(ctx, db, ranking("bob", 2, 1), "test", 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -101,7 +101,7 @@ func TestRuntimeRoleCannotChangeHistory(t *testing.T) {
 			}
 		})
 	}
-	c, err := db.Comparison(ctx, id)
+	c, err := readComparison(ctx, db, id)
 	if err != nil || c.Ranks[0] != 2 {
 		t.Fatalf("comparison changed: %+v %v", c, err)
 	}
@@ -150,7 +150,7 @@ func TestSnapshotHashCoversContent(t *testing.T) {
 	db := openFresh(t)
 	ctx := context.Background()
 	for _, r := range []preference.Ranking{ranking("a", 1, 2), ranking("b", 2, 1)} {
-		if _, _, err := db.InsertRanking(ctx, r, "test", 0); err != nil {
+		if _, _, err := insertRanking(ctx, db, r, "test", 0); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -162,7 +162,7 @@ func TestSnapshotHashCoversContent(t *testing.T) {
 	// The same ids over other texts hash differently.
 	other := openFresh(t)
 	for _, r := range []preference.Ranking{ranking("a", 1, 2), ranking("b", 1, 2)} {
-		if _, _, err := other.InsertRanking(ctx, r, "test", 0); err != nil {
+		if _, _, err := insertRanking(ctx, other, r, "test", 0); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -270,7 +270,7 @@ func TestSecurityDefinerFunctionsPinTheirSearchPath(t *testing.T) {
 	if rows.Err() != nil || defs == 0 {
 		t.Fatalf("%d SECURITY DEFINER functions, %v", defs, rows.Err())
 	}
-	if _, _, err := db.InsertRanking(ctx, ranking("ann", 1, 2), "test", 0); err != nil {
+	if _, _, err := insertRanking(ctx, db, ranking("ann", 1, 2), "test", 0); err != nil {
 		t.Fatal(err)
 	}
 	var actor, user string

@@ -41,6 +41,24 @@ type Stage struct {
 	FinishedAt    *time.Time `json:"finished_at,omitempty"`
 }
 
+// CreateRun records a new run with its spec (JSON). Creating a run that
+// exists with the same spec is a no-op, so a retried activity is harmless.
+func (db *DB) CreateRun(ctx context.Context, id string, spec []byte) error {
+	if err := storage.ValidateID("run", id); err != nil {
+		return fmt.Errorf("postgres: create run: %w", err)
+	}
+	tag, err := db.pool.Exec(ctx,
+		`INSERT INTO runs (id, spec) VALUES ($1, $2)
+		 ON CONFLICT (id) DO UPDATE SET updated_at = runs.updated_at WHERE runs.spec = EXCLUDED.spec`, id, spec)
+	if err != nil {
+		return fmt.Errorf("postgres: create run %s: %w", id, translate(err))
+	}
+	if tag.RowsAffected() == 0 {
+		return fmt.Errorf("postgres: create run %s: a run with this id and another spec exists; choose a new run id: %w", id, errkind.Conflict)
+	}
+	return nil
+}
+
 // SetRunStatus records a run's status, with its report when it succeeded or
 // the error when it failed.
 func (db *DB) SetRunStatus(ctx context.Context, run, status string, result []byte, errText string) error {

@@ -3,7 +3,6 @@ package postgres
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"slices"
 	"time"
@@ -51,36 +50,6 @@ func (f SnapshotFilter) Equal(g SnapshotFilter) bool {
 	return sameSet(f.Labelers, g.Labelers) && sameSet(f.ExcludeLabelers, g.ExcludeLabelers) &&
 		f.ExcludeFlagged == g.ExcludeFlagged && f.Split == g.Split && f.Batch == g.Batch &&
 		sameTime(f.Since, g.Since) && sameTime(f.Until, g.Until)
-}
-
-// CreateSnapshot freezes the given comparisons under a new name. Every id
-// must exist; the snapshot can never change afterwards.
-func (db *DB) CreateSnapshot(ctx context.Context, name string, comparisonIDs []int64) (Snapshot, error) {
-	ids := slices.Clone(comparisonIDs)
-	slices.Sort(ids)
-	ids = slices.Compact(ids)
-	if len(ids) == 0 {
-		return Snapshot{}, errors.New("postgres: create snapshot: no comparisons; a snapshot needs at least one")
-	}
-	var s Snapshot
-	err := pgx.BeginFunc(ctx, db.pool, func(tx pgx.Tx) error {
-		var missing []int64
-		err := tx.QueryRow(ctx,
-			`SELECT coalesce(array_agg(x ORDER BY x), '{}') FROM unnest($1::bigint[]) AS x
-			 WHERE NOT EXISTS (SELECT 1 FROM comparisons c WHERE c.id = x)`, ids).Scan(&missing)
-		if err != nil {
-			return err
-		}
-		if len(missing) > 0 {
-			return fmt.Errorf("%d comparison ids do not exist (first: %d): %w", len(missing), missing[0], errkind.NotFound)
-		}
-		s, err = insertSnapshot(ctx, tx, name, ids, SnapshotFilter{})
-		return err
-	})
-	if err != nil {
-		return Snapshot{}, fmt.Errorf("postgres: create snapshot %q: %w", name, translate(err))
-	}
-	return s, nil
 }
 
 // SnapshotWhere freezes the comparisons that match f under a new name and

@@ -78,20 +78,6 @@ func (a *Activities) heartbeatEvery() time.Duration {
 	return time.Second
 }
 
-// PreflightInput is the input of Preflight.
-type PreflightInput struct {
-	// ProbeKey is where the object-store probe is written and removed.
-	ProbeKey string
-}
-
-// PreflightResult says what the worker could reach.
-type PreflightResult struct {
-	Worker        string `json:"worker"` // host name of the worker that ran it
-	TaskQueue     string `json:"task_queue"`
-	SchemaVersion int32  `json:"schema_version"`
-	ObjectBytes   int    `json:"object_bytes"`
-}
-
 // Preflight checks, from a worker, that Postgres answers with the current
 // schema and that the object store takes, returns and deletes an object.
 func (a *Activities) Preflight(ctx context.Context, in PreflightInput) (PreflightResult, error) {

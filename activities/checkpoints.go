@@ -11,20 +11,9 @@ import (
 
 	"github.com/instructflow/instructflow/checkpoint"
 	"github.com/instructflow/instructflow/errkind"
+	"github.com/instructflow/instructflow/runstate"
 	"github.com/instructflow/instructflow/stage"
 )
-
-// Checkpoint names a committed checkpoint in payloads: where it is and the
-// SHA-256 of its manifest, which covers every file.
-type Checkpoint struct {
-	Run    string `json:"run"`
-	Stage  string `json:"stage"`
-	Step   int64  `json:"step"`
-	SHA256 string `json:"sha256"`
-}
-
-// Key is the checkpoint's folder in the object store.
-func (c Checkpoint) Key() string { return checkpoint.StageKey(c.Run, c.Stage, c.Step) }
 
 // stageSink is a stage's checkpoint store as its trainer's stage.Sink.
 // Every checkpoint it resumes from must match the manifest hash recorded in
@@ -44,13 +33,13 @@ type recorded interface {
 }
 
 // stageSink returns the checkpoint store of a run's stage.
-func (a *Activities) stageSink(ctx context.Context, run, name string) (*stageSink, error) {
+func (a *Activities) stageSink(ctx context.Context, run string, name runstate.Stage) (*stageSink, error) {
 	log := activity.GetLogger(ctx)
 	return newStageSink(a.Objects, a.DB, run, name, func(msg string) { log.Warn(msg, "run", run, "stage", name) })
 }
 
-func newStageSink(blobs checkpoint.Blobs, db recorded, run, name string, log func(string)) (*stageSink, error) {
-	prefix, err := checkpoint.StagePrefix(run, name)
+func newStageSink(blobs checkpoint.Blobs, db recorded, run string, name runstate.Stage, log func(string)) (*stageSink, error) {
+	prefix, err := checkpoint.StagePrefix(run, string(name))
 	if err != nil {
 		return nil, err
 	}
@@ -58,7 +47,7 @@ func newStageSink(blobs checkpoint.Blobs, db recorded, run, name string, log fun
 		Blobs:  blobs,
 		Prefix: prefix,
 		Verify: func(ctx context.Context, step int64, sha string) error {
-			hashes, err := db.CheckpointHashes(ctx, run, name, step)
+			hashes, err := db.CheckpointHashes(ctx, run, string(name), step)
 			switch {
 			case err != nil:
 				return fmt.Errorf("look up the recorded manifest: %w", err)
@@ -102,7 +91,7 @@ func (a *Activities) load(ctx context.Context, cp *Checkpoint) (map[string][]byt
 	if cp == nil {
 		return nil, errkind.BadInputf("no checkpoint given: an earlier stage did not produce one")
 	}
-	prefix, err := checkpoint.StagePrefix(cp.Run, cp.Stage)
+	prefix, err := checkpoint.StagePrefix(cp.Run, string(cp.Stage))
 	if err != nil {
 		return nil, errkind.BadInputf("checkpoint %s: %v", cp.Key(), err)
 	}

@@ -1,6 +1,9 @@
 package activities
 
-import "github.com/prometheus/client_golang/prometheus"
+import (
+	"github.com/instructflow/instructflow/runstate"
+	"github.com/prometheus/client_golang/prometheus"
+)
 
 // Metrics are the worker's Prometheus metrics about stage activities. A nil
 // *Metrics records nothing.
@@ -36,32 +39,32 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	return m
 }
 
-func (m *Metrics) started(stage string, delta float64) {
+func (m *Metrics) started(stage runstate.Stage, delta float64) {
 	if m != nil {
-		m.running.WithLabelValues(stage).Add(delta)
+		m.running.WithLabelValues(string(stage)).Add(delta)
 	}
 }
 
-func (m *Metrics) ended(stage, outcome string) {
+func (m *Metrics) ended(stage runstate.Stage, outcome string) {
 	if m != nil {
-		m.attempts.WithLabelValues(stage, outcome).Inc()
+		m.attempts.WithLabelValues(string(stage), outcome).Inc()
 	}
 }
 
-func (m *Metrics) reported(stage string, step int64, checkpoint bool) {
+func (m *Metrics) reported(stage runstate.Stage, step int64, checkpoint bool) {
 	if m == nil {
 		return
 	}
-	m.steps.WithLabelValues(stage).Inc()
-	m.step.WithLabelValues(stage).Set(float64(step))
+	m.steps.WithLabelValues(string(stage)).Inc()
+	m.step.WithLabelValues(string(stage)).Set(float64(step))
 	if checkpoint {
-		m.checkpoints.WithLabelValues(stage).Inc()
+		m.checkpoints.WithLabelValues(string(stage)).Inc()
 	}
 }
 
-func (m *Metrics) trained(stage string, seconds float64) {
+func (m *Metrics) trained(stage runstate.Stage, seconds float64) {
 	if m != nil {
-		m.seconds.WithLabelValues(stage).Add(seconds)
+		m.seconds.WithLabelValues(string(stage)).Add(seconds)
 	}
 }
 

@@ -12,6 +12,7 @@ import (
 	tlog "go.temporal.io/sdk/log"
 	"go.temporal.io/sdk/temporal"
 
+	"github.com/instructflow/instructflow/runstate"
 	"github.com/instructflow/instructflow/stage"
 )
 
@@ -53,9 +54,10 @@ var ErrWorkerStopping = errors.New("worker stopping")
 // for the worker's stall timeout (waiting for people excepted), it stops
 // heartbeating and closes stalled.
 type tracker struct {
-	a          *Activities
-	run, stage string
-	sink       *stageSink
+	a     *Activities
+	run   string
+	stage runstate.Stage
+	sink  *stageSink
 
 	mu      sync.Mutex
 	beat    Heartbeat
@@ -82,7 +84,7 @@ type tracker struct {
 	log        tlog.Logger
 }
 
-func (a *Activities) newTracker(ctx context.Context, run, name string, sink *stageSink) *tracker {
+func (a *Activities) newTracker(ctx context.Context, run string, name runstate.Stage, sink *stageSink) *tracker {
 	t := &tracker{a: a, run: run, stage: name, sink: sink, moved: time.Now(), step: -1, stalled: make(chan struct{}),
 		stop: make(chan struct{}), done: make(chan struct{}), workerStop: activity.GetWorkerStopChannel(ctx),
 		log: activity.GetLogger(ctx)}
@@ -250,14 +252,14 @@ func (t *tracker) flush(ctx context.Context) {
 func (t *tracker) record(ctx context.Context, r stage.Report) error {
 	if r.Checkpoint != "" {
 		cp := t.checkpoint(r.Step, r.Checkpoint)
-		if err := t.a.DB.RecordCheckpoint(ctx, t.run, t.stage, cp.Step, cp.Key(), cp.SHA256); err != nil {
+		if err := t.a.DB.RecordCheckpoint(ctx, t.run, string(t.stage), cp.Step, cp.Key(), cp.SHA256); err != nil {
 			return err
 		}
 	}
 	if len(r.Metrics) == 0 {
 		return nil
 	}
-	return t.a.DB.RecordMetrics(ctx, t.run, t.stage, r.Step, r.Metrics)
+	return t.a.DB.RecordMetrics(ctx, t.run, string(t.stage), r.Step, r.Metrics)
 }
 
 // checkpoint names the stage's checkpoint at step with manifest hash sha

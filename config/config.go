@@ -255,15 +255,6 @@ func HostPort(addr string) (int, error) {
 	return port, nil
 }
 
-// PostgresPort returns the port of the Postgres URL (5432 when absent).
-func (c Config) PostgresPort() (int, error) {
-	pc, err := pgx.ParseConfig(c.Postgres.URL)
-	if err != nil {
-		return 0, fmt.Errorf("config: postgres.url: %w", err)
-	}
-	return int(pc.Port), nil
-}
-
 const redacted = "REDACTED"
 
 // Redacted returns a copy that is safe to print: the passwords of the

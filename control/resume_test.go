@@ -1,4 +1,4 @@
-package main
+package control
 
 import (
 	"context"
@@ -84,24 +84,24 @@ func TestResumeRefusesWhatItCannotCheck(t *testing.T) {
 	sets := []string{"ppo.policy_lr=0.000123"}
 
 	tc := &fakeTemporal{describeErr: serviceerror.NewUnavailable("frontend is restarting")}
-	s := &session{cfg: cfg, db: db, tc: tc}
-	_, err = s.resume(ctx, spec.ID, sets)
+	c := &Client{Config: cfg, DB: db, Temporal: tc}
+	_, err = c.Resume(ctx, spec.ID, sets)
 	if err == nil || !strings.Contains(err.Error(), "cannot tell whether run resume-me still runs") || tc.started != 0 {
 		t.Fatalf("resume while Describe fails: %v, %d executions started; want a refusal and none", err, tc.started)
 	}
 	unchanged("after a Describe error")
 
 	tc = &fakeTemporal{describeErr: serviceerror.NewNotFound("no such execution"), startErr: serviceerror.NewUnavailable("down")}
-	s.tc = tc
-	if _, err := s.resume(ctx, spec.ID, sets); err == nil || tc.started != 1 {
+	c.Temporal = tc
+	if _, err := c.Resume(ctx, spec.ID, sets); err == nil || tc.started != 1 {
 		t.Fatalf("resume whose start fails: %v after %d starts", err, tc.started)
 	}
 	unchanged("after a failed start")
 
 	tc = &fakeTemporal{}
 	tc.onStart = func() { unchanged("while the execution starts") }
-	s.tc = tc
-	if _, err := s.resume(ctx, spec.ID, sets); err != nil || tc.started != 1 {
+	c.Temporal = tc
+	if _, err := c.Resume(ctx, spec.ID, sets); err != nil || tc.started != 1 {
 		t.Fatalf("resume: %v after %d starts", err, tc.started)
 	}
 	r, _ := db.GetRun(ctx, spec.ID)

@@ -28,6 +28,7 @@ import (
 	"github.com/instructflow/instructflow/model"
 	"github.com/instructflow/instructflow/ppo"
 	"github.com/instructflow/instructflow/rewardmodel"
+	"github.com/instructflow/instructflow/runstate"
 	"github.com/instructflow/instructflow/sft"
 	"github.com/instructflow/instructflow/storage"
 )
@@ -356,9 +357,10 @@ func (s Spec) Validate() error {
 	return nil
 }
 
-// Stages are the pipeline's stages in order, as named in records, object
-// keys and workflow ids.
-var Stages = []string{"sft", "labels", "snapshot", "rm", "ppo", "eval"}
+// Stages are the stages whose results depend on settings, in order:
+// runstate.Stages without the gate, which has no activity and no result of
+// its own (its threshold, gate.min_rm_accuracy, changes no stage's result).
+var Stages = slices.DeleteFunc(slices.Clone(runstate.Stages), func(s runstate.Stage) bool { return s == runstate.Gate })
 
 // SamplingKeys are the label settings used when the labeling batch is
 // sampled: once it exists they no longer take effect.
@@ -367,16 +369,16 @@ var SamplingKeys = []string{"labels.k", "labels.rounds", "labels.prompts", "labe
 
 // owner maps a top-level key to the first stage whose result depends on it;
 // keys not listed (threads, gate, task_queues, retry) change no result.
-var owner = map[string]string{
-	"id": "sft", "seed": "sft", "model": "sft", "data": "sft", "sft": "sft",
-	"labels": "labels", "rm": "rm", "ppo": "ppo", "eval": "eval",
+var owner = map[string]runstate.Stage{
+	"id": runstate.SFT, "seed": runstate.SFT, "model": runstate.SFT, "data": runstate.SFT, "sft": runstate.SFT,
+	"labels": runstate.Labels, "rm": runstate.RM, "ppo": runstate.PPO, "eval": runstate.Eval,
 }
 
 // StageHash is the SHA-256 of every setting stage's result depends on (its
 // own and all earlier stages'): a finished stage with the same hash can be
 // reused. Settings at their zero value are left out, so a setting added by
 // a later build (zero in specs stored before it) leaves the hash alone.
-func (s Spec) StageHash(stage string) string {
+func (s Spec) StageHash(stage runstate.Stage) string {
 	upto := slices.Index(Stages, stage)
 	vals := flatValues(s)
 	keys := make([]string, 0, len(vals))
@@ -419,7 +421,7 @@ func Changed(a, b Spec) []string {
 
 // FirstAffected is the first stage whose result a change of key affects
 // ("" when none does).
-func FirstAffected(key string) string {
+func FirstAffected(key string) runstate.Stage {
 	top, _, _ := strings.Cut(key, ".")
 	return owner[top]
 }

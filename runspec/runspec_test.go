@@ -1,10 +1,14 @@
 package runspec
 
 import (
+	"fmt"
 	"os"
+	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/instructflow/instructflow/runstate"
 )
 
 func TestExampleSpecReadsAndValidates(t *testing.T) {
@@ -102,6 +106,46 @@ func TestStageHashFollowsTheStagesASettingFeeds(t *testing.T) {
 	}
 	if got := Changed(a, b); len(got) != 1 || got[0] != "ppo.policy_lr" || FirstAffected(got[0]) != "ppo" {
 		t.Errorf("Changed = %v", got)
+	}
+}
+
+// TestStageHashChangesFromTheFirstAffectedStage: a setting changes the
+// hash of the stage it feeds first and of every later one, and no earlier
+// one; settings no result depends on (the gate's threshold) change none.
+func TestStageHashChangesFromTheFirstAffectedStage(t *testing.T) {
+	if got := fmt.Sprint(Stages); got != "[sft labels snapshot rm ppo eval]" {
+		t.Fatalf("Stages = %s", got)
+	}
+	a, _ := Preset("micro")
+	for _, tc := range []struct {
+		set   string
+		first runstate.Stage // "": no stage
+	}{
+		{"sft.steps=17", runstate.SFT},
+		{"labels.k=3", runstate.Labels},
+		{"rm.steps=7", runstate.RM},
+		{"ppo.iterations=5", runstate.PPO},
+		{"eval.samples=4", runstate.Eval},
+		{"gate.min_rm_accuracy=0.9", ""},
+		{"task_queues.ppo=gpu", ""},
+	} {
+		b := a
+		if err := b.Set([]string{tc.set}); err != nil {
+			t.Fatal(err)
+		}
+		var changed []runstate.Stage
+		for _, st := range Stages {
+			if a.StageHash(st) != b.StageHash(st) {
+				changed = append(changed, st)
+			}
+		}
+		var want []runstate.Stage
+		if i := slices.Index(Stages, tc.first); i >= 0 {
+			want = Stages[i:]
+		}
+		if !slices.Equal(changed, want) {
+			t.Errorf("%s changes the hashes of %v, want %v", tc.set, changed, want)
+		}
 	}
 }
 

@@ -23,16 +23,6 @@ const (
 // Stages are all stages in the order a run goes through them.
 var Stages = []Stage{SFT, Labels, Snapshot, RM, Gate, PPO, Eval}
 
-// Index is the stage's place in Stages (-1 for a name that is not a stage).
-func (s Stage) Index() int {
-	for i, x := range Stages {
-		if x == s {
-			return i
-		}
-	}
-	return -1
-}
-
 // Status is where a run or a stage is.
 type Status string
 
@@ -58,6 +48,3 @@ var (
 	StageStatuses = []Status{Pending, Running, Waiting, Succeeded, Failed, Skipped, Cancelled}
 	RunStatuses   = []Status{Pending, Running, Waiting, Succeeded, Failed, Cancelled}
 )
-
-// Done reports whether a run or stage in this status has ended.
-func (s Status) Done() bool { return s == Succeeded || s == Failed || s == Cancelled || s == Skipped }

@@ -11,6 +11,7 @@ import (
 
 	"github.com/instructflow/instructflow/activities"
 	"github.com/instructflow/instructflow/runspec"
+	"github.com/instructflow/instructflow/runstate"
 )
 
 // Names of the pipeline's query and updates.
@@ -31,8 +32,8 @@ type PipelineInput struct {
 
 // StageState is one stage as the pipeline sees it.
 type StageState struct {
-	Name     string                  `json:"name"`
-	Status   string                  `json:"status"` // pending, running, waiting, succeeded, failed, cancelled, skipped
+	Name     runstate.Stage          `json:"name"`
+	Status   runstate.Status         `json:"status"` // one of runstate.StageStatuses
 	Result   *activities.StageResult `json:"result,omitempty"`
 	Error    string                  `json:"error,omitempty"`
 	Started  time.Time               `json:"started,omitzero"`
@@ -44,16 +45,16 @@ type StageState struct {
 // for people: labels, approval, pause), as a share of the wall time minus
 // those waits.
 type Report struct {
-	Run             string       `json:"run"`
-	Status          string       `json:"status"`
-	Stages          []StageState `json:"stages"`
-	Started         time.Time    `json:"started"`
-	Finished        time.Time    `json:"finished,omitzero"`
-	WallSeconds     float64      `json:"wall_seconds"`
-	TrainerSeconds  float64      `json:"trainer_seconds"`
-	WaitSeconds     float64      `json:"wait_seconds"`
-	OverheadSeconds float64      `json:"overhead_seconds"`
-	OverheadShare   float64      `json:"overhead_share"`
+	Run             string          `json:"run"`
+	Status          runstate.Status `json:"status"`
+	Stages          []StageState    `json:"stages"`
+	Started         time.Time       `json:"started"`
+	Finished        time.Time       `json:"finished,omitzero"`
+	WallSeconds     float64         `json:"wall_seconds"`
+	TrainerSeconds  float64         `json:"trainer_seconds"`
+	WaitSeconds     float64         `json:"wait_seconds"`
+	OverheadSeconds float64         `json:"overhead_seconds"`
+	OverheadShare   float64         `json:"overhead_share"`
 }
 
 // Progress is the answer to the progress query. The workflow knows its
@@ -63,8 +64,8 @@ type Report struct {
 // them from the pending activity.
 type Progress struct {
 	Run     string             `json:"run"`
-	Status  string             `json:"status"` // running, paused, waiting for approval, succeeded, failed, cancelled
-	Stage   string             `json:"stage,omitempty"`
+	Status  runstate.Status    `json:"status"` // running, paused, waiting for approval, succeeded, failed, cancelled
+	Stage   runstate.Stage     `json:"stage,omitempty"`
 	Step    int64              `json:"step"`
 	Total   int64              `json:"total"`
 	Attempt int32              `json:"attempt,omitempty"`
@@ -80,7 +81,7 @@ type Progress struct {
 type pipeline struct {
 	spec        runspec.Spec
 	started     time.Time
-	status      string
+	status      runstate.Status
 	stages      []StageState
 	current     int // index of the running stage, -1 before the first
 	paused      bool
@@ -100,26 +101,23 @@ type pipeline struct {
 // from its last committed checkpoint.
 func Pipeline(ctx workflow.Context, in PipelineInput) (Report, error) {
 	s := in.Spec
-	p := &pipeline{spec: s, started: workflow.Now(ctx), status: "running", current: -1, approved: in.GateApproved}
-	for _, name := range runspec.Stages {
-		switch {
-		case name == "labels" && !s.Labels.Collect, name == "eval" && s.Eval.Samples == 0:
+	p := &pipeline{spec: s, started: workflow.Now(ctx), status: runstate.Running, current: -1, approved: in.GateApproved}
+	for _, name := range runstate.Stages {
+		if name == runstate.Labels && !s.Labels.Collect || name == runstate.Eval && s.Eval.Samples == 0 {
 			continue
-		case name == "ppo":
-			p.stages = append(p.stages, StageState{Name: "gate", Status: "pending"})
 		}
-		p.stages = append(p.stages, StageState{Name: name, Status: "pending"})
+		p.stages = append(p.stages, StageState{Name: name, Status: runstate.Pending})
 	}
 	if err := p.handlers(ctx); err != nil {
 		return Report{}, err
 	}
 	err := p.run(ctx)
-	p.status = "succeeded"
+	p.status = runstate.Succeeded
 	if err != nil {
-		p.status = "failed"
+		p.status = runstate.Failed
 		var canceled *temporal.CanceledError
 		if errors.As(err, &canceled) || errors.Is(ctx.Err(), workflow.ErrCanceled) {
-			p.status = "cancelled"
+			p.status = runstate.Cancelled
 		}
 	}
 	rep := p.report(workflow.Now(ctx))
@@ -127,7 +125,7 @@ func Pipeline(ctx workflow.Context, in PipelineInput) (Report, error) {
 	dctx, _ := workflow.NewDisconnectedContext(ctx)
 	dctx = workflow.WithActivityOptions(dctx, bookkeeping(s))
 	var a *activities.Activities
-	if err != nil && p.current >= 0 && p.stages[p.current].Status != "succeeded" {
+	if err != nil && p.current >= 0 && p.stages[p.current].Status != runstate.Succeeded {
 		_ = workflow.ExecuteActivity(dctx, a.RecordStage, activities.StageStatusInput{
 			Run: s.ID, Stage: p.stages[p.current].Name, Status: p.stages[p.current].Status, Error: p.stages[p.current].Error}).Get(dctx, nil)
 	}
@@ -146,25 +144,25 @@ func (p *pipeline) run(ctx workflow.Context) error {
 		return err
 	}
 	in := activities.StageInput{Spec: s}
-	sft, err := p.stage(ctx, "sft", a.TrainSFT, in, s.Queues.SFT, 0)
+	sft, err := p.stage(ctx, runstate.SFT, a.TrainSFT, in, s.Queues.SFT, 0)
 	if err != nil {
 		return err
 	}
 	in.SFT = sft.Checkpoint
 	if s.Labels.Collect {
 		in.Deadline = workflow.Now(ctx).Add(s.Labels.Deadline)
-		labels, err := p.stage(ctx, "labels", a.CollectLabels, in, s.Queues.Labels, s.Labels.Deadline+time.Hour)
+		labels, err := p.stage(ctx, runstate.Labels, a.CollectLabels, in, s.Queues.Labels, s.Labels.Deadline+time.Hour)
 		if err != nil {
 			return err
 		}
 		in.Batch = labels.Batch
 	}
-	snap, err := p.stage(ctx, "snapshot", a.SnapshotLabels, in, "", 0)
+	snap, err := p.stage(ctx, runstate.Snapshot, a.SnapshotLabels, in, "", 0)
 	if err != nil {
 		return err
 	}
 	in.Snapshot = snap.Snapshot
-	rm, err := p.stage(ctx, "rm", a.TrainRM, in, s.Queues.RM, 0)
+	rm, err := p.stage(ctx, runstate.RM, a.TrainRM, in, s.Queues.RM, 0)
 	if err != nil {
 		return err
 	}
@@ -172,13 +170,13 @@ func (p *pipeline) run(ctx workflow.Context) error {
 	if err := p.awaitGate(ctx, rm); err != nil {
 		return err
 	}
-	ppo, err := p.stage(ctx, "ppo", a.TrainPPO, in, s.Queues.PPO, 0)
+	ppo, err := p.stage(ctx, runstate.PPO, a.TrainPPO, in, s.Queues.PPO, 0)
 	if err != nil {
 		return err
 	}
 	in.PPO = ppo.Checkpoint
 	if s.Eval.Samples > 0 {
-		if _, err := p.stage(ctx, "eval", a.Evaluate, in, s.Queues.Eval, 0); err != nil {
+		if _, err := p.stage(ctx, runstate.Eval, a.Evaluate, in, s.Queues.Eval, 0); err != nil {
 			return err
 		}
 	}
@@ -188,15 +186,15 @@ func (p *pipeline) run(ctx workflow.Context) error {
 // stage runs one stage activity. A pause cancels the running attempt (which
 // stops after its last committed checkpoint) and runs the stage again once
 // unpaused.
-func (p *pipeline) stage(ctx workflow.Context, name string, fn any, in activities.StageInput, queue string, timeout time.Duration) (activities.StageResult, error) {
+func (p *pipeline) stage(ctx workflow.Context, name runstate.Stage, fn any, in activities.StageInput, queue string, timeout time.Duration) (activities.StageResult, error) {
 	p.current = p.index(name)
 	st := &p.stages[p.current]
-	st.Status, st.Started = "running", workflow.Now(ctx)
+	st.Status, st.Started = runstate.Running, workflow.Now(ctx)
 	if timeout == 0 {
 		timeout = 7 * 24 * time.Hour
 	}
 	opts := workflow.ActivityOptions{
-		ActivityID:          p.spec.ID + "/" + name,
+		ActivityID:          p.spec.ID + "/" + string(name),
 		TaskQueue:           queue,
 		StartToCloseTimeout: timeout,
 		HeartbeatTimeout:    p.spec.Retry.HeartbeatTimeout,
@@ -205,7 +203,7 @@ func (p *pipeline) stage(ctx workflow.Context, name string, fn any, in activitie
 	}
 	for {
 		if err := workflow.Await(ctx, func() bool { return !p.paused }); err != nil {
-			st.Status = "cancelled"
+			st.Status = runstate.Cancelled
 			return activities.StageResult{}, err
 		}
 		actx, cancel := workflow.WithCancel(workflow.WithActivityOptions(ctx, opts))
@@ -220,13 +218,13 @@ func (p *pipeline) stage(ctx workflow.Context, name string, fn any, in activitie
 			continue // cancelled by a pause (perhaps already unpaused): run it again
 		}
 		if err != nil {
-			st.Status, st.Error = "failed", message(err)
+			st.Status, st.Error = runstate.Failed, message(err)
 			if ctx.Err() != nil || errors.As(err, &canceled) {
-				st.Status = "cancelled"
+				st.Status = runstate.Cancelled
 			}
 			return res, err
 		}
-		st.Status, st.Result, st.Finished = "succeeded", &res, workflow.Now(ctx)
+		st.Status, st.Result, st.Finished = runstate.Succeeded, &res, workflow.Now(ctx)
 		return res, nil
 	}
 }
@@ -234,39 +232,39 @@ func (p *pipeline) stage(ctx workflow.Context, name string, fn any, in activitie
 // awaitGate lets PPO start when the reward model's held-out accuracy meets
 // the gate, or else waits (durably, as long as it takes) for an approval.
 func (p *pipeline) awaitGate(ctx workflow.Context, rm activities.StageResult) error {
-	p.current = p.index("gate")
+	p.current = p.index(runstate.Gate)
 	st := &p.stages[p.current]
 	st.Started = workflow.Now(ctx)
 	acc, min := rm.Metrics["accuracy"], p.spec.Gate.MinRMAccuracy
 	if acc >= min || p.approved {
-		st.Status, st.Finished = "succeeded", st.Started
+		st.Status, st.Finished = runstate.Succeeded, st.Started
 		return nil
 	}
 	p.gate = fmt.Sprintf("reward model held-out accuracy %.3f is below gate.min_rm_accuracy %.3f; approve with `instructflow run approve %s` or cancel",
 		acc, min, p.spec.ID)
-	st.Status = "waiting"
-	p.status = "waiting for approval"
+	st.Status = runstate.Waiting
+	p.status = runstate.WaitingForApproval
 	bctx := workflow.WithActivityOptions(ctx, bookkeeping(p.spec))
 	var a *activities.Activities
-	record := func(status, status2 string) error {
+	record := func(stage, run runstate.Status) error {
 		if err := workflow.ExecuteActivity(bctx, a.RecordStage, activities.StageStatusInput{
-			Run: p.spec.ID, Stage: "gate", Status: status, Error: p.gate}).Get(bctx, nil); err != nil {
+			Run: p.spec.ID, Stage: runstate.Gate, Status: stage, Error: p.gate}).Get(bctx, nil); err != nil {
 			return err
 		}
-		return workflow.ExecuteActivity(bctx, a.EndRun, activities.EndRunInput{Run: p.spec.ID, Status: status2}).Get(bctx, nil)
+		return workflow.ExecuteActivity(bctx, a.EndRun, activities.EndRunInput{Run: p.spec.ID, Status: run}).Get(bctx, nil)
 	}
-	if err := record("waiting", "waiting"); err != nil {
+	if err := record(runstate.Waiting, runstate.Waiting); err != nil {
 		return err
 	}
 	began := workflow.Now(ctx)
 	if err := workflow.Await(ctx, func() bool { return p.approved }); err != nil {
-		st.Status = "cancelled"
+		st.Status = runstate.Cancelled
 		return err
 	}
 	p.waited += workflow.Now(ctx).Sub(began)
-	p.status, p.gate = "running", ""
-	st.Status, st.Finished = "succeeded", workflow.Now(ctx)
-	return record("succeeded", "running")
+	p.status, p.gate = runstate.Running, ""
+	st.Status, st.Finished = runstate.Succeeded, workflow.Now(ctx)
+	return record(runstate.Succeeded, runstate.Running)
 }
 
 // handlers registers the progress query and the updates. Progress signals
@@ -282,7 +280,7 @@ func (p *pipeline) handlers(ctx workflow.Context) error {
 		return workflow.UpdateHandlerOptions{Validator: func() error { return check() }}
 	}
 	running := func() error {
-		if p.status != "running" && p.status != "paused" && p.status != "waiting for approval" {
+		if p.status != runstate.Running && p.status != runstate.Paused && p.status != runstate.WaitingForApproval {
 			return fmt.Errorf("run %s is %s", p.spec.ID, p.status)
 		}
 		return nil
@@ -326,8 +324,8 @@ func (p *pipeline) handlers(ctx workflow.Context) error {
 
 func (p *pipeline) view() Progress {
 	v := Progress{Run: p.spec.ID, Status: p.status, Gate: p.gate, Stages: p.stages}
-	if p.paused && p.status == "running" {
-		v.Status = "paused"
+	if p.paused && p.status == runstate.Running {
+		v.Status = runstate.Paused
 	}
 	if p.current >= 0 {
 		v.Stage = p.stages[p.current].Name
@@ -351,13 +349,13 @@ func (p *pipeline) report(now time.Time) Report {
 	return r
 }
 
-func (p *pipeline) index(name string) int {
+func (p *pipeline) index(name runstate.Stage) int {
 	for i, st := range p.stages {
 		if st.Name == name {
 			return i
 		}
 	}
-	panic("workflows: no stage " + name)
+	panic("workflows: no stage " + string(name))
 }
 
 // bookkeeping are the options of the short activities that record status:
@@ -388,7 +386,7 @@ func message(err error) string {
 	}
 	var canceled *temporal.CanceledError
 	if errors.As(err, &canceled) {
-		return "cancelled"
+		return string(runstate.Cancelled)
 	}
 	for {
 		next := errors.Unwrap(err)

@@ -13,6 +13,7 @@ import (
 
 	"github.com/instructflow/instructflow/activities"
 	"github.com/instructflow/instructflow/runspec"
+	"github.com/instructflow/instructflow/runstate"
 )
 
 // fakeStages stands in for the stage activities: each returns a result
@@ -20,9 +21,9 @@ import (
 // that it got its inputs from the stages before it.
 type fakeStages struct {
 	t        *testing.T
-	order    []string
+	order    []runstate.Stage
 	accuracy float64
-	fail     map[string]error
+	fail     map[runstate.Stage]error
 	ended    activities.EndRunInput
 	recorded []activities.StageStatusInput
 }
@@ -40,7 +41,7 @@ func (f *fakeStages) register(env *testsuite.TestWorkflowEnvironment) {
 		f.recorded = append(f.recorded, in)
 		return nil
 	})
-	stage := func(name string, need func(activities.StageInput) bool) func(context.Context, activities.StageInput) (activities.StageResult, error) {
+	stage := func(name runstate.Stage, need func(activities.StageInput) bool) func(context.Context, activities.StageInput) (activities.StageResult, error) {
 		return func(_ context.Context, in activities.StageInput) (activities.StageResult, error) {
 			f.order = append(f.order, name)
 			if !need(in) {
@@ -52,7 +53,7 @@ func (f *fakeStages) register(env *testsuite.TestWorkflowEnvironment) {
 			res := activities.StageResult{Stage: name, Seconds: 1, Metrics: map[string]float64{}}
 			switch name {
 			case "sft", "rm", "ppo":
-				res.Checkpoint = &activities.Checkpoint{Run: in.Spec.ID, Stage: name, Step: 10, SHA256: name + "-sha"}
+				res.Checkpoint = &activities.Checkpoint{Run: in.Spec.ID, Stage: name, Step: 10, SHA256: string(name) + "-sha"}
 			case "labels":
 				res.Batch, res.WaitSeconds = in.Spec.ID+"-labels", 5
 			case "snapshot":
@@ -101,11 +102,14 @@ func TestPipelineRunsTheStagesInOrder(t *testing.T) {
 	if err := env.GetWorkflowResult(&rep); err != nil {
 		t.Fatal(err)
 	}
-	if want := []string{"sft", "labels", "snapshot", "rm", "ppo", "eval"}; !slices.Equal(f.order, want) {
+	if want := []runstate.Stage{"sft", "labels", "snapshot", "rm", "ppo", "eval"}; !slices.Equal(f.order, want) {
 		t.Errorf("stages ran %v, want %v", f.order, want)
 	}
 	if rep.Status != "succeeded" || f.ended.Status != "succeeded" || len(f.ended.Report) == 0 {
 		t.Errorf("report status %q, recorded %+v", rep.Status, f.ended)
+	}
+	if got := stageNames(rep); !slices.Equal(got, []runstate.Stage{"sft", "labels", "snapshot", "rm", "gate", "ppo", "eval"}) {
+		t.Errorf("report lists stages %v", got)
 	}
 	for _, st := range rep.Stages {
 		if st.Status != "succeeded" {
@@ -114,6 +118,33 @@ func TestPipelineRunsTheStagesInOrder(t *testing.T) {
 	}
 	if rep.TrainerSeconds != 6 || rep.WaitSeconds != 5 {
 		t.Errorf("trainer %.0fs wait %.0fs, want 6s and 5s", rep.TrainerSeconds, rep.WaitSeconds)
+	}
+}
+
+func stageNames(rep Report) []runstate.Stage {
+	var names []runstate.Stage
+	for _, st := range rep.Stages {
+		names = append(names, st.Name)
+	}
+	return names
+}
+
+// TestNoEvalSamplesSkipsEval: with eval.samples 0 the run ends after PPO
+// and its report has no eval stage.
+func TestNoEvalSamplesSkipsEval(t *testing.T) {
+	var suite testsuite.WorkflowTestSuite
+	env := suite.NewTestWorkflowEnvironment()
+	f := &fakeStages{t: t, accuracy: 0.9}
+	f.register(env)
+	spec := testSpec(t)
+	spec.Eval.Samples = 0
+	env.ExecuteWorkflow(Pipeline, PipelineInput{Spec: spec})
+	var rep Report
+	if err := env.GetWorkflowResult(&rep); err != nil {
+		t.Fatal(err)
+	}
+	if got := stageNames(rep); !slices.Equal(got, []runstate.Stage{"sft", "labels", "snapshot", "rm", "gate", "ppo"}) || slices.Contains(f.order, "eval") {
+		t.Errorf("report lists stages %v, ran %v", got, f.order)
 	}
 }
 
@@ -181,7 +212,7 @@ func TestBadInputFailsTheRun(t *testing.T) {
 	var suite testsuite.WorkflowTestSuite
 	env := suite.NewTestWorkflowEnvironment()
 	msg := "ppo: prompts of 12 tokens plus max_new_tokens 28 exceed the context 32"
-	f := &fakeStages{t: t, accuracy: 0.9, fail: map[string]error{
+	f := &fakeStages{t: t, accuracy: 0.9, fail: map[runstate.Stage]error{
 		"ppo": temporal.NewNonRetryableApplicationError(msg, activities.ErrTypeBadInput, errors.New("bad input")),
 	}}
 	f.register(env)

@@ -1,21 +1,20 @@
 package main
 
 import (
-	"encoding/json"
 	"fmt"
 
 	"github.com/spf13/cobra"
 
+	"github.com/instructflow/instructflow/internal/printer"
 	"github.com/instructflow/instructflow/model/bench"
 )
 
-func newBenchCmd() *cobra.Command {
+func newBenchCmd(a *app) *cobra.Command {
 	cmd := &cobra.Command{Use: "bench", Short: "Benchmarks (see scripts/bench_engine.py for the side-by-side with PyTorch)"}
 	var preset string
 	var threads int
-	var asJSON bool
 	engine := &cobra.Command{
-		Use:   "engine --preset tiny|small|gpt2 [--threads N] [--json]",
+		Use:   "engine --preset tiny|small|gpt2 [--threads N]",
 		Short: "Measure the GPT engine: train tokens/s (forward + backward + AdamW), sample tokens/s (KV cache), GFLOP/s, peak memory",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -26,20 +25,14 @@ func newBenchCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if asJSON {
-				return json.NewEncoder(cmd.OutOrStdout()).Encode(res)
-			}
-			b, err := json.MarshalIndent(res, "", "  ")
-			if err != nil {
-				return err
-			}
-			_, err = fmt.Fprintln(cmd.OutOrStdout(), string(b))
-			return err
+			// The result is a record of figures: JSON is its text form too.
+			p := a.printer(cmd)
+			p.Format = printer.JSON
+			return p.Print(res, nil)
 		},
 	}
 	engine.Flags().StringVar(&preset, "preset", "tiny", fmt.Sprintf("model and batch shape: one of %v", bench.PresetNames()))
 	engine.Flags().IntVar(&threads, "threads", 1, "goroutines sharing the work")
-	engine.Flags().BoolVar(&asJSON, "json", false, "print one JSON object on one line")
 	cmd.AddCommand(engine)
 	return cmd
 }

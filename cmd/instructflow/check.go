@@ -14,11 +14,12 @@ import (
 	"go.temporal.io/sdk/temporal"
 
 	"github.com/instructflow/instructflow/config"
+	"github.com/instructflow/instructflow/control"
 	"github.com/instructflow/instructflow/workflows"
 )
 
 func newCheckCmd(a *app) *cobra.Command {
-	var asJSON, withWorker bool
+	var withWorker bool
 	var timeout time.Duration
 	cmd := &cobra.Command{
 		Use:   "check",
@@ -41,10 +42,9 @@ func newCheckCmd(a *app) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return printPreflight(cmd.OutOrStdout(), cfg, res, asJSON)
+			return a.printer(cmd).Print(res, func(w io.Writer) error { return writePreflight(w, cfg, res) })
 		},
 	}
-	cmd.Flags().BoolVar(&asJSON, "json", false, "print the result as JSON")
 	cmd.Flags().BoolVar(&withWorker, "with-worker", false, "run a worker in this process for the check")
 	cmd.Flags().DurationVar(&timeout, "timeout", time.Minute, "how long to wait for a worker to answer")
 	return cmd
@@ -53,7 +53,7 @@ func newCheckCmd(a *app) *cobra.Command {
 // preflight runs the Preflight workflow through Temporal and waits for it.
 func preflight(ctx context.Context, cfg config.Config, timeout time.Duration) (workflows.PreflightResult, error) {
 	var res workflows.PreflightResult
-	c, err := dialTemporal(ctx, cfg.Temporal)
+	c, err := control.DialTemporal(ctx, cfg.Temporal, nil)
 	if err != nil {
 		return res, err
 	}
@@ -76,10 +76,7 @@ func preflight(ctx context.Context, cfg config.Config, timeout time.Duration) (w
 	return res, nil
 }
 
-func printPreflight(w io.Writer, cfg config.Config, res workflows.PreflightResult, asJSON bool) error {
-	if asJSON {
-		return printJSON(w, res)
-	}
+func writePreflight(w io.Writer, cfg config.Config, res workflows.PreflightResult) error {
 	fmt.Fprintf(w, "temporal  ok  %s namespace %s, task queue %s (worker on %s)\n", cfg.Temporal.Address, cfg.Temporal.Namespace, res.TaskQueue, res.Worker)
 	fmt.Fprintf(w, "postgres  ok  schema version %d\n", res.SchemaVersion)
 	fmt.Fprintf(w, "s3        ok  %s bucket %s: wrote, read back and deleted %d bytes\n", cfg.S3.Endpoint, cfg.S3.Bucket, res.ObjectBytes)

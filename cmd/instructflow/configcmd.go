@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"io"
 
 	"github.com/spf13/cobra"
 	"go.yaml.in/yaml/v3"
@@ -10,7 +11,6 @@ import (
 
 func newConfigCmd(a *app) *cobra.Command {
 	cmd := &cobra.Command{Use: "config", Short: "Inspect the configuration"}
-	var asJSON bool
 	show := &cobra.Command{
 		Use:   "show",
 		Short: "Print the effective configuration, secrets redacted",
@@ -21,24 +21,22 @@ func newConfigCmd(a *app) *cobra.Command {
 				return err
 			}
 			red := cfg.Redacted()
-			if asJSON {
-				return printJSON(cmd.OutOrStdout(), red)
-			}
-			// Through JSON so that YAML keys match the config file's keys.
-			var generic map[string]any
-			b, _ := json.Marshal(red)
-			if err := json.Unmarshal(b, &generic); err != nil {
-				return fmt.Errorf("config show: %w", err)
-			}
-			out, err := yaml.Marshal(generic)
-			if err != nil {
-				return fmt.Errorf("config show: %w", err)
-			}
-			_, err = cmd.OutOrStdout().Write(out)
-			return err
+			return a.printer(cmd).Print(red, func(w io.Writer) error {
+				// YAML through JSON, so that its keys are the config file's.
+				var generic map[string]any
+				b, _ := json.Marshal(red)
+				if err := json.Unmarshal(b, &generic); err != nil {
+					return fmt.Errorf("config show: %w", err)
+				}
+				out, err := yaml.Marshal(generic)
+				if err != nil {
+					return fmt.Errorf("config show: %w", err)
+				}
+				_, err = w.Write(out)
+				return err
+			})
 		},
 	}
-	show.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 	cmd.AddCommand(show)
 	return cmd
 }

@@ -2,13 +2,15 @@ package main
 
 import (
 	"fmt"
+	"io"
 
 	"github.com/spf13/cobra"
+
+	"github.com/instructflow/instructflow/control"
 )
 
 func newDataCmd(a *app) *cobra.Command {
 	cmd := &cobra.Command{Use: "data", Short: "Load prompts and demonstrations for pipeline runs"}
-	var asJSON bool
 	load := &cobra.Command{
 		Use:   "load-demo",
 		Short: "Store the demo task's prompts (train and held-out) and demonstrations under source \"strops\"",
@@ -23,18 +25,17 @@ demonstration for each train prompt and 200 held-out ones, under the source
 				return err
 			}
 			defer db.Close()
-			added, err := loadDemoTask(cmd.Context(), db)
+			added, err := control.LoadDemoTask(cmd.Context(), db)
 			if err != nil {
 				return err
 			}
-			if asJSON {
-				return printJSON(cmd.OutOrStdout(), map[string]any{"source": "strops", "prompts_added": added})
-			}
-			fmt.Fprintf(cmd.OutOrStdout(), "source strops: %d prompts added\n", added)
-			return nil
+			v := map[string]any{"source": "strops", "prompts_added": added}
+			return a.printer(cmd).Print(v, func(w io.Writer) error {
+				_, err := fmt.Fprintf(w, "source strops: %d prompts added\n", added)
+				return err
+			})
 		},
 	}
-	load.Flags().BoolVar(&asJSON, "json", false, "print the result as JSON")
 	cmd.AddCommand(load)
 	return cmd
 }

@@ -13,7 +13,6 @@ import (
 )
 
 func newDevCmd(a *app) *cobra.Command {
-	var asJSON bool
 	cmd := &cobra.Command{
 		Use:   "dev",
 		Short: "Start Postgres, the Temporal dev server and the S3 store locally; Ctrl-C stops them",
@@ -46,7 +45,10 @@ nothing but this set-up.`,
 			if err != nil {
 				return err
 			}
-			printEndpoints(cmd.OutOrStdout(), st.Endpoints(), asJSON)
+			eps := st.Endpoints()
+			if err := a.printer(cmd).Print(eps, func(w io.Writer) error { return writeEndpoints(w, eps) }); err != nil {
+				return err
+			}
 			fmt.Fprintln(cmd.ErrOrStderr(), "instructflow dev: ready; Ctrl-C stops the services")
 			superr := st.Supervise(cmd.Context())
 			stopCtx, cancel := context.WithTimeout(context.Background(), time.Minute)
@@ -57,7 +59,6 @@ nothing but this set-up.`,
 			return superr
 		},
 	}
-	cmd.Flags().BoolVar(&asJSON, "json", false, "print the endpoints as JSON")
 	return cmd
 }
 
@@ -69,11 +70,7 @@ func startStack(ctx context.Context, cfg config.Config, log io.Writer) (*devstac
 	return devstack.Start(ctx, opts)
 }
 
-func printEndpoints(w io.Writer, eps []devstack.Endpoint, asJSON bool) {
-	if asJSON {
-		_ = printJSON(w, eps)
-		return
-	}
+func writeEndpoints(w io.Writer, eps []devstack.Endpoint) error {
 	for _, e := range eps {
 		note := ""
 		if e.Reused {
@@ -81,4 +78,5 @@ func printEndpoints(w io.Writer, eps []devstack.Endpoint, asJSON bool) {
 		}
 		fmt.Fprintf(w, "%-9s %s  (pid %d%s, log %s)\n", e.Name, e.Address, e.PID, note, e.Log)
 	}
+	return nil
 }

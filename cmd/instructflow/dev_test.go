@@ -23,57 +23,6 @@ import (
 	"github.com/instructflow/instructflow/internal/testenv"
 )
 
-// buildCLI builds the instructflow binary for tests that run it.
-func buildCLI(t *testing.T) string {
-	t.Helper()
-	bin := filepath.Join(t.TempDir(), "instructflow")
-	out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput()
-	if err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
-	return bin
-}
-
-// devEnv returns an environment for a private stack on free ports in a
-// fresh data dir under a 0700 folder, as root's home or `mktemp -d` gives:
-// as root, the postgres user cannot reach it, so dev keeps the cluster
-// elsewhere (recorded in the data dir), which the cleanup removes too.
-func devEnv(t *testing.T) (env []string, ports map[string]int) {
-	t.Helper()
-	dir, err := os.MkdirTemp("", "instructflow-dev-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if b, err := os.ReadFile(filepath.Join(dir, "data", "postgres.location")); err == nil {
-			os.RemoveAll(strings.TrimSpace(string(b)))
-		}
-		os.RemoveAll(dir)
-	})
-	ports = map[string]int{}
-	for _, name := range []string{"postgres", "temporal", "ui", "s3"} {
-		ports[name] = freePort(t)
-	}
-	env = append(os.Environ(),
-		"INSTRUCTFLOW_DATA_DIR="+filepath.Join(dir, "data"),
-		fmt.Sprintf("INSTRUCTFLOW_POSTGRES_URL=postgres://instructflow:pw-%d@127.0.0.1:%d/instructflow?sslmode=disable", ports["postgres"], ports["postgres"]),
-		fmt.Sprintf("INSTRUCTFLOW_POSTGRES_OWNER_URL=postgres://instructflow_owner:owner-%d@127.0.0.1:%d/instructflow?sslmode=disable", ports["postgres"], ports["postgres"]),
-		fmt.Sprintf("INSTRUCTFLOW_TEMPORAL_ADDRESS=127.0.0.1:%d", ports["temporal"]),
-		fmt.Sprintf("INSTRUCTFLOW_TEMPORAL_UI_PORT=%d", ports["ui"]),
-		fmt.Sprintf("INSTRUCTFLOW_S3_ENDPOINT=http://127.0.0.1:%d", ports["s3"]),
-	)
-	return env, ports
-}
-
-func freePort(t *testing.T) int {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
-
 // startDev runs `instructflow dev --json` and returns once it is ready.
 func startDev(t *testing.T, bin string, env []string) (*exec.Cmd, []devstack.Endpoint) {
 	t.Helper()
@@ -114,8 +63,8 @@ func startDev(t *testing.T, bin string, env []string) (*exec.Cmd, []devstack.End
 
 func TestDevStartsChecksAndStopsCleanly(t *testing.T) {
 	testenv.Config(t) // integration only: needs the installed servers
-	bin := buildCLI(t)
-	env, ports := devEnv(t)
+	bin := testenv.BuildCLI(t)
+	env, ports := testenv.PrivateStack(t)
 	dev, eps := startDev(t, bin, env)
 
 	// psql, as a user would.
@@ -190,8 +139,8 @@ func TestDevStartsChecksAndStopsCleanly(t *testing.T) {
 
 func TestDevRefusesAPortInUse(t *testing.T) {
 	testenv.Config(t)
-	bin := buildCLI(t)
-	env, ports := devEnv(t)
+	bin := testenv.BuildCLI(t)
+	env, ports := testenv.PrivateStack(t)
 	l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", ports["s3"]))
 	if err != nil {
 		t.Fatal(err)

@@ -6,7 +6,6 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -44,9 +43,9 @@ func (a *app) openDB(ctx context.Context) (*postgres.DB, error) {
 
 func newLabelsImportCmd(a *app) *cobra.Command {
 	var (
-		format         string
-		opts           preference.ReaderOptions
-		dryRun, asJSON bool
+		format string
+		opts   preference.ReaderOptions
+		dryRun bool
 	)
 	cmd := &cobra.Command{
 		Use:   "import FILE|-",
@@ -106,17 +105,18 @@ out of snapshots (--exclude-flagged).`,
 			refused := errors.Is(err, postgres.ErrImportRefused)
 			// A summary only for an import that worked; a refused one gets
 			// its problems and the reason, any other failure only the error.
-			switch {
-			case asJSON && (err == nil || refused):
-				if e := printJSON(cmd.OutOrStdout(), report); e != nil {
-					return e
+			if err != nil && !refused {
+				report.printProblems(cmd.ErrOrStderr())
+				return err
+			}
+			if e := a.printer(cmd).Print(report, func(w io.Writer) error {
+				report.printProblems(cmd.ErrOrStderr())
+				if err == nil {
+					report.printSummary(w)
 				}
-			case asJSON:
-			case err == nil:
-				report.printProblems(cmd.ErrOrStderr())
-				report.printSummary(cmd.OutOrStdout())
-			default:
-				report.printProblems(cmd.ErrOrStderr())
+				return nil
+			}); e != nil {
+				return e
 			}
 			if refused {
 				return fmt.Errorf("labels import %s: %s", shown, report.refusal(opts.SkipInvalid))
@@ -132,7 +132,6 @@ out of snapshots (--exclude-flagged).`,
 	cmd.Flags().IntVar(&opts.MaxK, "max-k", preference.DefaultMaxK, "most responses in one ranking (audit, reward model and export are quadratic in K)")
 	cmd.Flags().StringVar(&opts.Labeler, "labeler", preference.DefaultLabeler, "labeler for rows that name none (pairwise, hh)")
 	cmd.Flags().IntVar(&opts.MaxProblems, "show-problems", preference.DefaultMaxProblems, "how many problems to list (the rest are counted by rule)")
-	cmd.Flags().BoolVar(&asJSON, "json", false, "print the result as JSON")
 	return cmd
 }
 
@@ -220,7 +219,6 @@ func newLabelsSnapshotCmd(a *app) *cobra.Command {
 	var (
 		f            postgres.SnapshotFilter
 		since, until string
-		asJSON       bool
 	)
 	cmd := &cobra.Command{
 		Use:   "snapshot NAME",
@@ -256,11 +254,10 @@ func newLabelsSnapshotCmd(a *app) *cobra.Command {
 				Comparisons int    `json:"comparisons"`
 				SHA256      string `json:"sha256"`
 			}{s.Name, s.ID, len(s.ComparisonIDs), hex.EncodeToString(s.SHA256[:])}
-			if asJSON {
-				return json.NewEncoder(cmd.OutOrStdout()).Encode(out)
-			}
-			fmt.Fprintf(cmd.OutOrStdout(), "snapshot %s: %d comparisons, sha256 %s\n", printable.String(out.Name), out.Comparisons, out.SHA256)
-			return nil
+			return a.printer(cmd).Print(out, func(w io.Writer) error {
+				_, err := fmt.Fprintf(w, "snapshot %s: %d comparisons, sha256 %s\n", printable.String(out.Name), out.Comparisons, out.SHA256)
+				return err
+			})
 		},
 	}
 	fl := cmd.Flags()
@@ -270,7 +267,6 @@ func newLabelsSnapshotCmd(a *app) *cobra.Command {
 	fl.StringVar(&f.Split, "split", "", "only prompts of this split (train, heldout, test)")
 	fl.StringVar(&since, "since", "", "only comparisons created at or after this time (RFC 3339)")
 	fl.StringVar(&until, "until", "", "only comparisons created before this time (RFC 3339)")
-	fl.BoolVar(&asJSON, "json", false, "print the result as JSON")
 	return cmd
 }
 
@@ -346,7 +342,6 @@ pair of responses with different ranks; tied pairs are left out and counted.`,
 }
 
 func newLabelsLineageCmd(a *app) *cobra.Command {
-	var asJSON bool
 	cmd := &cobra.Command{
 		Use:   "lineage RUN_ID",
 		Short: "Show the label snapshot, its hash, labelers and imports behind a run's reward model",
@@ -361,36 +356,34 @@ func newLabelsLineageCmd(a *app) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			out := cmd.OutOrStdout()
-			if asJSON {
-				return printJSON(out, ls)
-			}
-			if len(ls) == 0 {
-				fmt.Fprintf(out, "run %s: no stage records a label snapshot yet\n", args[0])
-			}
-			for _, l := range ls {
-				fmt.Fprintf(out, "run %s stage %s <- snapshot %s (%d comparisons, %d flagged, sha256 %s, created %s)\n",
-					printable.String(l.Run), printable.String(l.Stage), printable.String(l.Snapshot),
-					l.Comparisons, l.Flagged, l.SHA256, l.CreatedAt.Format(time.RFC3339))
-				fmt.Fprintf(out, "  filter: %s\n", printable.String(string(l.Filter)))
-				for _, lc := range l.Labelers {
-					fmt.Fprintf(out, "  labeler %-24s %d comparisons\n", printable.String(lc.Labeler), lc.Comparisons)
-				}
-				for _, im := range l.Imports {
-					fmt.Fprintf(out, "  import #%d %s (%s, file sha256 %s): %d comparisons\n",
-						im.ID, printable.String(im.Name), im.Format, im.FileSHA256, im.Comparisons)
-				}
-			}
-			return nil
+			return a.printer(cmd).Print(ls, func(out io.Writer) error { return writeLineage(out, args[0], ls) })
 		},
 	}
-	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 	return cmd
+}
+
+func writeLineage(out io.Writer, run string, ls []postgres.Lineage) error {
+	if len(ls) == 0 {
+		fmt.Fprintf(out, "run %s: no stage records a label snapshot yet\n", printable.String(run))
+	}
+	for _, l := range ls {
+		fmt.Fprintf(out, "run %s stage %s <- snapshot %s (%d comparisons, %d flagged, sha256 %s, created %s)\n",
+			printable.String(l.Run), printable.String(l.Stage), printable.String(l.Snapshot),
+			l.Comparisons, l.Flagged, l.SHA256, l.CreatedAt.Format(time.RFC3339))
+		fmt.Fprintf(out, "  filter: %s\n", printable.String(string(l.Filter)))
+		for _, lc := range l.Labelers {
+			fmt.Fprintf(out, "  labeler %-24s %d comparisons\n", printable.String(lc.Labeler), lc.Comparisons)
+		}
+		for _, im := range l.Imports {
+			fmt.Fprintf(out, "  import #%d %s (%s, file sha256 %s): %d comparisons\n",
+				im.ID, printable.String(im.Name), im.Format, im.FileSHA256, im.Comparisons)
+		}
+	}
+	return nil
 }
 
 func newLabelsAuditCmd(a *app) *cobra.Command {
 	var snapshot string
-	var asJSON bool
 	cmd := &cobra.Command{
 		Use:   "audit [--snapshot NAME]",
 		Short: "Report on label quality: agreement, labeler reliability and biases, duplicates, broken pairs",
@@ -419,14 +412,9 @@ is flagged when a rate differs from its reference with p < 0.001 by at least
 				return err
 			}
 			rep := preference.Audit(counts)
-			if asJSON {
-				return printJSON(cmd.OutOrStdout(), rep)
-			}
-			rep.WriteText(cmd.OutOrStdout())
-			return nil
+			return a.printer(cmd).Print(rep, func(w io.Writer) error { rep.WriteText(w); return nil })
 		},
 	}
 	cmd.Flags().StringVar(&snapshot, "snapshot", "", "audit this snapshot (default: all current comparisons)")
-	cmd.Flags().BoolVar(&asJSON, "json", false, "print the report as JSON")
 	return cmd
 }

@@ -4,10 +4,14 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/signal"
 	"syscall"
+
+	"github.com/instructflow/instructflow/errkind"
 )
 
 func main() {
@@ -15,7 +19,7 @@ func main() {
 	err := run(ctx, os.Args[1:])
 	stop()
 	if err != nil {
-		fmt.Fprintln(os.Stderr, "instructflow:", err)
+		report(os.Stderr, err)
 		os.Exit(1)
 	}
 }
@@ -24,4 +28,24 @@ func run(ctx context.Context, args []string) error {
 	root := newRootCmd()
 	root.SetArgs(args)
 	return root.ExecuteContext(ctx)
+}
+
+// report prints a command's error and, for the kinds that have one, what
+// the user can do about it: libraries say what went wrong, the edge says
+// what to do.
+func report(w io.Writer, err error) {
+	fmt.Fprintln(w, "instructflow:", err)
+	if a := advice(err); a != "" {
+		fmt.Fprintln(w, "instructflow:", a)
+	}
+}
+
+func advice(err error) string {
+	switch {
+	case errors.Is(err, errkind.Corrupt):
+		return "stored bytes no longer match the hash recorded for them and are not used; rerun what wrote them (in a new run for a checkpoint, a new snapshot for labels)"
+	case errors.Is(err, errkind.Conflict):
+		return "the name is taken by a record with other content: choose another name"
+	}
+	return ""
 }

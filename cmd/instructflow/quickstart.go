@@ -10,8 +10,8 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/instructflow/instructflow/control"
 	"github.com/instructflow/instructflow/runspec"
-	"github.com/instructflow/instructflow/workflows"
 )
 
 func newQuickstartCmd(a *app) *cobra.Command {
@@ -52,7 +52,7 @@ Presets: ` + strings.Join(runspec.Presets, ", "),
 				return err
 			}
 			ctx := cmd.Context()
-			out, log := cmd.OutOrStdout(), cmd.ErrOrStderr()
+			log := cmd.ErrOrStderr()
 			st, err := startStack(ctx, cfg, log)
 			if err != nil {
 				return err
@@ -62,7 +62,7 @@ Presets: ` + strings.Join(runspec.Presets, ", "),
 				defer cancel()
 				_ = st.Stop(stopCtx)
 			}()
-			printEndpoints(log, st.Endpoints(), false)
+			_ = writeEndpoints(log, st.Endpoints())
 			w, closeAll, err := startWorker(ctx, cfg, nil, slog.LevelError)
 			if err != nil {
 				return err
@@ -72,24 +72,24 @@ Presets: ` + strings.Join(runspec.Presets, ", "),
 			if _, err := preflight(ctx, cfg, time.Minute); err != nil {
 				return err
 			}
-			s, err := newSession(ctx, cfg)
+			c, err := control.Dial(ctx, cfg)
 			if err != nil {
 				return err
 			}
-			defer s.close()
-			added, err := loadDemoTask(ctx, s.db)
+			defer c.Close()
+			added, err := control.LoadDemoTask(ctx, c.DB)
 			if err != nil {
 				return err
 			}
 			fmt.Fprintf(log, "quickstart: demo task in Postgres (%d prompts added)\n", added)
-			if err := s.start(ctx, workflows.PipelineInput{Spec: spec}, false); err != nil {
+			if _, err := c.Start(ctx, spec); err != nil {
 				return err
 			}
-			fmt.Fprintf(log, "quickstart: run %s started (preset %s); Temporal UI: %s\n", spec.ID, preset, s.uiLink(spec.ID))
+			fmt.Fprintf(log, "quickstart: run %s started (preset %s); Temporal UI: %s\n", spec.ID, preset, c.UILink(spec.ID))
 			labelCtx, stopLabeling := context.WithCancel(ctx)
 			labeling := make(chan error, 1)
-			go func() { labeling <- labelUntilDone(labelCtx, s.db, spec.ID) }()
-			err = s.watchAndReport(ctx, spec.ID, out, log, false)
+			go func() { labeling <- control.LabelUntilDone(labelCtx, c.DB, spec.ID) }()
+			err = watchAndReport(ctx, a.printer(cmd), log, c, spec.ID)
 			stopLabeling()
 			if lerr := <-labeling; lerr != nil && !errors.Is(lerr, context.Canceled) && err == nil {
 				err = lerr

@@ -10,12 +10,21 @@ import (
 	"github.com/spf13/viper"
 
 	"github.com/instructflow/instructflow/config"
+	"github.com/instructflow/instructflow/internal/printer"
 )
 
 // app carries what every command shares: the flags and the loaded config.
 type app struct {
 	configFile string
 	flags      *cobra.Command // the root, whose persistent flags hold config keys
+	output     string         // --output
+	asJSON     bool           // --json, the alias of --output json
+	format     printer.Format
+}
+
+// printer prints a command's result in the format the user chose.
+func (a *app) printer(cmd *cobra.Command) printer.Printer {
+	return printer.Printer{W: cmd.OutOrStdout(), Format: a.format}
 }
 
 func newRootCmd() *cobra.Command {
@@ -32,9 +41,19 @@ INSTRUCTFLOW_CONFIG) < INSTRUCTFLOW_* environment variables < flags.
 See ` + "`instructflow config show`" + `.`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
+		PersistentPreRunE: func(*cobra.Command, []string) error {
+			f, err := printer.ParseFormat(a.output)
+			if a.asJSON {
+				f, err = printer.JSON, nil
+			}
+			a.format = f
+			return err
+		},
 	}
 	a.flags = root
 	pf := root.PersistentFlags()
+	pf.StringVar(&a.output, "output", "text", "how results are printed: text or json")
+	pf.BoolVar(&a.asJSON, "json", false, "print results as JSON (--output json)")
 	pf.StringVarP(&a.configFile, "config", "c", "", "YAML config file (env INSTRUCTFLOW_CONFIG)")
 	for _, key := range configKeys() {
 		name := flagName(key)
@@ -55,7 +74,7 @@ See ` + "`instructflow config show`" + `.`,
 		newCheckCmd(a),
 		newQuickstartCmd(a),
 		newLabelsCmd(a),
-		newBenchCmd(),
+		newBenchCmd(a),
 	)
 	return root
 }

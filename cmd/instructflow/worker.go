@@ -2,26 +2,23 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
 	"os"
-	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/spf13/cobra"
-	"go.temporal.io/sdk/client"
 	tlog "go.temporal.io/sdk/log"
 	"go.temporal.io/sdk/worker"
 
 	"github.com/instructflow/instructflow/activities"
 	"github.com/instructflow/instructflow/config"
-	"github.com/instructflow/instructflow/devstack"
+	"github.com/instructflow/instructflow/control"
 	"github.com/instructflow/instructflow/storage/objectstore"
 	"github.com/instructflow/instructflow/storage/postgres"
 	"github.com/instructflow/instructflow/workflows"
@@ -84,7 +81,7 @@ func startWorker(ctx context.Context, cfg config.Config, metrics *activities.Met
 		db.Close()
 		return nil, nil, err
 	}
-	c, err := dialTemporalWith(ctx, cfg.Temporal,
+	c, err := control.DialTemporal(ctx, cfg.Temporal,
 		tlog.NewStructuredLogger(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: logLevel}))))
 	if err != nil {
 		db.Close()
@@ -111,30 +108,4 @@ func workerOptions(cfg config.Worker) worker.Options {
 		MaxConcurrentActivityExecutionSize:      cfg.MaxConcurrentStages,
 		MaxConcurrentLocalActivityExecutionSize: cfg.MaxConcurrentStages,
 	}
-}
-
-// dialTemporal connects to the Temporal frontend or says how to start one;
-// the SDK's own log lines are dropped (failures come back as errors).
-func dialTemporal(ctx context.Context, cfg config.Temporal) (client.Client, error) {
-	return dialTemporalWith(ctx, cfg, devstack.QuietTemporalLogger())
-}
-
-// dialTemporalWith is dialTemporal with the SDK logging to logger (a
-// worker's activity and workflow logs).
-func dialTemporalWith(ctx context.Context, cfg config.Temporal, logger tlog.Logger) (client.Client, error) {
-	dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	c, err := client.DialContext(dctx, client.Options{
-		HostPort:  cfg.Address,
-		Namespace: cfg.Namespace,
-		Logger:    logger,
-	})
-	if err != nil {
-		hint := ""
-		if errors.Is(err, context.DeadlineExceeded) || strings.Contains(err.Error(), "connection refused") || strings.Contains(err.Error(), "Unavailable") {
-			hint = " (is Temporal running? start the local stack with `instructflow dev`, or fix temporal.address)"
-		}
-		return nil, fmt.Errorf("temporal: connect to %s: %w%s", cfg.Address, err, hint)
-	}
-	return c, nil
 }

@@ -1,4 +1,4 @@
-package main
+package faulttest
 
 import (
 	"context"
@@ -23,6 +23,7 @@ import (
 	"github.com/instructflow/instructflow/activities"
 	"github.com/instructflow/instructflow/checkpoint"
 	"github.com/instructflow/instructflow/config"
+	"github.com/instructflow/instructflow/control"
 	"github.com/instructflow/instructflow/devstack"
 	"github.com/instructflow/instructflow/internal/testenv"
 	"github.com/instructflow/instructflow/storage/objectstore"
@@ -62,17 +63,14 @@ type pipelineEnv struct {
 func newPipelineEnv(t *testing.T) *pipelineEnv {
 	testenv.Config(t)
 	ctx := context.Background()
-	env, _ := devEnv(t)
+	env, ports := testenv.PrivateStack(t)
+	env = append(env, "INSTRUCTFLOW_TEMPORAL_TASK_QUEUE=pipeline-test")
 	for _, kv := range env[len(os.Environ()):] {
 		k, v, _ := strings.Cut(kv, "=")
 		t.Setenv(k, v)
 	}
-	t.Setenv("INSTRUCTFLOW_TEMPORAL_TASK_QUEUE", "pipeline-test")
-	env = append(env, "INSTRUCTFLOW_TEMPORAL_TASK_QUEUE=pipeline-test")
-	cfg, err := (&app{flags: newRootCmd()}).config()
-	if err != nil {
-		t.Fatal(err)
-	}
+	cfg := testenv.Config(t)
+	cfg.Temporal.UIPort = ports["ui"]
 	opts, err := devstack.OptionsFrom(cfg, io.Discard)
 	if err != nil {
 		t.Fatal(err)
@@ -91,10 +89,10 @@ func newPipelineEnv(t *testing.T) *pipelineEnv {
 		t.Fatal(err)
 	}
 	t.Cleanup(db.Close)
-	if _, err := loadDemoTask(ctx, db); err != nil {
+	if _, err := control.LoadDemoTask(ctx, db); err != nil {
 		t.Fatal(err)
 	}
-	p := &pipelineEnv{t: t, st: st, cfg: cfg, env: env, bin: buildCLI(t), db: db, spec: filepath.Join(t.TempDir(), "run.yaml")}
+	p := &pipelineEnv{t: t, st: st, cfg: cfg, env: env, bin: testenv.BuildCLI(t), db: db, spec: filepath.Join(t.TempDir(), "run.yaml")}
 	if err := os.WriteFile(p.spec, []byte(pipelineSpec), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -105,7 +103,7 @@ func newPipelineEnv(t *testing.T) *pipelineEnv {
 	go func() {
 		defer close(done)
 		for lctx.Err() == nil {
-			_ = labelUntilDone(lctx, db, "")
+			_ = control.LabelUntilDone(lctx, db, "")
 			select {
 			case <-lctx.Done():
 			case <-time.After(time.Second):
@@ -211,7 +209,7 @@ func (p *pipelineEnv) startRun(id string, sets ...string) <-chan runEnd {
 }
 
 type runEnd struct {
-	report RunReport
+	report control.Report
 	out    string
 	err    error
 }
@@ -219,8 +217,8 @@ type runEnd struct {
 func (p *pipelineEnv) cli(args ...string) <-chan runEnd {
 	ch := make(chan runEnd, 1)
 	go func() {
-		out, _, err := runCLI(p.t, args...)
-		var r RunReport
+		out, _, err := p.run(args...)
+		var r control.Report
 		if err == nil {
 			err = json.Unmarshal([]byte(out), &r)
 		}
@@ -229,7 +227,20 @@ func (p *pipelineEnv) cli(args ...string) <-chan runEnd {
 	return ch
 }
 
-func (p *pipelineEnv) finished(ch <-chan runEnd) RunReport {
+// run runs the instructflow binary on the test's stack, as a user would;
+// its error carries what the command printed on stderr.
+func (p *pipelineEnv) run(args ...string) (stdout, stderr string, err error) {
+	cmd := exec.Command(p.bin, args...)
+	cmd.Env = p.env
+	var out, errw strings.Builder
+	cmd.Stdout, cmd.Stderr = &out, &errw
+	if err := cmd.Run(); err != nil {
+		return out.String(), errw.String(), fmt.Errorf("instructflow %s: %w: %s", strings.Join(args, " "), err, errw.String())
+	}
+	return out.String(), errw.String(), nil
+}
+
+func (p *pipelineEnv) finished(ch <-chan runEnd) control.Report {
 	p.t.Helper()
 	select {
 	case e := <-ch:
@@ -240,10 +251,10 @@ func (p *pipelineEnv) finished(ch <-chan runEnd) RunReport {
 	case <-time.After(10 * time.Minute):
 		p.t.Fatal("run did not finish in 10 minutes")
 	}
-	return RunReport{}
+	return control.Report{}
 }
 
-func stageOf(r RunReport, name string) postgres.Stage {
+func stageOf(r control.Report, name string) postgres.Stage {
 	for _, st := range r.Stages {
 		if st.Name == name {
 			return st
@@ -269,7 +280,7 @@ func resultOf(t *testing.T, st postgres.Stage) activities.StageResult {
 // bit-identical (their manifests' SHA-256, which covers every file).
 func TestPipelineSurvivesFaults(t *testing.T) {
 	p := newPipelineEnv(t)
-	metricsAddr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	metricsAddr := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
 	p.startWorker(metricsAddr)
 
 	ref := p.finished(p.startRun("ref"))
@@ -285,14 +296,14 @@ func TestPipelineSurvivesFaults(t *testing.T) {
 		stageOf(ref, "ppo").CheckpointSHA, 100*ref.Pipeline.OverheadShare)
 	checkMetricsEndpoint(t, metricsAddr)
 	// The reward model's scores of its snapshot reach the label audit.
-	out, _, err := runCLI(t, "labels", "audit", "--snapshot", "ref-rm", "--json")
+	out, _, err := p.run("labels", "audit", "--snapshot", "ref-rm", "--json")
 	var audit struct {
 		RMDisagreements []json.RawMessage `json:"rm_disagreements"`
 	}
 	if err != nil || json.Unmarshal([]byte(out), &audit) != nil || len(audit.RMDisagreements) == 0 {
 		t.Errorf("audit of the reference run's snapshot lists no pairs the reward model disagrees with: %v\n%.500s", err, out)
 	}
-	if out, _, err := runCLI(t, "labels", "lineage", "ref"); err != nil || !strings.Contains(out, "ref-rm") {
+	if out, _, err := p.run("labels", "lineage", "ref"); err != nil || !strings.Contains(out, "ref-rm") {
 		t.Errorf("lineage of the reference run: %v\n%s", err, out)
 	}
 	if *updateHistory {
@@ -339,16 +350,16 @@ func TestPipelineSurvivesFaults(t *testing.T) {
 		ctx := context.Background()
 		end := p.startRun("outages")
 		p.waitStep("outages", "sft", 250)
-		if _, _, err := runCLI(t, "run", "pause", "outages"); err != nil {
+		if _, _, err := p.run("run", "pause", "outages"); err != nil {
 			t.Fatal(err)
 		}
-		out, _, err := runCLI(t, "run", "status", "outages")
+		out, _, err := p.run("run", "status", "outages")
 		if err != nil || !strings.Contains(out, "paused") {
 			t.Errorf("status while paused: %v\n%s", err, out)
 		}
 		// Unpause at once: the stage's attempt learns of the cancel only
 		// with its next heartbeat, after the unpause; the run must go on.
-		if _, _, err := runCLI(t, "run", "unpause", "outages"); err != nil {
+		if _, _, err := p.run("run", "unpause", "outages"); err != nil {
 			t.Fatal(err)
 		}
 		p.waitStep("outages", "rm", 20)
@@ -390,7 +401,7 @@ func TestPipelineSurvivesFaults(t *testing.T) {
 		if st, _ := p.db.GetStage(ctx, "fixme", "ppo"); st.Status != "failed" || !strings.Contains(st.Error, "max_new_tokens") {
 			t.Errorf("ppo stage after the failure: %+v", st)
 		}
-		if _, _, err := runCLI(t, "run", "resume", "fixme", "--set", "sft.lr=1e-3"); err == nil || !strings.Contains(err.Error(), "sft.lr changes the result of stage sft") {
+		if _, _, err := p.run("run", "resume", "fixme", "--set", "sft.lr=1e-3"); err == nil || !strings.Contains(err.Error(), "sft.lr changes the result of stage sft") {
 			t.Errorf("resume changing a finished stage: %v", err)
 		}
 		got := p.finished(p.cli("run", "resume", "fixme", "--set", "ppo.max_new_tokens=14", "--wait", "--json"))
@@ -480,7 +491,7 @@ func checkMetricsEndpoint(t *testing.T, addr string) {
 // recordHistory writes a run's workflow history to the testdata of package
 // workflows, for its replay test.
 func recordHistory(t *testing.T, cfg config.Config, id, file string) {
-	c, err := dialTemporal(context.Background(), cfg.Temporal)
+	c, err := control.DialTemporal(context.Background(), cfg.Temporal, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -501,13 +512,13 @@ func TestRecordHistories(t *testing.T) {
 	end := p.startRun("gated", "gate.min_rm_accuracy=0.99")
 	p.waitStep("gated", "sft", 250)
 	for _, cmd := range []string{"pause", "unpause"} {
-		if _, _, err := runCLI(t, "run", cmd, "gated"); err != nil {
+		if _, _, err := p.run("run", cmd, "gated"); err != nil {
 			t.Fatal(err)
 		}
 	}
 	deadline := time.Now().Add(5 * time.Minute)
 	for {
-		out, _, err := runCLI(t, "run", "status", "gated")
+		out, _, err := p.run("run", "status", "gated")
 		if err == nil && strings.Contains(out, "gate: ") {
 			break
 		}
@@ -516,7 +527,7 @@ func TestRecordHistories(t *testing.T) {
 		}
 		time.Sleep(time.Second)
 	}
-	if _, _, err := runCLI(t, "run", "approve", "gated"); err != nil {
+	if _, _, err := p.run("run", "approve", "gated"); err != nil {
 		t.Fatal(err)
 	}
 	if got := p.finished(end); got.Status != "succeeded" {
@@ -526,7 +537,7 @@ func TestRecordHistories(t *testing.T) {
 
 	end = p.startRun("cancelled")
 	p.waitStep("cancelled", "sft", 100)
-	if _, _, err := runCLI(t, "run", "cancel", "cancelled"); err != nil {
+	if _, _, err := p.run("run", "cancel", "cancelled"); err != nil {
 		t.Fatal(err)
 	}
 	if e := <-end; e.err == nil {

@@ -1,0 +1,54 @@
+package activities
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"go.temporal.io/sdk/testsuite"
+
+	"github.com/instructflow/instructflow/internal/testenv"
+	"github.com/instructflow/instructflow/runspec"
+	"github.com/instructflow/instructflow/storage/objectstore"
+	"github.com/instructflow/instructflow/storage/postgres"
+)
+
+// setup gives activities on a fresh database and the real object store, a
+// run spec with its run recorded, and that run's labeling batch of two
+// items.
+func setup(t *testing.T, run string) (*Activities, *postgres.DB, runspec.Spec) {
+	t.Helper()
+	cfg := testenv.Config(t)
+	ctx := context.Background()
+	db, err := postgres.Open(ctx, testenv.FreshDatabase(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(db.Close)
+	store, err := objectstore.Open(ctx, cfg.S3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	spec, err := runspec.Preset("micro")
+	if err != nil {
+		t.Fatal(err)
+	}
+	spec.ID = run + "-" + time.Now().Format("150405.000000000")[7:]
+	if err := db.CreateRun(ctx, spec.ID, []byte(`{}`)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.CreateBatch(ctx, spec.ID+"-labels", spec.ID, time.Now().Add(time.Hour), []postgres.BatchItem{
+		{Item: 0, Prompt: "upper a=", Responses: []string{"A", "a"}},
+		{Item: 1, Prompt: "sort ba=", Responses: []string{"ab", "ba"}},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return &Activities{DB: db, Objects: store, LabelPoll: 50 * time.Millisecond}, db, spec
+}
+
+func activityEnv(a *Activities) *testsuite.TestActivityEnvironment {
+	var s testsuite.WorkflowTestSuite
+	env := s.NewTestActivityEnvironment()
+	env.RegisterActivity(a)
+	return env
+}

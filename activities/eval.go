@@ -1,0 +1,42 @@
+package activities
+
+import (
+	"context"
+
+	"github.com/instructflow/instructflow/demo"
+	"github.com/instructflow/instructflow/model"
+	"github.com/instructflow/instructflow/runstate"
+	"github.com/instructflow/instructflow/stage"
+	"github.com/instructflow/instructflow/tasks"
+)
+
+// Evaluate judges the PPO policy against the SFT policy on held-out prompts
+// with the task's gold judge, which no stage saw.
+func (a *Activities) Evaluate(ctx context.Context, in StageInput) (StageResult, error) {
+	return a.runStage(ctx, in.Spec, runstate.Eval, func(ctx context.Context, t *tracker) (StageResult, error) {
+		s := in.Spec
+		var ms [2]*model.Model
+		for i, cp := range []*Checkpoint{in.SFT, in.PPO} {
+			files, err := a.load(ctx, cp)
+			if err != nil {
+				return StageResult{}, err
+			}
+			if ms[i], err = stage.LoadModel(files, ""); err != nil {
+				return StageResult{}, err
+			}
+			ms[i].SetThreads(s.Threads)
+		}
+		prompts, err := a.DB.Prompts(ctx, s.Data.Source, "heldout")
+		if err != nil {
+			return StageResult{}, err
+		}
+		var ev demo.Eval
+		err = t.timed(func() error {
+			ev, err = demo.Evaluate(ms[0], ms[1], tasks.Tokenizer(), prompts, s.Eval.Samples, s.PPO.MaxNewTokens, s.Seed+10)
+			return err
+		})
+		return StageResult{Metrics: map[string]float64{
+			"win_rate": ev.WinRate, "sft_gold": ev.RefGold, "ppo_gold": ev.Gold, "kl": ev.KL, "samples": float64(ev.Samples),
+		}}, err
+	})
+}

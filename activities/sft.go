@@ -1,0 +1,42 @@
+package activities
+
+import (
+	"context"
+
+	"github.com/instructflow/instructflow/errkind"
+	"github.com/instructflow/instructflow/runstate"
+	"github.com/instructflow/instructflow/sft"
+	"github.com/instructflow/instructflow/tasks"
+)
+
+// TrainSFT runs supervised fine-tuning on the source's demonstrations.
+func (a *Activities) TrainSFT(ctx context.Context, in StageInput) (StageResult, error) {
+	return a.runStage(ctx, in.Spec, runstate.SFT, func(ctx context.Context, t *tracker) (StageResult, error) {
+		s := in.Spec
+		tok := tasks.Tokenizer()
+		train, err := a.demonstrations(ctx, s.Data.Source, "train")
+		if err != nil {
+			return StageResult{}, err
+		}
+		if len(train) == 0 {
+			return StageResult{}, errkind.BadInputf("sft: no demonstrations of train prompts with source %q in Postgres; load the demo task with `instructflow data load-demo`, or fix data.source", s.Data.Source)
+		}
+		heldout, err := a.demonstrations(ctx, s.Data.Source, "heldout")
+		if err != nil {
+			return StageResult{}, err
+		}
+		cfg := s.SFT
+		cfg.Seed, cfg.Threads = s.Seed, s.Threads
+		m := s.Model
+		m.Vocab = tok.VocabSize()
+		var res sft.Result
+		err = t.timed(func() error {
+			res, err = sft.Train(ctx, sft.Input{Config: cfg, Model: m, Tokenizer: tok, Train: train, Heldout: heldout},
+				t.sink, t.progress)
+			return err
+		})
+		return StageResult{Checkpoint: t.checkpoint(res.Step, res.Checkpoint), Metrics: map[string]float64{
+			"steps": float64(res.Step), "tokens": float64(res.Tokens), "train_loss": res.TrainLoss, "heldout_loss": res.HeldoutLoss,
+		}}, err
+	})
+}

@@ -52,7 +52,8 @@ func Dial(ctx context.Context, cfg config.Config) (*Client, error) {
 // Close closes both connections.
 func (c *Client) Close() { c.Temporal.Close(); c.DB.Close() }
 
-// DialTemporal connects to the Temporal frontend, or says how to start one.
+// DialTemporal connects to the Temporal frontend; one that does not answer
+// is errkind.Unavailable.
 // A nil logger drops the SDK's own log lines (failures come back as errors).
 func DialTemporal(ctx context.Context, cfg config.Temporal, logger tlog.Logger) (client.Client, error) {
 	if logger == nil {
@@ -62,11 +63,10 @@ func DialTemporal(ctx context.Context, cfg config.Temporal, logger tlog.Logger) 
 	defer cancel()
 	c, err := client.DialContext(dctx, client.Options{HostPort: cfg.Address, Namespace: cfg.Namespace, Logger: logger})
 	if err != nil {
-		hint := ""
 		if errors.Is(err, context.DeadlineExceeded) || strings.Contains(err.Error(), "connection refused") || strings.Contains(err.Error(), "Unavailable") {
-			hint = " (is Temporal running? start the local stack with `instructflow dev`, or fix temporal.address)"
+			err = fmt.Errorf("%w: %w", errkind.Unavailable, err)
 		}
-		return nil, fmt.Errorf("temporal: connect to %s: %w%s", cfg.Address, err, hint)
+		return nil, fmt.Errorf("temporal: connect to %s: %w", cfg.Address, err)
 	}
 	return c, nil
 }

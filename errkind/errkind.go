@@ -23,6 +23,9 @@ var (
 	Conflict = errors.New("conflict")
 	// Immutable: append-only history cannot be changed.
 	Immutable = errors.New("immutable")
+	// Unavailable: a service (Postgres, the object store, Temporal) did not
+	// answer: it is not running, or not where the configuration says.
+	Unavailable = errors.New("unavailable")
 )
 
 // BadInputf returns a BadInput error that says what to fix: "bad input: "

@@ -44,6 +44,8 @@ func advice(err error) string {
 	switch {
 	case errors.Is(err, errkind.Corrupt):
 		return "stored bytes no longer match the hash recorded for them and are not used; rerun what wrote them (in a new run for a checkpoint, a new snapshot for labels)"
+	case errors.Is(err, errkind.Unavailable):
+		return "is the service running? `instructflow dev` starts the local stack; otherwise fix its address (`instructflow config show`)"
 	case errors.Is(err, errkind.Conflict):
 		return "the name is taken by a record with other content: choose another name"
 	}

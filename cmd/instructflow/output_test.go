@@ -39,6 +39,7 @@ func TestErrorAdvice(t *testing.T) {
 	}{
 		{fmt.Errorf("checkpoint: load runs/r/sft/3/: file model.safetensors: %w", errkind.Corrupt), "rerun what wrote them"},
 		{fmt.Errorf("postgres: snapshot x: %w", errkind.Conflict), "choose another name"},
+		{fmt.Errorf("postgres: connect to 127.0.0.1:5432: %w: dial tcp: connection refused", errkind.Unavailable), "`instructflow dev` starts the local stack"},
 	} {
 		var b strings.Builder
 		report(&b, tc.err)

@@ -64,7 +64,7 @@ func explain(err error) error {
 	case code == "InvalidAccessKeyId" || code == "SignatureDoesNotMatch" || code == "AccessDenied":
 		return fmt.Errorf("%w (check s3.access_key and s3.secret_key)", err)
 	case errors.As(err, &netErr) || strings.Contains(err.Error(), "connection refused"):
-		return fmt.Errorf("%w (is the object store running? start the local stack with `instructflow dev`)", err)
+		return fmt.Errorf("%w: %w", errkind.Unavailable, err)
 	}
 	return err
 }

@@ -84,7 +84,7 @@ func explain(err error) error {
 	case errors.As(err, &pgErr) && pgErr.Code == "3D000":
 		return fmt.Errorf("%w (create the database or fix its name in postgres.url)", err)
 	case strings.Contains(err.Error(), "connection refused"):
-		return fmt.Errorf("%w (is Postgres running? start the local stack with `instructflow dev`)", err)
+		return fmt.Errorf("%w: %w", errkind.Unavailable, err)
 	}
 	return err
 }

@@ -50,8 +50,13 @@ type Activities struct {
 	LabelPoll time.Duration
 	// StallTimeout is how long a stage may report no new step before its
 	// attempt fails, retryably, as stalled (0: DefaultStallTimeout). Time
-	// spent waiting for labels does not count.
+	// spent waiting for labels, or for a compute slot, does not count.
 	StallTimeout time.Duration
+	// Slots are the worker's compute slots: how many of its stages compute
+	// (train, sample, score, evaluate) at once; nil means no limit. A
+	// stage waiting for people holds no slot, nor do the short bookkeeping
+	// activities, which therefore never queue behind training.
+	Slots Slots
 	// beatEvery overrides how often a stage heartbeats (1s), and onBeat
 	// sees every heartbeat a stage sends (the SDK batches them): for tests.
 	beatEvery time.Duration
@@ -69,6 +74,32 @@ func (a *Activities) stallTimeout() time.Duration {
 		return a.StallTimeout
 	}
 	return DefaultStallTimeout
+}
+
+// Slots limits how many stages compute at once.
+type Slots chan struct{}
+
+// NewSlots returns n compute slots.
+func NewSlots(n int) Slots { return make(Slots, n) }
+
+// acquire takes a compute slot, waiting while every one is taken; release
+// gives it back.
+func (a *Activities) acquire(ctx context.Context) error {
+	if a.Slots == nil {
+		return nil
+	}
+	select {
+	case a.Slots <- struct{}{}:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (a *Activities) release() {
+	if a.Slots != nil {
+		<-a.Slots
+	}
 }
 
 func (a *Activities) heartbeatEvery() time.Duration {

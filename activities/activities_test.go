@@ -2,6 +2,7 @@ package activities
 
 import (
 	"context"
+	"errors"
 	"testing"
 	"time"
 
@@ -51,4 +52,38 @@ func activityEnv(a *Activities) *testsuite.TestActivityEnvironment {
 	env := s.NewTestActivityEnvironment()
 	env.RegisterActivity(a)
 	return env
+}
+
+// At most len(Slots) stages compute at once: the next waits for a slot (and
+// gives up when its context ends); no slots means no limit.
+func TestComputeSlots(t *testing.T) {
+	a := &Activities{Slots: NewSlots(2)}
+	ctx := context.Background()
+	for range 2 {
+		if err := a.acquire(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	wctx, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
+	defer cancel()
+	if err := a.acquire(wctx); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("a third stage got a slot of two: %v", err)
+	}
+	got := make(chan error, 1)
+	go func() { got <- a.acquire(ctx) }()
+	a.release()
+	select {
+	case err := <-got:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("a released slot was not handed to the waiting stage")
+	}
+	unlimited := &Activities{}
+	for range 100 {
+		if err := unlimited.acquire(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
 }

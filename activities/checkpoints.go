@@ -93,11 +93,11 @@ func (a *Activities) load(ctx context.Context, cp *Checkpoint) (map[string][]byt
 	}
 	prefix, err := checkpoint.StagePrefix(cp.Run, string(cp.Stage))
 	if err != nil {
-		return nil, errkind.BadInputf("checkpoint %s: %v", cp.Key(), err)
+		return nil, fmt.Errorf("%w: checkpoint %s: %w", errkind.BadInput, cp.Key(), err)
 	}
 	got, err := checkpoint.Store{Blobs: a.Objects, Prefix: prefix}.Load(ctx, cp.Step)
 	if errors.Is(err, errkind.Corrupt) || errors.Is(err, errkind.NotFound) {
-		return nil, errkind.BadInputf("checkpoint %s: %v; rerun its stage in a new run", cp.Key(), err)
+		return nil, fmt.Errorf("%w: checkpoint %s: %w; rerun its stage in a new run", errkind.BadInput, cp.Key(), err)
 	}
 	if err != nil {
 		return nil, err

@@ -31,7 +31,7 @@ func (a *Activities) Evaluate(ctx context.Context, in StageInput) (StageResult, 
 			return StageResult{}, err
 		}
 		var ev demo.Eval
-		err = t.timed(func() error {
+		err = t.timed(ctx, func() error {
 			ev, err = demo.Evaluate(ms[0], ms[1], tasks.Tokenizer(), prompts, s.Eval.Samples, s.PPO.MaxNewTokens, s.Seed+10)
 			return err
 		})

@@ -26,7 +26,7 @@ func (a *Activities) CollectLabels(ctx context.Context, in StageInput) (StageRes
 		res := StageResult{Batch: name}
 		b, err := a.DB.GetBatch(ctx, name)
 		if errors.Is(err, errkind.NotFound) {
-			err = t.timed(func() error {
+			err = t.timed(ctx, func() error {
 				b, err = a.createBatch(ctx, s, name, in.SFT, in.Deadline)
 				return err
 			})

@@ -31,7 +31,7 @@ func (a *Activities) TrainPPO(ctx context.Context, in StageInput) (StageResult, 
 		cfg := s.PPO
 		cfg.Seed, cfg.Threads = s.Seed, s.Threads
 		var res ppo.Result
-		err = t.timed(func() error {
+		err = t.timed(ctx, func() error {
 			res, err = ppo.Train(ctx, ppo.Input{Config: cfg, SFT: sftFiles, RM: rmFiles, Tokenizer: tasks.Tokenizer(),
 				Prompts: prompts, Pretrain: demos}, t.sink, t.progress)
 			return err

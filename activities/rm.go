@@ -61,12 +61,12 @@ func (a *Activities) TrainRM(ctx context.Context, in StageInput) (StageResult, e
 		var ids []int64
 		var scores []float64
 		var rmKey string
-		err = t.timed(func() error {
+		err = t.timed(ctx, func() error {
 			if res, err = rewardmodel.Train(ctx, rewardmodel.Input{Config: cfg, SFT: files, Tokenizer: tasks.Tokenizer(),
 				Train: train, Heldout: heldout, Demonstrations: demos}, t.sink, t.progress); err != nil {
 				return err
 			}
-			rmKey, ids, scores, err = a.scoreResponses(ctx, t.sink, s, responses)
+			rmKey, ids, scores, err = a.scoreResponses(ctx, t, s, responses)
 			return err
 		})
 		if err != nil {
@@ -86,9 +86,10 @@ func (a *Activities) TrainRM(ctx context.Context, in StageInput) (StageResult, e
 }
 
 // scoreResponses scores every response with the stage's final reward
-// model, in id order, and returns the model's checkpoint key.
-func (a *Activities) scoreResponses(ctx context.Context, sink stage.Sink, s runspec.Spec, responses map[int64]stage.Example) (string, []int64, []float64, error) {
-	cp, ok, err := sink.Latest(ctx)
+// model, in id order, and returns the model's checkpoint key. It reports
+// no steps, so it tells the tracker it is alive after each chunk.
+func (a *Activities) scoreResponses(ctx context.Context, t *tracker, s runspec.Spec, responses map[int64]stage.Example) (string, []int64, []float64, error) {
+	cp, ok, err := t.sink.Latest(ctx)
 	if err != nil {
 		return "", nil, nil, fmt.Errorf("rm: final checkpoint: %w", err)
 	}
@@ -106,13 +107,22 @@ func (a *Activities) scoreResponses(ctx context.Context, sink stage.Sink, s runs
 	for i, id := range ids {
 		exs[i] = responses[id]
 	}
-	got, err := rewardmodel.ScoreExamples(rm, tasks.Tokenizer(), exs, 256)
-	if err != nil {
-		return "", nil, nil, err
-	}
-	scores := make([]float64, len(got))
-	for i, v := range got {
-		scores[i] = float64(v)
+	// Chunks of whole batches of 256: the same batches, so the same scores,
+	// as one call.
+	const batch, chunk = 256, 16 * 256
+	scores := make([]float64, 0, len(exs))
+	for start := 0; start < len(exs); start += chunk {
+		got, err := rewardmodel.ScoreExamples(rm, tasks.Tokenizer(), exs[start:min(len(exs), start+chunk)], batch)
+		if err != nil {
+			return "", nil, nil, err
+		}
+		for _, v := range got {
+			scores = append(scores, float64(v))
+		}
+		t.alive()
+		if err := ctx.Err(); err != nil {
+			return "", nil, nil, err
+		}
 	}
 	return key, ids, scores, nil
 }

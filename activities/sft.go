@@ -30,7 +30,7 @@ func (a *Activities) TrainSFT(ctx context.Context, in StageInput) (StageResult, 
 		m := s.Model
 		m.Vocab = tok.VocabSize()
 		var res sft.Result
-		err = t.timed(func() error {
+		err = t.timed(ctx, func() error {
 			res, err = sft.Train(ctx, sft.Input{Config: cfg, Model: m, Tokenizer: tok, Train: train, Heldout: heldout},
 				t.sink, t.progress)
 			return err

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 
 	"github.com/instructflow/instructflow/errkind"
 	"github.com/instructflow/instructflow/runstate"
@@ -32,10 +33,10 @@ func (a *Activities) SnapshotLabels(ctx context.Context, in StageInput) (StageRe
 				name, got, exp)
 		}
 		if errors.Is(err, errkind.NotFound) {
-			return StageResult{}, errkind.BadInputf("snapshot: %v; fix labels.snapshot or labels.exclude_labelers", err)
+			return StageResult{}, fmt.Errorf("%w: snapshot: %w; fix labels.snapshot or labels.exclude_labelers", errkind.BadInput, err)
 		}
 		if errors.Is(err, errkind.Corrupt) {
-			return StageResult{}, errkind.BadInputf("snapshot: %v", err)
+			return StageResult{}, fmt.Errorf("%w: snapshot: %w", errkind.BadInput, err)
 		}
 		if err != nil {
 			return StageResult{}, err

@@ -67,6 +67,9 @@ type tracker struct {
 	// since/waitSince (zero when none runs).
 	seconds, waited  float64
 	since, waitSince time.Time
+	// queued is when the stage began waiting for a compute slot (zero
+	// when it does not wait): the watchdog does not count that time.
+	queued time.Time
 	// moved is when this attempt last reported a new step (or started, or
 	// stopped waiting); step is that step, -1 before the first report.
 	moved time.Time
@@ -140,7 +143,7 @@ func (t *tracker) loop(ctx context.Context) {
 // no new step for the stall timeout, and is not waiting for people.
 func (t *tracker) stalledLocked(now time.Time) error {
 	limit := t.a.stallTimeout()
-	if !t.waitSince.IsZero() || now.Sub(t.moved) < limit {
+	if !t.waitSince.IsZero() || !t.queued.IsZero() || now.Sub(t.moved) < limit {
 		return nil
 	}
 	since := "the attempt started (no step reported yet)"
@@ -175,12 +178,30 @@ func (t *tracker) progress(r stage.Report) error {
 	return nil
 }
 
-// timed runs fn and counts its time as the trainer's.
-func (t *tracker) timed(fn func() error) error {
+// alive tells the watchdog that work which reports no steps (scoring,
+// evaluation) is still moving.
+func (t *tracker) alive() {
 	t.mu.Lock()
+	t.moved = time.Now()
+	t.mu.Unlock()
+}
+
+// timed runs fn in one of the worker's compute slots (waiting for one
+// first) and counts its time as the trainer's.
+func (t *tracker) timed(ctx context.Context, fn func() error) error {
+	t.mu.Lock()
+	t.queued = time.Now()
+	t.mu.Unlock()
+	err := t.a.acquire(ctx)
+	t.mu.Lock()
+	t.queued, t.moved = time.Time{}, time.Now()
 	t.since = time.Now()
 	t.mu.Unlock()
-	err := fn()
+	if err != nil {
+		return err
+	}
+	defer t.a.release()
+	err = fn()
 	t.mu.Lock()
 	d := time.Since(t.since).Seconds()
 	t.seconds, t.since = t.seconds+d, time.Time{}

@@ -95,7 +95,7 @@ func memorySpec(t *testing.T, id string) runspec.Spec {
 func fakeStage(a *Activities, trainer func(ctx context.Context, t *tracker) error) func(context.Context, StageInput) (StageResult, error) {
 	return func(ctx context.Context, in StageInput) (StageResult, error) {
 		return a.runStage(ctx, in.Spec, "sft", func(ctx context.Context, t *tracker) (StageResult, error) {
-			return StageResult{}, t.timed(func() error { return trainer(ctx, t) })
+			return StageResult{}, t.timed(ctx, func() error { return trainer(ctx, t) })
 		})
 	}
 }
@@ -274,5 +274,34 @@ func TestTrainerPanicFailsTheAttempt(t *testing.T) {
 	var p *temporal.PanicError
 	if !errors.As(err, &p) || !strings.Contains(p.Error(), "model: shape mismatch") {
 		t.Fatalf("attempt ended with %v, want the trainer's panic", err)
+	}
+}
+
+// TestStageWaitsForAComputeSlot: with every compute slot taken, a stage
+// waits (heartbeating, not stalled, for longer than the stall timeout) and
+// trains once a slot is free.
+func TestStageWaitsForAComputeSlot(t *testing.T) {
+	const limit = 200 * time.Millisecond
+	a := &Activities{DB: &memoryDB{}, Objects: &blobtest.Memory{}, StallTimeout: limit, beatEvery: 10 * time.Millisecond, Slots: NewSlots(1)}
+	if err := a.acquire(context.Background()); err != nil { // another stage computes
+		t.Fatal(err)
+	}
+	var beats atomic.Int64
+	a.onBeat = func(Heartbeat) { beats.Add(1) }
+	freed := time.Now().Add(4 * limit)
+	go func() { time.Sleep(time.Until(freed)); a.release() }()
+	var trainedAt time.Time
+	err, _ := runFake(t, a, 10*time.Second, func(context.Context, *tracker) error {
+		trainedAt = time.Now()
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("a stage waiting for a slot failed: %v", err)
+	}
+	if trainedAt.Before(freed) {
+		t.Errorf("the stage trained %s before the slot was free", freed.Sub(trainedAt))
+	}
+	if n := beats.Load(); n < 10 {
+		t.Errorf("%d heartbeats while waiting %s for a slot; want it to heartbeat", n, 4*limit)
 	}
 }

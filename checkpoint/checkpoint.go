@@ -239,7 +239,7 @@ var errNoManifest = fmt.Errorf("no manifest, so it was never committed: %w", err
 
 func (s Store) load(ctx context.Context, step int64, verify func(context.Context, int64, string) error) (stage.Checkpoint, error) {
 	dir := s.Key(step)
-	raw, err := readAll(ctx, s.Blobs, dir+ManifestName, MaxManifestBytes)
+	raw, err := ReadBlob(ctx, s.Blobs, dir+ManifestName, MaxManifestBytes)
 	if errors.Is(err, errkind.NotFound) {
 		return stage.Checkpoint{}, fmt.Errorf("checkpoint: load %s: %w", dir, errNoManifest)
 	}
@@ -261,10 +261,13 @@ func (s Store) verify(ctx context.Context, dir string, step int64, raw []byte) (
 		return stage.Checkpoint{}, fmt.Errorf("checkpoint: load %s: manifest is unreadable: %w", dir, errkind.Corrupt)
 	}
 	switch {
+	case m.Format == format:
 	case m.Format == 1 && m.Ref != nil: // written before format 2, by storage/objectstore
 		m.Step = m.Ref.Step
-	case m.Format == 1 || m.Format > format:
+	case m.Format > format:
 		return stage.Checkpoint{}, fmt.Errorf("checkpoint: load %s: manifest format %d: written by a newer InstructFlow; upgrade this worker", dir, m.Format)
+	default:
+		return stage.Checkpoint{}, fmt.Errorf("checkpoint: load %s: manifest format %d is not one InstructFlow writes: %w", dir, m.Format, errkind.Corrupt)
 	}
 	if m.Step != step {
 		return stage.Checkpoint{}, fmt.Errorf("checkpoint: load %s: manifest names step %d: %w", dir, m.Step, errkind.Corrupt)
@@ -277,7 +280,7 @@ func (s Store) verify(ctx context.Context, dir string, step int64, raw []byte) (
 		if _, dup := cp.Files[e.Name]; dup {
 			return stage.Checkpoint{}, fmt.Errorf("checkpoint: load %s: manifest lists %s twice: %w", dir, e.Name, errkind.Corrupt)
 		}
-		data, err := readAll(ctx, s.Blobs, dir+e.Name, e.Size)
+		data, err := ReadBlob(ctx, s.Blobs, dir+e.Name, e.Size)
 		switch {
 		case errors.Is(err, errkind.NotFound):
 			return stage.Checkpoint{}, fmt.Errorf("checkpoint: load %s: file %s is missing: %w", dir, e.Name, errkind.Corrupt)
@@ -297,12 +300,12 @@ func (s Store) verify(ctx context.Context, dir string, step int64, raw []byte) (
 
 var errTooLong = fmt.Errorf("longer than allowed: %w", errkind.Corrupt)
 
-// readAll reads a blob of at most limit bytes; a longer one is errTooLong
+// ReadBlob reads a blob of at most limit bytes; a longer one is errTooLong
 // (after reading limit+1 bytes, never the whole blob). Up to 256 MiB the
 // buffer is allocated at once at the size expected, so a model file is not
 // copied while it grows; past that it grows as it is read, so a manifest
 // that claims more than the blob holds costs no more than the blob.
-func readAll(ctx context.Context, b Blobs, key string, limit int64) ([]byte, error) {
+func ReadBlob(ctx context.Context, b Blobs, key string, limit int64) ([]byte, error) {
 	r, err := b.Open(ctx, key)
 	if err != nil {
 		return nil, err
@@ -343,8 +346,3 @@ func StageKey(run, stageName string, step int64) string {
 }
 
 func stagePrefix(run, stageName string) string { return "runs/" + run + "/" + stageName + "/" }
-
-// ReadBlob reads one blob of at most limit bytes; a longer one is an error.
-func ReadBlob(ctx context.Context, b Blobs, key string, limit int64) ([]byte, error) {
-	return readAll(ctx, b, key, limit)
-}

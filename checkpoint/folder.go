@@ -36,10 +36,11 @@ func (f Folder) Put(_ context.Context, key string, data []byte) error {
 	if err != nil {
 		return err
 	}
-	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+	dir := filepath.Dir(p)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return fmt.Errorf("checkpoint: put %s: %w", key, err)
 	}
-	tmp, err := os.CreateTemp(filepath.Dir(p), ".tmp-*")
+	tmp, err := os.CreateTemp(dir, ".tmp-*")
 	if err != nil {
 		return fmt.Errorf("checkpoint: put %s: %w", key, err)
 	}
@@ -53,6 +54,9 @@ func (f Folder) Put(_ context.Context, key string, data []byte) error {
 	}
 	if err == nil {
 		err = os.Rename(tmp.Name(), p)
+	}
+	if err == nil {
+		err = syncDir(dir) // the rename itself survives a power loss
 	}
 	if err != nil {
 		return fmt.Errorf("checkpoint: put %s: %w", key, err)
@@ -123,4 +127,13 @@ func (f Folder) Delete(_ context.Context, key string) error {
 		return fmt.Errorf("checkpoint: delete %s: %w", key, err)
 	}
 	return nil
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
 }

@@ -37,14 +37,13 @@ type Worker struct {
 	// MetricsAddress is where the worker serves Prometheus metrics
 	// (/metrics); empty turns the endpoint off.
 	MetricsAddress string `mapstructure:"metrics_address" json:"metrics_address"`
-	// MaxConcurrentStages is how many activities the worker runs at once
-	// (Temporal's MaxConcurrentActivityExecutionSize). A stage trains
-	// with all the threads its run spec gives it, so the default is 1: a
-	// second run's stage, and the short bookkeeping steps of other runs
-	// on the same task queue, wait in the queue until the worker is free
-	// (or another worker takes them). Raise it on a worker whose queue
-	// holds only light stages, or whose runs set fewer threads than it
-	// has cores.
+	// MaxConcurrentStages is how many stages the worker lets compute
+	// (train, sample, score, evaluate) at once. A stage trains with all
+	// the threads its run spec gives it, so the default is 1: a second
+	// run's stage waits, heartbeating, until the first is done computing.
+	// Stages waiting for people and the short bookkeeping steps take no
+	// slot. Raise it on a worker whose runs set fewer threads than it has
+	// cores.
 	MaxConcurrentStages int `mapstructure:"max_concurrent_stages" json:"max_concurrent_stages"`
 	// StallTimeout is how long a stage may report no new step before the
 	// worker fails its attempt (retryably, as "Stalled"; the retry

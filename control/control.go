@@ -63,7 +63,8 @@ func DialTemporal(ctx context.Context, cfg config.Temporal, logger tlog.Logger) 
 	defer cancel()
 	c, err := client.DialContext(dctx, client.Options{HostPort: cfg.Address, Namespace: cfg.Namespace, Logger: logger})
 	if err != nil {
-		if errors.Is(err, context.DeadlineExceeded) || strings.Contains(err.Error(), "connection refused") || strings.Contains(err.Error(), "Unavailable") {
+		var down *serviceerror.Unavailable
+		if errors.Is(err, context.DeadlineExceeded) || errors.As(err, &down) {
 			err = fmt.Errorf("%w: %w", errkind.Unavailable, err)
 		}
 		return nil, fmt.Errorf("temporal: connect to %s: %w", cfg.Address, err)
@@ -80,8 +81,11 @@ func (c *Client) Start(ctx context.Context, spec runspec.Spec) (runspec.Spec, er
 	if err := spec.Validate(); err != nil {
 		return spec, err
 	}
-	if _, err := c.DB.GetRun(ctx, spec.ID); err == nil {
+	switch _, err := c.DB.GetRun(ctx, spec.ID); {
+	case err == nil:
 		return spec, fmt.Errorf("run start: run %s exists; resume it with `instructflow run resume %s` or choose another id", spec.ID, spec.ID)
+	case !errors.Is(err, errkind.NotFound):
+		return spec, err
 	}
 	data, err := json.Marshal(spec)
 	if err != nil {

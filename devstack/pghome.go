@@ -79,9 +79,6 @@ func locatePostgres(dataDir string, log io.Writer) (pgHome, error) {
 			return pgHome{}, err
 		}
 	}
-	if err := os.WriteFile(record, []byte(folder+"\n"), 0o600); err != nil {
-		return pgHome{}, fmt.Errorf("record the cluster's folder: %w", err)
-	}
 	if err := os.Mkdir(folder, 0o700); err != nil {
 		return pgHome{}, fmt.Errorf("create %s: %w", folder, err)
 	}
@@ -90,6 +87,11 @@ func locatePostgres(dataDir string, log io.Writer) (pgHome, error) {
 	}
 	if err := os.Chown(folder, int(acct.uid), int(acct.gid)); err != nil {
 		return pgHome{}, fmt.Errorf("create %s: %w", folder, err)
+	}
+	// The record last: it commits the folder, so a start that failed above
+	// leaves no record of a folder that is not ready.
+	if err := os.WriteFile(record, []byte(folder+"\n"), 0o600); err != nil {
+		return pgHome{}, fmt.Errorf("record the cluster's folder: %w", err)
 	}
 	return externalHome(folder, blocked), nil
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"io"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/spf13/cobra"
@@ -38,16 +39,17 @@ changes nothing.`,
 			if err != nil {
 				return fmt.Errorf("db migrate: %w", err)
 			}
-			out := cmd.OutOrStdout()
-			if res.From == res.To {
-				fmt.Fprintf(out, "schema version %d: nothing to migrate\n", res.To)
-			} else {
-				fmt.Fprintf(out, "schema version %d (was %d)\n", res.To, res.From)
-			}
-			if res.Granted {
-				fmt.Fprintf(out, "role %s may now use the database (member of %s)\n", runtime.User, migrations.AppRole)
-			}
-			return nil
+			return a.printer(cmd).Print(res, func(out io.Writer) error {
+				if res.From == res.To {
+					fmt.Fprintf(out, "schema version %d: nothing to migrate\n", res.To)
+				} else {
+					fmt.Fprintf(out, "schema version %d (was %d)\n", res.To, res.From)
+				}
+				if res.Granted {
+					fmt.Fprintf(out, "role %s may now use the database (member of %s)\n", runtime.User, migrations.AppRole)
+				}
+				return nil
+			})
 		},
 	})
 	return cmd

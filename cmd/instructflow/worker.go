@@ -87,10 +87,10 @@ func startWorker(ctx context.Context, cfg config.Config, metrics *activities.Met
 		db.Close()
 		return nil, nil, err
 	}
-	w := worker.New(c, cfg.Temporal.TaskQueue, workerOptions(cfg.Worker))
+	w := worker.New(c, cfg.Temporal.TaskQueue, worker.Options{WorkerStopTimeout: workerStopTimeout})
 	w.RegisterWorkflow(workflows.Preflight)
 	w.RegisterWorkflow(workflows.Pipeline)
-	w.RegisterActivity(&activities.Activities{DB: db, Objects: store, Metrics: metrics, StallTimeout: cfg.Worker.StallTimeout})
+	w.RegisterActivity(newActivities(cfg.Worker, db, store, metrics))
 	if err := w.Start(); err != nil {
 		c.Close()
 		db.Close()
@@ -99,13 +99,10 @@ func startWorker(ctx context.Context, cfg config.Config, metrics *activities.Met
 	return w, func() { c.Close(); db.Close() }, nil
 }
 
-// workerOptions are the Temporal worker's options for cfg: at most
-// worker.max_concurrent_stages activities at once (eager ones included,
-// which take the same slots; local activities too, should any appear).
-func workerOptions(cfg config.Worker) worker.Options {
-	return worker.Options{
-		WorkerStopTimeout:                       workerStopTimeout,
-		MaxConcurrentActivityExecutionSize:      cfg.MaxConcurrentStages,
-		MaxConcurrentLocalActivityExecutionSize: cfg.MaxConcurrentStages,
-	}
+// newActivities are the worker's activities with cfg's limits: at most
+// worker.max_concurrent_stages stages computing at once, and the stall
+// timeout.
+func newActivities(cfg config.Worker, db *postgres.DB, store *objectstore.Store, metrics *activities.Metrics) *activities.Activities {
+	return &activities.Activities{DB: db, Objects: store, Metrics: metrics,
+		StallTimeout: cfg.StallTimeout, Slots: activities.NewSlots(cfg.MaxConcurrentStages)}
 }

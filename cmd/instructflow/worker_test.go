@@ -6,8 +6,8 @@ import (
 )
 
 // TestWorkerLimitsFromConfig: worker.max_concurrent_stages and
-// worker.stall_timeout, set as a user would, reach the Temporal worker's
-// options (default one stage at a time) and the stall timeout.
+// worker.stall_timeout, set as a user would, reach the worker's activities
+// (default one computing stage at a time).
 func TestWorkerLimitsFromConfig(t *testing.T) {
 	clearEnv(t)
 	for _, tc := range []struct {
@@ -26,10 +26,9 @@ func TestWorkerLimitsFromConfig(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		o := workerOptions(cfg.Worker)
-		if o.MaxConcurrentActivityExecutionSize != tc.stages || o.MaxConcurrentLocalActivityExecutionSize != tc.stages || cfg.Worker.StallTimeout != tc.stall {
-			t.Errorf("%v: %d activities (%d local) at once, stall %s; want %d and %s", tc.args,
-				o.MaxConcurrentActivityExecutionSize, o.MaxConcurrentLocalActivityExecutionSize, cfg.Worker.StallTimeout, tc.stages, tc.stall)
+		acts := newActivities(cfg.Worker, nil, nil, nil)
+		if cap(acts.Slots) != tc.stages || acts.StallTimeout != tc.stall {
+			t.Errorf("%v: %d stages at once, stall %s; want %d and %s", tc.args, cap(acts.Slots), acts.StallTimeout, tc.stages, tc.stall)
 		}
 	}
 	t.Setenv("INSTRUCTFLOW_WORKER_STALL_TIMEOUT", "45m")

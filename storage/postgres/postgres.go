@@ -8,7 +8,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -83,7 +82,7 @@ func explain(err error) error {
 		return fmt.Errorf("%w (check the user and password in postgres.url)", err)
 	case errors.As(err, &pgErr) && pgErr.Code == "3D000":
 		return fmt.Errorf("%w (create the database or fix its name in postgres.url)", err)
-	case strings.Contains(err.Error(), "connection refused"):
+	case errors.As(err, new(*pgconn.ConnectError)):
 		return fmt.Errorf("%w: %w", errkind.Unavailable, err)
 	}
 	return err

@@ -4,7 +4,7 @@
 -- manifest that matches its files) is not trusted. Append-only.
 
 CREATE TABLE checkpoints (
-    id              bigserial PRIMARY KEY,
+    id              bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     run_id          text NOT NULL,
     stage           text NOT NULL,
     step            bigint NOT NULL CHECK (step >= 0),
@@ -21,7 +21,6 @@ CREATE TRIGGER checkpoints_no_truncate BEFORE TRUNCATE ON checkpoints
     FOR EACH STATEMENT EXECUTE FUNCTION refuse_change();
 
 GRANT SELECT, INSERT ON checkpoints TO instructflow_app;
-GRANT USAGE ON SEQUENCE checkpoints_id_seq TO instructflow_app;
 
 -- Stage names are the pipeline's (package runstate), not any id.
 ALTER TABLE stages DROP CONSTRAINT stages_name_check,

@@ -48,9 +48,10 @@ func Latest() int32 {
 
 // Result says what Migrate did.
 type Result struct {
-	From, To int32 // schema version before and after
+	From int32 `json:"from"` // schema version before
+	To   int32 `json:"to"`   // and after
 	// Granted is true when the runtime user became a member of AppRole now.
-	Granted bool
+	Granted bool `json:"granted"`
 }
 
 // Migrate connects to ownerURL (the role that owns, or is to own, the

@@ -3,9 +3,9 @@ package activities
 import (
 	"context"
 
-	"github.com/instructflow/instructflow/demo"
 	"github.com/instructflow/instructflow/model"
 	"github.com/instructflow/instructflow/runstate"
+	"github.com/instructflow/instructflow/sampling"
 	"github.com/instructflow/instructflow/stage"
 	"github.com/instructflow/instructflow/tasks"
 )
@@ -30,9 +30,9 @@ func (a *Activities) Evaluate(ctx context.Context, in StageInput) (StageResult, 
 		if err != nil {
 			return StageResult{}, err
 		}
-		var ev demo.Eval
+		var ev sampling.Eval
 		err = t.timed(ctx, func() error {
-			ev, err = demo.Evaluate(ms[0], ms[1], tasks.Tokenizer(), prompts, s.Eval.Samples, s.PPO.MaxNewTokens, s.Seed+10)
+			ev, err = sampling.Evaluate(ms[0], ms[1], tasks.Tokenizer(), tasks.Judge, prompts, s.Eval.Samples, s.PPO.MaxNewTokens, s.Seed+10)
 			return err
 		})
 		return StageResult{Metrics: map[string]float64{

@@ -5,11 +5,11 @@ import (
 	"errors"
 	"time"
 
-	"github.com/instructflow/instructflow/demo"
 	"github.com/instructflow/instructflow/errkind"
 	"github.com/instructflow/instructflow/model"
 	"github.com/instructflow/instructflow/runspec"
 	"github.com/instructflow/instructflow/runstate"
+	"github.com/instructflow/instructflow/sampling"
 	"github.com/instructflow/instructflow/stage"
 	"github.com/instructflow/instructflow/storage/postgres"
 	"github.com/instructflow/instructflow/tasks"
@@ -109,7 +109,7 @@ func (a *Activities) createBatch(ctx context.Context, s runspec.Spec, name strin
 	sc := model.SampleConfig{MaxTokens: s.Labels.MaxNewTokens, Temperature: s.Labels.Temperature}
 	var items []postgres.BatchItem
 	add := func(prompts []string, seed uint64) error {
-		resps, err := demo.SampleResponses(policy, tok, prompts, s.Labels.K, sc, model.NewRNG(seed))
+		resps, err := sampling.Responses(policy, tok, prompts, s.Labels.K, sc, model.NewRNG(seed))
 		if err != nil {
 			return err
 		}

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/instructflow/instructflow/demo"
 	"github.com/instructflow/instructflow/storage/postgres"
 	"github.com/instructflow/instructflow/tasks"
 )
@@ -88,8 +87,7 @@ func simulateLabels(ctx context.Context, db *postgres.DB, batch string, seed uin
 // labelers' demonstrations under source "strops", as the demo run makes
 // them. It is idempotent and returns how many prompts it added.
 func LoadDemoTask(ctx context.Context, db *postgres.DB) (int64, error) {
-	d := demo.DefaultConfig()
-	src := tasks.Source(d.Seed, d.Examples, d.DemoError)
+	src := tasks.Source(tasks.DataSeed, tasks.DataPrompts, tasks.DemoSlips)
 	ps := make([]postgres.SourcePrompt, len(src))
 	for i, p := range src {
 		ps[i] = postgres.SourcePrompt(p)

@@ -17,6 +17,8 @@ import (
 	"github.com/instructflow/instructflow/model"
 	"github.com/instructflow/instructflow/ppo"
 	"github.com/instructflow/instructflow/rewardmodel"
+	"github.com/instructflow/instructflow/runspec"
+	"github.com/instructflow/instructflow/sampling"
 	"github.com/instructflow/instructflow/sft"
 	"github.com/instructflow/instructflow/stage"
 	"github.com/instructflow/instructflow/tasks"
@@ -44,22 +46,17 @@ type Config struct {
 	EvalSamples int
 }
 
-// DefaultConfig is the tiny run that finishes in a few minutes on 2 cores.
+// DefaultConfig is the tiny run that finishes in a few minutes on 2 cores:
+// the pipeline's tiny preset (runspec), on the demo task's stored data.
 func DefaultConfig() Config {
+	s, err := runspec.Preset("tiny")
+	if err != nil {
+		panic("demo: " + err.Error()) // the preset is built in
+	}
 	return Config{
-		Seed: 1, Threads: 2, Examples: 5000,
-		Model:     model.Config{Context: 32, Layers: 3, Heads: 4, Width: 64},
-		DemoError: 0.1,
-		SFT: sft.Config{Steps: 1200, BatchSize: 32, LR: 3e-3, MinLR: 3e-4, Warmup: 20, WeightDecay: 0.01,
-			ClipNorm: 1, CheckpointEvery: 400, EvalEvery: 200},
-		K: 6, RMPrompts: 4000, RMHeldout: 400, LabelRounds: 4,
-		RM: rewardmodel.Config{Steps: 4000, BatchSize: 32, LR: 1e-3, MinLR: 1e-4, Warmup: 20, WeightDecay: 0.01,
-			ClipNorm: 1, CheckpointEvery: 1000, EvalEvery: 1000},
-		PPO: ppo.Config{Iterations: 150, RolloutBatch: 256, MaxNewTokens: 14, Epochs: 2, MiniBatch: 128,
-			PolicyLR: 6e-4, ValueLR: 1e-3, ClipRange: 0.2, ValueClip: 0.2, EntropyCoef: 0,
-			Gamma: 1, Lambda: 1, KLCoef: 0.1, AdaptiveKL: true, TargetKL: 5, KLHorizon: 2000,
-			NormalizeReward: true, PtxCoef: 0.5, PtxBatch: 64, ClipNorm: 1, CheckpointEvery: 50},
-		EvalSamples: 4,
+		Seed: s.Seed, Threads: s.Threads, Examples: tasks.DataPrompts, Model: s.Model, DemoError: tasks.DemoSlips,
+		SFT: s.SFT, K: s.Labels.K, RMPrompts: s.Labels.Prompts, RMHeldout: s.Labels.HeldoutPrompts,
+		LabelRounds: s.Labels.Rounds, RM: s.RM, PPO: s.PPO, EvalSamples: s.Eval.Samples,
 	}
 }
 
@@ -184,7 +181,7 @@ func Run(ctx context.Context, cfg Config, dir string, log func(string, stage.Rep
 	for i, ex := range heldout {
 		evalPrompts[i] = ex.Prompt
 	}
-	ev, err := Evaluate(policy, tuned, tok, evalPrompts, cfg.EvalSamples, cfg.PPO.MaxNewTokens, cfg.Seed+10)
+	ev, err := sampling.Evaluate(policy, tuned, tok, tasks.Judge, evalPrompts, cfg.EvalSamples, cfg.PPO.MaxNewTokens, cfg.Seed+10)
 	rep.WinRate, rep.SFTGold, rep.PPOGold, rep.KL = ev.WinRate, ev.RefGold, ev.Gold, ev.KL
 	return rep, err
 }
@@ -197,7 +194,7 @@ func collect(policy *model.Model, tok tokenizer.Tokenizer, exs []tasks.Example, 
 	for i, ex := range exs {
 		prompts[i] = ex.Prompt
 	}
-	resps, err := SampleResponses(policy, tok, prompts, k, model.SampleConfig{MaxTokens: 14, Temperature: 1}, model.NewRNG(seed))
+	resps, err := sampling.Responses(policy, tok, prompts, k, model.SampleConfig{MaxTokens: 14, Temperature: 1}, model.NewRNG(seed))
 	if err != nil {
 		return nil, err
 	}
@@ -213,48 +210,6 @@ func collect(policy *model.Model, tok tokenizer.Tokenizer, exs []tasks.Example, 
 		out = append(out, rewardmodel.Comparison{Prompt: ex.Prompt, Responses: resps[i], Ranks: l.Rank(lrng, ex.Prompt, resps[i]), Labeler: l.Name})
 	}
 	return out, nil
-}
-
-// SampleResponses samples k responses per prompt from the policy in one
-// batch (sc's stop token is the tokenizer's end of text) and keeps the
-// distinct non-empty ones in the order sampled.
-func SampleResponses(policy *model.Model, tok tokenizer.Tokenizer, prompts []string, k int, sc model.SampleConfig, rng *model.RNG) ([][]string, error) {
-	ids := make([][]int32, 0, len(prompts)*k)
-	for _, p := range prompts {
-		enc, err := tok.Encode(p)
-		if err != nil {
-			return nil, err
-		}
-		for range k {
-			ids = append(ids, enc)
-		}
-	}
-	sc.StopToken = tok.EOT()
-	seqs, err := policy.Sample(ids, sc, rng)
-	if err != nil {
-		return nil, err
-	}
-	out := make([][]string, len(prompts))
-	for i := range prompts {
-		seen := map[string]bool{}
-		for _, s := range seqs[i*k : (i+1)*k] {
-			text, err := decode(tok, s.Tokens)
-			if err != nil || seen[text] || text == "" {
-				continue
-			}
-			seen[text] = true
-			out[i] = append(out[i], text)
-		}
-	}
-	return out, nil
-}
-
-// decode turns sampled tokens into text, without the end-of-text token.
-func decode(tok tokenizer.Tokenizer, toks []int32) (string, error) {
-	if n := len(toks); n > 0 && toks[n-1] == tok.EOT() {
-		toks = toks[:n-1]
-	}
-	return tok.Decode(toks)
 }
 
 // goldAccuracy is the share of held-out response pairs with different gold
@@ -299,91 +254,6 @@ func goldAccuracy(files map[string][]byte, tok tokenizer.Tokenizer, cs []rewardm
 		return 0, 0, 0, nil
 	}
 	return float64(right) / float64(pairs), float64(labelRight) / float64(pairs), pairs, nil
-}
-
-// Eval is the gold judge's verdict on a tuned policy against its reference.
-type Eval struct {
-	WinRate float64 `json:"win_rate"` // tuned over reference, ties split
-	RefGold float64 `json:"ref_gold"` // mean gold score of the reference's samples
-	Gold    float64 `json:"gold"`     // of the tuned policy's
-	KL      float64 `json:"kl"`       // per response, tuned vs reference, on the tuned policy's samples
-	Samples int     `json:"samples"`
-}
-
-// Evaluate samples n responses per prompt from the reference (SFT) and the
-// tuned (PPO) policy with the same seeds, judges them with the gold judge,
-// and measures the tuned policy's KL to the reference on its samples.
-func Evaluate(ref, tuned *model.Model, tok tokenizer.Tokenizer, prompts []string, n, maxTokens int, seed uint64) (Eval, error) {
-	var ids [][]int32 // n copies of each prompt: ids[i] is prompts[i/n]
-	for _, p := range prompts {
-		enc, err := tok.Encode(p)
-		if err != nil {
-			return Eval{}, err
-		}
-		for range n {
-			ids = append(ids, enc)
-		}
-	}
-	sc := model.SampleConfig{MaxTokens: maxTokens, Temperature: 1, StopToken: tok.EOT()}
-	a, err := ref.Sample(ids, sc, model.NewRNG(seed))
-	if err != nil {
-		return Eval{}, err
-	}
-	b, err := tuned.Sample(ids, sc, model.NewRNG(seed))
-	if err != nil {
-		return Eval{}, err
-	}
-	var ev Eval
-	var wins float64
-	for i := range ids {
-		ta, _ := decode(tok, a[i].Tokens)
-		tb, _ := decode(tok, b[i].Tokens)
-		ga, _ := tasks.Judge(prompts[i/n], ta)
-		gb, _ := tasks.Judge(prompts[i/n], tb)
-		ev.RefGold, ev.Gold = ev.RefGold+ga, ev.Gold+gb
-		switch {
-		case gb > ga:
-			wins++
-		case gb == ga:
-			wins += 0.5
-		}
-	}
-	ev.Samples = len(ids)
-	if ev.Samples == 0 {
-		return ev, nil
-	}
-	cnt := float64(ev.Samples)
-	ev.WinRate, ev.RefGold, ev.Gold = wins/cnt, ev.RefGold/cnt, ev.Gold/cnt
-	ev.KL, err = klOnSamples(tuned, ref, ids, b, tok.EOT())
-	return ev, err
-}
-
-// klOnSamples is the mean over samples of sum_t log pi(y_t) - log ref(y_t),
-// a Monte-Carlo estimate of KL(pi || ref) per response.
-func klOnSamples(pi, ref *model.Model, prompts [][]int32, samples []model.Sequence, pad int32) (float64, error) {
-	var total float64
-	for start := 0; start < len(prompts); start += 64 {
-		end := min(len(prompts), start+64)
-		seqs := make([]stage.Seq, 0, end-start)
-		for i := start; i < end; i++ {
-			seqs = append(seqs, stage.Seq{Tokens: append(append([]int32{}, prompts[i]...), samples[i].Tokens...), PromptLen: len(prompts[i])})
-		}
-		B, T, tokens, targets, _ := stage.Padded(seqs, pad)
-		var lp [2][]float32
-		for k, m := range []*model.Model{pi, ref} {
-			out, err := m.Forward(model.Batch{B: B, T: T, Tokens: tokens, Targets: targets})
-			if err != nil {
-				return 0, err
-			}
-			lp[k] = append([]float32{}, out.LogProbs...)
-		}
-		for b, s := range seqs {
-			for t := s.PromptLen - 1; t < len(s.Tokens)-1; t++ {
-				total += float64(lp[0][b*T+t] - lp[1][b*T+t])
-			}
-		}
-	}
-	return total / float64(len(prompts)), nil
 }
 
 func newRand(seed uint64) *rand.Rand { return rand.New(rand.NewPCG(seed, 0x1abe1)) }

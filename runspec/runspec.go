@@ -24,7 +24,6 @@ import (
 	"github.com/spf13/viper"
 
 	"github.com/instructflow/instructflow/config"
-	"github.com/instructflow/instructflow/demo"
 	"github.com/instructflow/instructflow/model"
 	"github.com/instructflow/instructflow/ppo"
 	"github.com/instructflow/instructflow/rewardmodel"
@@ -125,17 +124,22 @@ var Presets = []string{"tiny", "micro"}
 // cores, PPO clearly beats SFT); micro is the same pipeline with a tenth of
 // the work, for tests and a first look.
 func Preset(name string) (Spec, error) {
-	d := demo.DefaultConfig()
 	s := Spec{
-		Seed: d.Seed, Threads: d.Threads, Model: d.Model,
-		Data: Data{Source: "strops", Task: "strops"},
-		SFT:  d.SFT,
-		Labels: Labels{Collect: true, K: d.K, Rounds: d.LabelRounds, Prompts: d.RMPrompts, HeldoutPrompts: d.RMHeldout,
+		Seed: 1, Threads: 2,
+		Model: model.Config{Context: 32, Layers: 3, Heads: 4, Width: 64}, // Vocab from the tokenizer
+		Data:  Data{Source: "strops", Task: "strops"},
+		SFT: sft.Config{Steps: 1200, BatchSize: 32, LR: 3e-3, MinLR: 3e-4, Warmup: 20, WeightDecay: 0.01,
+			ClipNorm: 1, CheckpointEvery: 400, EvalEvery: 200},
+		Labels: Labels{Collect: true, K: 6, Rounds: 4, Prompts: 4000, HeldoutPrompts: 400,
 			MaxNewTokens: 14, Temperature: 1, Deadline: 24 * time.Hour, MinLabeled: 0.9, ExcludeLabelers: []string{}},
-		RM:   d.RM,
+		RM: rewardmodel.Config{Steps: 4000, BatchSize: 32, LR: 1e-3, MinLR: 1e-4, Warmup: 20, WeightDecay: 0.01,
+			ClipNorm: 1, CheckpointEvery: 1000, EvalEvery: 1000},
 		Gate: Gate{MinRMAccuracy: 0.55}, // better than chance (0.5); the tiny run measured 0.66
-		PPO:  d.PPO,
-		Eval: Eval{Samples: d.EvalSamples},
+		PPO: ppo.Config{Iterations: 150, RolloutBatch: 256, MaxNewTokens: 14, Epochs: 2, MiniBatch: 128,
+			PolicyLR: 6e-4, ValueLR: 1e-3, ClipRange: 0.2, ValueClip: 0.2, EntropyCoef: 0,
+			Gamma: 1, Lambda: 1, KLCoef: 0.1, AdaptiveKL: true, TargetKL: 5, KLHorizon: 2000,
+			NormalizeReward: true, PtxCoef: 0.5, PtxBatch: 64, ClipNorm: 1, CheckpointEvery: 50},
+		Eval: Eval{Samples: 4},
 		// 100 attempts 30 s apart ride out outages of most of an hour;
 		// then the run fails and `run resume` continues it.
 		Retry: Retry{HeartbeatTimeout: 20 * time.Second, MaxInterval: 30 * time.Second, MaxAttempts: 100},

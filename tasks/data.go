@@ -48,6 +48,15 @@ type Data struct {
 	TrainDemos, HeldoutDemos []stage.Example
 }
 
+// The demo task's data as the pipeline stores it (`data load-demo`) and the
+// in-process demo run makes it: DataPrompts prompts from DataSeed, one in
+// five held out, with demonstrations that slip at rate DemoSlips.
+const (
+	DataSeed    = 1
+	DataPrompts = 5000
+	DemoSlips   = 0.1
+)
+
 // NewData makes the task's data, deterministic in seed.
 func NewData(seed uint64, n int, errRate float64) Data {
 	train, heldout := Split(Examples(seed, n))

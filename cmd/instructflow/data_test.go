@@ -4,13 +4,13 @@ import (
 	"encoding/json"
 	"testing"
 
-	"github.com/instructflow/instructflow/demo"
 	"github.com/instructflow/instructflow/internal/testenv"
+	"github.com/instructflow/instructflow/tasks"
 )
 
 func TestDataLoadDemoIsIdempotent(t *testing.T) {
 	t.Setenv("INSTRUCTFLOW_POSTGRES_URL", testenv.FreshDatabase(t))
-	for i, want := range []int64{int64(demo.DefaultConfig().Examples), 0} { // every prompt once, then none
+	for i, want := range []int64{int64(tasks.DataPrompts), 0} { // every prompt once, then none
 		out, _, err := runCLI(t, "data", "load-demo", "--json")
 		var got struct {
 			Added int64 `json:"prompts_added"`

@@ -3,11 +3,11 @@ package activities
 import (
 	"context"
 
+	"github.com/instructflow/instructflow/errkind"
 	"github.com/instructflow/instructflow/model"
 	"github.com/instructflow/instructflow/runstate"
 	"github.com/instructflow/instructflow/sampling"
 	"github.com/instructflow/instructflow/stage"
-	"github.com/instructflow/instructflow/tasks"
 )
 
 // Evaluate judges the PPO policy against the SFT policy on held-out prompts
@@ -30,9 +30,17 @@ func (a *Activities) Evaluate(ctx context.Context, in StageInput) (StageResult, 
 		if err != nil {
 			return StageResult{}, err
 		}
+		tok, err := a.tokenizerOf(ctx, s)
+		if err != nil {
+			return StageResult{}, err
+		}
+		judge, ok := judgeOf(s)
+		if !ok {
+			return StageResult{}, errkind.BadInputf("eval: task %q has no gold judge; set eval.samples: 0", s.Data.Task)
+		}
 		var ev sampling.Eval
 		err = t.timed(ctx, func() error {
-			ev, err = sampling.Evaluate(ms[0], ms[1], tasks.Tokenizer(), tasks.Judge, prompts, s.Eval.Samples, s.PPO.MaxNewTokens, s.Seed+10)
+			ev, err = sampling.Evaluate(ms[0], ms[1], tok, judge, prompts, s.Eval.Samples, s.PPO.MaxNewTokens, s.Seed+10)
 			return err
 		})
 		return StageResult{Metrics: map[string]float64{

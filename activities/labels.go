@@ -12,7 +12,6 @@ import (
 	"github.com/instructflow/instructflow/sampling"
 	"github.com/instructflow/instructflow/stage"
 	"github.com/instructflow/instructflow/storage/postgres"
-	"github.com/instructflow/instructflow/tasks"
 )
 
 // CollectLabels samples K responses per prompt from the SFT policy, stores
@@ -105,7 +104,10 @@ func (a *Activities) createBatch(ctx context.Context, s runspec.Spec, name strin
 	if len(train) == 0 || len(heldout) == 0 {
 		return postgres.Batch{}, errkind.BadInputf("labels: source %q has %d train and %d held-out prompts; both are needed", s.Data.Source, len(train), len(heldout))
 	}
-	tok := tasks.Tokenizer()
+	tok, err := a.tokenizerOf(ctx, s)
+	if err != nil {
+		return postgres.Batch{}, err
+	}
 	sc := model.SampleConfig{MaxTokens: s.Labels.MaxNewTokens, Temperature: s.Labels.Temperature}
 	var items []postgres.BatchItem
 	add := func(prompts []string, seed uint64) error {

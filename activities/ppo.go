@@ -5,7 +5,6 @@ import (
 
 	"github.com/instructflow/instructflow/ppo"
 	"github.com/instructflow/instructflow/runstate"
-	"github.com/instructflow/instructflow/tasks"
 )
 
 // TrainPPO optimises the SFT policy against the reward model.
@@ -28,11 +27,15 @@ func (a *Activities) TrainPPO(ctx context.Context, in StageInput) (StageResult, 
 		if err != nil {
 			return StageResult{}, err
 		}
+		tok, err := a.tokenizerOf(ctx, s)
+		if err != nil {
+			return StageResult{}, err
+		}
 		cfg := s.PPO
 		cfg.Seed, cfg.Threads = s.Seed, s.Threads
 		var res ppo.Result
 		err = t.timed(ctx, func() error {
-			res, err = ppo.Train(ctx, ppo.Input{Config: cfg, SFT: sftFiles, RM: rmFiles, Tokenizer: tasks.Tokenizer(),
+			res, err = ppo.Train(ctx, ppo.Input{Config: cfg, SFT: sftFiles, RM: rmFiles, Tokenizer: tok,
 				Prompts: prompts, Pretrain: demos}, t.sink, t.progress)
 			return err
 		})

@@ -12,8 +12,8 @@ import (
 	"github.com/instructflow/instructflow/runspec"
 	"github.com/instructflow/instructflow/runstate"
 	"github.com/instructflow/instructflow/stage"
+	"github.com/instructflow/instructflow/tokenizer"
 	"github.com/instructflow/instructflow/storage/postgres"
-	"github.com/instructflow/instructflow/tasks"
 )
 
 // TrainRM trains the reward model on the snapshot's train-split comparisons
@@ -55,6 +55,10 @@ func (a *Activities) TrainRM(ctx context.Context, in StageInput) (StageResult, e
 		if err != nil {
 			return StageResult{}, err
 		}
+		tok, err := a.tokenizerOf(ctx, s)
+		if err != nil {
+			return StageResult{}, err
+		}
 		cfg := s.RM
 		cfg.Seed, cfg.Threads = s.Seed, s.Threads
 		var res rewardmodel.Result
@@ -62,11 +66,11 @@ func (a *Activities) TrainRM(ctx context.Context, in StageInput) (StageResult, e
 		var scores []float64
 		var rmKey string
 		err = t.timed(ctx, func() error {
-			if res, err = rewardmodel.Train(ctx, rewardmodel.Input{Config: cfg, SFT: files, Tokenizer: tasks.Tokenizer(),
+			if res, err = rewardmodel.Train(ctx, rewardmodel.Input{Config: cfg, SFT: files, Tokenizer: tok,
 				Train: train, Heldout: heldout, Demonstrations: demos}, t.sink, t.progress); err != nil {
 				return err
 			}
-			rmKey, ids, scores, err = a.scoreResponses(ctx, t, s, responses)
+			rmKey, ids, scores, err = a.scoreResponses(ctx, t, s, tok, responses)
 			return err
 		})
 		if err != nil {
@@ -88,7 +92,7 @@ func (a *Activities) TrainRM(ctx context.Context, in StageInput) (StageResult, e
 // scoreResponses scores every response with the stage's final reward
 // model, in id order, and returns the model's checkpoint key. It reports
 // no steps, so it tells the tracker it is alive after each chunk.
-func (a *Activities) scoreResponses(ctx context.Context, t *tracker, s runspec.Spec, responses map[int64]stage.Example) (string, []int64, []float64, error) {
+func (a *Activities) scoreResponses(ctx context.Context, t *tracker, s runspec.Spec, tok tokenizer.Tokenizer, responses map[int64]stage.Example) (string, []int64, []float64, error) {
 	cp, ok, err := t.sink.Latest(ctx)
 	if err != nil {
 		return "", nil, nil, fmt.Errorf("rm: final checkpoint: %w", err)
@@ -112,7 +116,7 @@ func (a *Activities) scoreResponses(ctx context.Context, t *tracker, s runspec.S
 	const batch, chunk = 256, 16 * 256
 	scores := make([]float64, 0, len(exs))
 	for start := 0; start < len(exs); start += chunk {
-		got, err := rewardmodel.ScoreExamples(rm, tasks.Tokenizer(), exs[start:min(len(exs), start+chunk)], batch)
+		got, err := rewardmodel.ScoreExamples(rm, tok, exs[start:min(len(exs), start+chunk)], batch)
 		if err != nil {
 			return "", nil, nil, err
 		}

@@ -6,14 +6,22 @@ import (
 	"github.com/instructflow/instructflow/errkind"
 	"github.com/instructflow/instructflow/runstate"
 	"github.com/instructflow/instructflow/sft"
-	"github.com/instructflow/instructflow/tasks"
 )
 
 // TrainSFT runs supervised fine-tuning on the source's demonstrations.
 func (a *Activities) TrainSFT(ctx context.Context, in StageInput) (StageResult, error) {
 	return a.runStage(ctx, in.Spec, runstate.SFT, func(ctx context.Context, t *tracker) (StageResult, error) {
 		s := in.Spec
-		tok := tasks.Tokenizer()
+		tok, err := a.tokenizerOf(ctx, s)
+		if err != nil {
+			return StageResult{}, err
+		}
+		var base map[string][]byte
+		if s.Model.Base != "" {
+			if base, err = a.baseModel(ctx, s.Model, nil); err != nil {
+				return StageResult{}, err
+			}
+		}
 		train, err := a.demonstrations(ctx, s.Data.Source, "train")
 		if err != nil {
 			return StageResult{}, err
@@ -27,11 +35,13 @@ func (a *Activities) TrainSFT(ctx context.Context, in StageInput) (StageResult, 
 		}
 		cfg := s.SFT
 		cfg.Seed, cfg.Threads = s.Seed, s.Threads
-		m := s.Model
-		m.Vocab = tok.VocabSize()
+		m := s.Model.Config
+		if base == nil {
+			m.Vocab = tok.VocabSize()
+		}
 		var res sft.Result
 		err = t.timed(ctx, func() error {
-			res, err = sft.Train(ctx, sft.Input{Config: cfg, Model: m, Tokenizer: tok, Train: train, Heldout: heldout},
+			res, err = sft.Train(ctx, sft.Input{Config: cfg, Model: m, Base: base, Tokenizer: tok, Train: train, Heldout: heldout},
 				t.sink, t.progress)
 			return err
 		})

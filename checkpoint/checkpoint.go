@@ -122,25 +122,10 @@ func (s Store) Save(ctx context.Context, step int64, files []stage.File) (string
 		return "", fmt.Errorf("checkpoint: save %s: step %d: steps start at 0", s.Prefix, step)
 	}
 	dir := s.Key(step)
-	m := Manifest{Format: format, Step: step}
-	for _, f := range files {
-		if !validName(f.Name) {
-			return "", fmt.Errorf("checkpoint: save %s: invalid file name %q", dir, f.Name)
-		}
-		sum := sha256.Sum256(f.Data)
-		m.Files = append(m.Files, Entry{Name: f.Name, Size: int64(len(f.Data)), SHA256: hex.EncodeToString(sum[:])})
-	}
-	slices.SortFunc(m.Files, func(a, b Entry) int { return strings.Compare(a.Name, b.Name) })
-	for i := 1; i < len(m.Files); i++ {
-		if m.Files[i].Name == m.Files[i-1].Name {
-			return "", fmt.Errorf("checkpoint: save %s: file %q given twice", dir, m.Files[i].Name)
-		}
-	}
-	raw, err := json.MarshalIndent(m, "", "  ")
+	raw, err := ManifestOf(step, files)
 	if err != nil {
 		return "", fmt.Errorf("checkpoint: save %s: %w", dir, err)
 	}
-	raw = append(raw, '\n')
 	id := sha(raw)
 
 	old, err := s.check(ctx, step)
@@ -167,6 +152,30 @@ func (s Store) Save(ctx context.Context, step int64, files []stage.File) (string
 		return "", fmt.Errorf("checkpoint: save %s: %w", dir, err)
 	}
 	return id, nil
+}
+
+// ManifestOf is the manifest that commits files as the checkpoint of step:
+// what Save writes, and whose SHA-256 is the checkpoint's id.
+func ManifestOf(step int64, files []stage.File) ([]byte, error) {
+	m := Manifest{Format: format, Step: step}
+	for _, f := range files {
+		if !validName(f.Name) {
+			return nil, fmt.Errorf("invalid file name %q", f.Name)
+		}
+		sum := sha256.Sum256(f.Data)
+		m.Files = append(m.Files, Entry{Name: f.Name, Size: int64(len(f.Data)), SHA256: hex.EncodeToString(sum[:])})
+	}
+	slices.SortFunc(m.Files, func(a, b Entry) int { return strings.Compare(a.Name, b.Name) })
+	for i := 1; i < len(m.Files); i++ {
+		if m.Files[i].Name == m.Files[i-1].Name {
+			return nil, fmt.Errorf("file %q given twice", m.Files[i].Name)
+		}
+	}
+	raw, err := json.MarshalIndent(m, "", "  ")
+	if err != nil {
+		return nil, err
+	}
+	return append(raw, '\n'), nil
 }
 
 // damaged: a committed checkpoint that must not be used, and may be
@@ -225,19 +234,27 @@ func (s Store) Latest(ctx context.Context) (stage.Checkpoint, bool, error) {
 // or names another step, is errkind.Corrupt, and no bytes are returned.
 // Load does not ask Verify: a payload names the hash it expects.
 func (s Store) Load(ctx context.Context, step int64) (stage.Checkpoint, error) {
-	return s.load(ctx, step, nil)
+	return s.load(ctx, step, nil, nil)
+}
+
+// LoadFiles is Load reading only the files for which want is true (the
+// tokenizer of a model, not its weights): each is verified against the
+// manifest, and the checkpoint's ID is the manifest's hash as for Load. A
+// wanted file the manifest does not list is simply absent from Files.
+func (s Store) LoadFiles(ctx context.Context, step int64, want func(name string) bool) (stage.Checkpoint, error) {
+	return s.load(ctx, step, nil, want)
 }
 
 // check is Load with Verify asked about the manifest before any file is
 // read: the one test of "this committed step is good" that Latest and Save
 // share.
 func (s Store) check(ctx context.Context, step int64) (stage.Checkpoint, error) {
-	return s.load(ctx, step, s.Verify)
+	return s.load(ctx, step, s.Verify, nil)
 }
 
 var errNoManifest = fmt.Errorf("no manifest, so it was never committed: %w", errkind.NotFound)
 
-func (s Store) load(ctx context.Context, step int64, verify func(context.Context, int64, string) error) (stage.Checkpoint, error) {
+func (s Store) load(ctx context.Context, step int64, verify func(context.Context, int64, string) error, want func(string) bool) (stage.Checkpoint, error) {
 	dir := s.Key(step)
 	raw, err := ReadBlob(ctx, s.Blobs, dir+ManifestName, MaxManifestBytes)
 	if errors.Is(err, errkind.NotFound) {
@@ -251,11 +268,12 @@ func (s Store) load(ctx context.Context, step int64, verify func(context.Context
 			return stage.Checkpoint{}, fmt.Errorf("checkpoint: %s: %w", dir, err)
 		}
 	}
-	return s.verify(ctx, dir, step, raw)
+	return s.verify(ctx, dir, step, raw, want)
 }
 
-// verify reads the files a manifest lists and checks each against it.
-func (s Store) verify(ctx context.Context, dir string, step int64, raw []byte) (stage.Checkpoint, error) {
+// verify reads the files a manifest lists (those want accepts, or all when
+// it is nil) and checks each against it.
+func (s Store) verify(ctx context.Context, dir string, step int64, raw []byte, want func(string) bool) (stage.Checkpoint, error) {
 	var m Manifest
 	if err := json.Unmarshal(raw, &m); err != nil || len(m.Files) > maxFiles {
 		return stage.Checkpoint{}, fmt.Errorf("checkpoint: load %s: manifest is unreadable: %w", dir, errkind.Corrupt)
@@ -273,12 +291,17 @@ func (s Store) verify(ctx context.Context, dir string, step int64, raw []byte) (
 		return stage.Checkpoint{}, fmt.Errorf("checkpoint: load %s: manifest names step %d: %w", dir, m.Step, errkind.Corrupt)
 	}
 	cp := stage.Checkpoint{Step: m.Step, Files: make(map[string][]byte, len(m.Files)), ID: sha(raw)}
+	seen := make(map[string]bool, len(m.Files))
 	for _, e := range m.Files {
 		if !validName(e.Name) || e.Size < 0 || e.Size > maxSize(e.Name) || !hexSHA.MatchString(e.SHA256) {
 			return stage.Checkpoint{}, fmt.Errorf("checkpoint: load %s: manifest entry %q is invalid: %w", dir, e.Name, errkind.Corrupt)
 		}
-		if _, dup := cp.Files[e.Name]; dup {
+		if seen[e.Name] {
 			return stage.Checkpoint{}, fmt.Errorf("checkpoint: load %s: manifest lists %s twice: %w", dir, e.Name, errkind.Corrupt)
+		}
+		seen[e.Name] = true
+		if want != nil && !want(e.Name) {
+			continue
 		}
 		data, err := ReadBlob(ctx, s.Blobs, dir+e.Name, e.Size)
 		switch {
@@ -346,3 +369,12 @@ func StageKey(run, stageName string, step int64) string {
 }
 
 func stagePrefix(run, stageName string) string { return "runs/" + run + "/" + stageName + "/" }
+
+// ModelPrefix is where an imported model keeps its one checkpoint (step 0):
+// models/<name>/. The name is validated, so no key can leave it.
+func ModelPrefix(name string) (string, error) {
+	if err := storage.ValidateID("model", name); err != nil {
+		return "", fmt.Errorf("checkpoint: %w", err)
+	}
+	return "models/" + name + "/", nil
+}

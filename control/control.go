@@ -22,6 +22,7 @@ import (
 
 	"github.com/instructflow/instructflow/config"
 	"github.com/instructflow/instructflow/errkind"
+	"github.com/instructflow/instructflow/model"
 	"github.com/instructflow/instructflow/runspec"
 	"github.com/instructflow/instructflow/runstate"
 	"github.com/instructflow/instructflow/storage/postgres"
@@ -78,6 +79,9 @@ func (c *Client) Start(ctx context.Context, spec runspec.Spec) (runspec.Spec, er
 	if spec.ID == "" {
 		spec.ID = "run-" + time.Now().UTC().Format("20060102-150405")
 	}
+	if err := c.resolveBase(ctx, &spec); err != nil {
+		return spec, err
+	}
 	if err := spec.Validate(); err != nil {
 		return spec, err
 	}
@@ -98,6 +102,33 @@ func (c *Client) Start(ctx context.Context, spec runspec.Spec) (runspec.Spec, er
 		return spec, err
 	}
 	return spec, c.execute(ctx, workflows.PipelineInput{Spec: spec})
+}
+
+// resolveBase fills a spec's base model in from its record: the manifest
+// hash (refusing a given one that differs) and the shape; LoRA settings
+// stay the spec's.
+func (c *Client) resolveBase(ctx context.Context, spec *runspec.Spec) error {
+	m := &spec.Model
+	if m.Base == "" {
+		return nil
+	}
+	rec, err := c.DB.GetModel(ctx, m.Base)
+	if errors.Is(err, errkind.NotFound) {
+		return errkind.BadInputf("run spec: model.base: no model %q was imported; import it with `instructflow model import %s DIR` (see `instructflow model list`)", m.Base, m.Base)
+	}
+	if err != nil {
+		return err
+	}
+	if m.BaseSHA256 != "" && m.BaseSHA256 != rec.ManifestSHA {
+		return errkind.BadInputf("run spec: model.base_sha256 %s is not the hash of model %s (%s); remove model.base_sha256 or name the model that has it", m.BaseSHA256, m.Base, rec.ManifestSHA)
+	}
+	cfg, err := model.ParseConfig(rec.Config)
+	if err != nil {
+		return fmt.Errorf("run spec: model.base %s: stored config: %w", m.Base, err)
+	}
+	cfg.LoRARank, cfg.LoRAAlpha = m.LoRARank, m.LoRAAlpha
+	m.Config, m.BaseSHA256 = cfg, rec.ManifestSHA
+	return nil
 }
 
 func (c *Client) execute(ctx context.Context, in workflows.PipelineInput) error {
@@ -145,6 +176,12 @@ func (c *Client) Resume(ctx context.Context, id string, sets []string) (runspec.
 	}
 	if spec.ID != old.ID {
 		return runspec.Spec{}, errors.New("run resume: the run id cannot change; start a new run instead")
+	}
+	if spec.Model.Base != old.Model.Base {
+		spec.Model.BaseSHA256 = ""
+	}
+	if err := c.resolveBase(ctx, &spec); err != nil {
+		return runspec.Spec{}, err
 	}
 	if err := spec.Validate(); err != nil {
 		return runspec.Spec{}, err

@@ -54,7 +54,7 @@ func DefaultConfig() Config {
 		panic("demo: " + err.Error()) // the preset is built in
 	}
 	return Config{
-		Seed: s.Seed, Threads: s.Threads, Examples: tasks.DataPrompts, Model: s.Model, DemoError: tasks.DemoSlips,
+		Seed: s.Seed, Threads: s.Threads, Examples: tasks.DataPrompts, Model: s.Model.Config, DemoError: tasks.DemoSlips,
 		SFT: s.SFT, K: s.Labels.K, RMPrompts: s.Labels.Prompts, RMHeldout: s.Labels.HeldoutPrompts,
 		LabelRounds: s.Labels.Rounds, RM: s.RM, PPO: s.PPO, EvalSamples: s.Eval.Samples,
 	}

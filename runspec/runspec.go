@@ -30,6 +30,7 @@ import (
 	"github.com/instructflow/instructflow/runstate"
 	"github.com/instructflow/instructflow/sft"
 	"github.com/instructflow/instructflow/storage"
+	"github.com/instructflow/instructflow/tasks"
 )
 
 // Spec is one run.
@@ -38,8 +39,7 @@ type Spec struct {
 	Seed uint64 `json:"seed"`
 	// Threads each trainer uses (results do not depend on it).
 	Threads int `json:"threads"`
-	// Model is the policy's shape; the vocabulary comes from the tokenizer.
-	Model model.Config `json:"model"`
+	Model Model        `json:"model"`
 	Data  Data         `json:"data"`
 	SFT   sft.Config   `json:"sft"`
 	// Labels says where the reward model's comparisons come from.
@@ -52,14 +52,31 @@ type Spec struct {
 	Retry  Retry              `json:"retry"`
 }
 
+// Model is where the policy starts: a base model imported with `instructflow
+// model import` (model.base; its shape and tokenizer come with it), or fresh
+// weights of the shape given here (the vocabulary from the task's
+// tokenizer). LoRA adapters (lora_rank) apply on top of either.
+type Model struct {
+	// Base names an imported model; Resolve fills BaseSHA256 (its manifest
+	// hash, so the stage hashes and the lineage name these exact weights)
+	// and the shape from it.
+	Base         string `json:"base"`
+	BaseSHA256   string `json:"base_sha256"`
+	model.Config `json:",squash"`
+}
+
+// ShapeKeys are the model keys that a base model fixes.
+var ShapeKeys = []string{"model.vocab_size", "model.n_positions", "model.n_layer", "model.n_head", "model.n_embd", "model.value_head"}
+
 // Data names the prompts and demonstrations in Postgres.
 type Data struct {
 	// Source is the prompts' source column (a task's name when loaded by
 	// quickstart); SFT trains on its demonstrations, PPO samples its train
 	// prompts.
 	Source string `json:"source"`
-	// Task is the demo task whose tokenizer and gold judge the run uses
-	// ("strops").
+	// Task is the built-in task (package tasks) whose tokenizer and gold
+	// judge the run uses: "strops", or "" for none (then the tokenizer is
+	// the base model's, and the evaluation has no gold judge).
 	Task string `json:"task"`
 }
 
@@ -126,7 +143,7 @@ var Presets = []string{"tiny", "micro"}
 func Preset(name string) (Spec, error) {
 	s := Spec{
 		Seed: 1, Threads: 2,
-		Model: model.Config{Context: 32, Layers: 3, Heads: 4, Width: 64}, // Vocab from the tokenizer
+		Model: Model{Config: model.Config{Context: 32, Layers: 3, Heads: 4, Width: 64}}, // Vocab from the tokenizer
 		Data:  Data{Source: "strops", Task: "strops"},
 		SFT: sft.Config{Steps: 1200, BatchSize: 32, LR: 3e-3, MinLR: 3e-4, Warmup: 20, WeightDecay: 0.01,
 			ClipNorm: 1, CheckpointEvery: 400, EvalEvery: 200},
@@ -215,7 +232,8 @@ func (s *Spec) Set(assignments []string) error {
 // (a list replaces the list).
 func (s *Spec) apply(settings map[string]any) error {
 	known := Keys()
-	for _, k := range slices.Sorted(maps.Keys(flatten(settings))) {
+	given := slices.Sorted(maps.Keys(flatten(settings)))
+	for _, k := range given {
 		if !slices.Contains(known, k) {
 			return fmt.Errorf("unknown key %q%s", k, config.Suggest(k, known))
 		}
@@ -233,7 +251,7 @@ func (s *Spec) apply(settings map[string]any) error {
 	merge(merged, settings)
 	var out Spec
 	dec, err := mapstructure.NewDecoder(&mapstructure.DecoderConfig{
-		TagName: "json", WeaklyTypedInput: true, ErrorUnused: true, Result: &out,
+		TagName: "json", WeaklyTypedInput: true, ErrorUnused: true, Squash: true, Result: &out,
 		DecodeHook: mapstructure.ComposeDecodeHookFunc(durationHook, mapstructure.StringToSliceHookFunc(",")),
 	})
 	if err != nil {
@@ -241,6 +259,13 @@ func (s *Spec) apply(settings map[string]any) error {
 	}
 	if err := dec.Decode(merged); err != nil {
 		return err
+	}
+	if out.Model.Base != "" {
+		for _, k := range given {
+			if slices.Contains(ShapeKeys, k) {
+				return fmt.Errorf("%s: the shape comes from the base model %q (model.base); remove %s, or drop model.base to train a fresh model of your own shape", k, out.Model.Base, k)
+			}
+		}
 	}
 	*s = out
 	return nil
@@ -296,14 +321,26 @@ func (s Spec) Validate() error {
 	if s.Threads < 1 {
 		bad("threads", fmt.Errorf("%d: use 1 or more", s.Threads))
 	}
-	m := s.Model
-	m.Vocab = max(m.Vocab, 1)
-	bad("model", m.Validate())
+	switch m := s.Model; {
+	case m.Base != "" && m.BaseSHA256 == "":
+		bad("model.base", fmt.Errorf("%q is not resolved yet (its hash and shape come from Postgres when the run starts)", m.Base))
+	case m.Base != "":
+		bad("model.base", storage.ValidateID("model", m.Base))
+		bad("model", m.Config.Validate())
+	default:
+		m.Vocab = max(m.Vocab, 1) // from the task's tokenizer
+		bad("model", m.Config.Validate())
+	}
 	if s.Data.Source == "" {
 		bad("data.source", errors.New("empty: name the prompts' source"))
 	}
-	if s.Data.Task != "strops" {
-		bad("data.task", fmt.Errorf("%q: the only task with a tokenizer and gold judge is \"strops\"", s.Data.Task))
+	switch {
+	case s.Data.Task != "" && !slices.Contains(tasks.Names(), s.Data.Task):
+		bad("data.task", fmt.Errorf("%q: no such task (known: %s; or \"\" for none, with model.base)", s.Data.Task, strings.Join(tasks.Names(), ", ")))
+	case s.Data.Task == "" && s.Model.Base == "":
+		bad("data.task", errors.New("empty, and no model.base: a run's tokenizer comes from its task or its base model; name one"))
+	case s.Data.Task == "" && s.Eval.Samples > 0:
+		bad("eval.samples", fmt.Errorf("%d, but no task (data.task) has a gold judge to score the samples; set eval.samples: 0", s.Eval.Samples))
 	}
 	bad("sft", s.SFT.Validate())
 	l := s.Labels

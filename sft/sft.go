@@ -94,7 +94,7 @@ func Train(ctx context.Context, in Input, sink stage.Sink, progress stage.Progre
 		return Result{}, err
 	}
 	st := state{Stage: "sft"}
-	m, opt, cp, err := stage.Begin(ctx, sink, "sft", want, func() (*model.Model, error) { return initModel(in) },
+	m, opt, cp, err := stage.Begin(ctx, sink, "sft", want, func() (*model.Model, error) { return initModel(in, want) },
 		func(m *model.Model) *model.AdamW { return newOptimizer(m, cfg) }, &st)
 	if err != nil {
 		return Result{}, err
@@ -165,14 +165,20 @@ func Train(ctx context.Context, in Input, sink stage.Sink, progress stage.Progre
 	return res, nil
 }
 
-// shape is the model shape the stage trains: the base checkpoint's, or the
-// configured one (whose vocabulary must be the tokenizer's).
+// shape is the model shape the stage trains: the base checkpoint's with
+// the configured LoRA adapters, or the configured one. Either way its
+// vocabulary must be the tokenizer's.
 func shape(in Input) (model.Config, error) {
 	if in.Base != nil {
 		c, err := model.ParseConfig(in.Base["config.json"])
 		if err != nil {
 			return model.Config{}, errkind.BadInputf("sft: base checkpoint: %v", err)
 		}
+		if c.Vocab != in.Tokenizer.VocabSize() {
+			return model.Config{}, errkind.BadInputf("sft: base model vocab_size %d differs from its tokenizer's %d", c.Vocab, in.Tokenizer.VocabSize())
+		}
+		c.ValueHead = false
+		c.LoRARank, c.LoRAAlpha = in.Model.LoRARank, in.Model.LoRAAlpha
 		return c, nil
 	}
 	if in.Model.Vocab != in.Tokenizer.VocabSize() {
@@ -181,17 +187,18 @@ func shape(in Input) (model.Config, error) {
 	return in.Model, nil
 }
 
-func initModel(in Input) (*model.Model, error) {
-	if in.Base != nil {
-		m, err := stage.LoadModel(in.Base, "")
-		if err != nil {
-			return nil, errkind.BadInputf("sft: base checkpoint: %v", err)
-		}
-		return m, nil
-	}
-	m, err := model.New(in.Model, model.NewRNG(in.Config.Seed))
+// initModel builds the model SFT starts from: fresh weights of the
+// configured shape, or the base checkpoint's (its transformer; fresh LoRA
+// adapters on top when configured).
+func initModel(in Input, shape model.Config) (*model.Model, error) {
+	m, err := model.New(shape, model.NewRNG(in.Config.Seed))
 	if err != nil {
 		return nil, errkind.BadInputf("sft: %v", err)
+	}
+	if in.Base != nil {
+		if err := m.LoadWeights(in.Base["model.safetensors"], model.Base); err != nil {
+			return nil, errkind.BadInputf("sft: base checkpoint: %v", err)
+		}
 	}
 	return m, nil
 }

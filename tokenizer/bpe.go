@@ -3,7 +3,6 @@ package tokenizer
 import (
 	"fmt"
 	"strings"
-	"unicode/utf8"
 
 	"github.com/tiktoken-go/tokenizer/codec"
 )
@@ -26,16 +25,8 @@ func NewGPT2() *BPE {
 // Encode implements Tokenizer. Any valid UTF-8 encodes; invalid UTF-8 is an
 // error.
 func (t *BPE) Encode(text string) ([]int32, error) {
-	if !utf8.ValidString(text) {
-		i := 0
-		for i < len(text) {
-			r, n := utf8.DecodeRuneInString(text[i:])
-			if r == utf8.RuneError && n <= 1 {
-				break
-			}
-			i += n
-		}
-		return nil, fmt.Errorf("tokenizer: encode: invalid UTF-8 at byte %d", i)
+	if err := checkUTF8(text); err != nil {
+		return nil, err
 	}
 	ids, _, err := t.codec.Encode(text)
 	if err != nil {

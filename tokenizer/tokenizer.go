@@ -1,6 +1,8 @@
 // Package tokenizer turns text into token ids and back: a character
-// tokenizer for the small demo tasks, and GPT-2's byte-level BPE (r50k_base),
-// whose tables come offline from the github.com/tiktoken-go/tokenizer module.
+// tokenizer for the small demo tasks, GPT-2's byte-level BPE (r50k_base),
+// whose tables come offline from the github.com/tiktoken-go/tokenizer module,
+// and byte-level BPEs read from a Hugging Face folder's tokenizer files
+// (FromFiles).
 package tokenizer
 
 import "fmt"

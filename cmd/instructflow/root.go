@@ -75,6 +75,7 @@ See ` + "`instructflow config show`" + `.`,
 		newQuickstartCmd(a),
 		newLabelsCmd(a),
 		newBenchCmd(a),
+		newModelCmd(a),
 	)
 	return root
 }

@@ -1,0 +1,106 @@
+package model
+
+import (
+	"bytes"
+	"encoding/binary"
+	"encoding/json"
+	"strconv"
+)
+
+// What package hf needs to stream weights in the engine's own byte layout
+// without building a Model: the tensors New makes, and the header
+// WriteWeights writes before their data.
+
+// TensorSpec names one tensor of a model and gives its shape.
+type TensorSpec struct {
+	Name  string
+	Group Group
+	Shape []int
+}
+
+// Layout returns the tensors New(c, ...) makes, in the same order, without
+// allocating them.
+func (c Config) Layout() []TensorSpec {
+	C := c.Width
+	var ts []TensorSpec
+	add := func(name string, g Group, shape ...int) { ts = append(ts, TensorSpec{name, g, shape}) }
+	add("transformer.wte.weight", Base, c.Vocab, C)
+	add("transformer.wpe.weight", Base, c.Context, C)
+	type proj struct {
+		name    string
+		in, out int
+	}
+	projs := func(p string) []proj {
+		return []proj{{p + "attn.c_attn", C, 3 * C}, {p + "attn.c_proj", C, C}, {p + "mlp.c_fc", C, 4 * C}, {p + "mlp.c_proj", 4 * C, C}}
+	}
+	for l := range c.Layers {
+		p := "transformer.h." + strconv.Itoa(l) + "."
+		pr := projs(p)
+		add(p+"ln_1.weight", Base, C)
+		add(p+"ln_1.bias", Base, C)
+		for i, q := range pr {
+			if i == 2 {
+				add(p+"ln_2.weight", Base, C)
+				add(p+"ln_2.bias", Base, C)
+			}
+			add(q.name+".weight", Base, q.in, q.out)
+			add(q.name+".bias", Base, q.out)
+		}
+	}
+	add("transformer.ln_f.weight", Base, C)
+	add("transformer.ln_f.bias", Base, C)
+	if r := c.LoRARank; r > 0 {
+		for l := range c.Layers {
+			for _, q := range projs("transformer.h." + strconv.Itoa(l) + ".") {
+				add(q.name+".lora_A.weight", LoRA, r, q.in)
+				add(q.name+".lora_B.weight", LoRA, q.out, r)
+			}
+		}
+	}
+	if c.ValueHead {
+		add("v_head.summary.weight", Head, 1, C)
+		add("v_head.summary.bias", Head, 1)
+	}
+	return ts
+}
+
+// F32Header returns the start of the F32 safetensors file WriteWeights
+// writes for tensors of these names and shapes, in this order: the 8-byte
+// header length and the padded JSON header, metadata included. The tensors'
+// little-endian float32 data follow it, in the same order, to make the whole
+// file.
+func F32Header(ts []TensorSpec) []byte {
+	var h bytes.Buffer
+	h.WriteString(`{"__metadata__":{"format":"pt"}`)
+	off := 0
+	for _, t := range ts {
+		n := 4 * product(t.Shape)
+		shape := t.Shape
+		if shape == nil {
+			shape = []int{}
+		}
+		name, _ := json.Marshal(t.Name)
+		e, _ := json.Marshal(stEntry{DType: "F32", Shape: shape, Offsets: [2]int{off, off + n}})
+		h.WriteByte(',')
+		h.Write(name)
+		h.WriteByte(':')
+		h.Write(e)
+		off += n
+	}
+	h.WriteByte('}')
+	for (8+h.Len())%8 != 0 {
+		h.WriteByte(' ')
+	}
+	out := make([]byte, 8, 8+h.Len())
+	binary.LittleEndian.PutUint64(out, uint64(h.Len()))
+	return append(out, h.Bytes()...)
+}
+
+// F32Size is the byte size of the file F32Header begins.
+func F32Size(ts []TensorSpec) int64 {
+	n := int64(len(F32Header(ts)))
+	for _, t := range ts {
+		n += 4 * int64(product(t.Shape))
+	}
+	return n
+}

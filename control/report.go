@@ -6,6 +6,7 @@ import (
 	"fmt"
 
 	"github.com/instructflow/instructflow/activities"
+	"github.com/instructflow/instructflow/runspec"
 	"github.com/instructflow/instructflow/runstate"
 	"github.com/instructflow/instructflow/storage/postgres"
 	"github.com/instructflow/instructflow/workflows"
@@ -22,8 +23,29 @@ type Report struct {
 	Summary  map[string]float64 `json:"summary"`
 	UI       string             `json:"temporal_ui"`
 	Bucket   string             `json:"bucket"`
+	// Base is the imported model the run started from (none: fresh weights).
+	Base *BaseModel `json:"base_model,omitempty"`
 	// Results are the stages' results, decoded from Stages[].Result.
 	Results map[string]activities.StageResult `json:"-"`
+}
+
+// BaseModel names the imported model a run started from.
+type BaseModel struct {
+	Name        string `json:"name"`
+	ManifestSHA string `json:"manifest_sha256"`
+	Source      string `json:"source"`
+}
+
+// BaseOf returns the base model of a stored run spec (nil for none).
+func BaseOf(spec []byte) (*BaseModel, error) {
+	var s runspec.Spec
+	if err := json.Unmarshal(spec, &s); err != nil {
+		return nil, fmt.Errorf("stored spec: %w", err)
+	}
+	if s.Model.Base == "" {
+		return nil, nil
+	}
+	return &BaseModel{Name: s.Model.Base, ManifestSHA: s.Model.BaseSHA256}, nil
 }
 
 // Report assembles a run's report from its records.
@@ -42,6 +64,14 @@ func (c *Client) Report(ctx context.Context, run string) (Report, error) {
 		}
 		r.Summary["overhead_share"] = r.Pipeline.OverheadShare
 		r.Summary["wall_seconds"] = r.Pipeline.WallSeconds
+	}
+	if r.Base, err = BaseOf(rec.Spec); err != nil {
+		return r, fmt.Errorf("run %s: %w", rec.ID, err)
+	}
+	if r.Base != nil {
+		if m, err := c.DB.GetModel(ctx, r.Base.Name); err == nil {
+			r.Base.Source = m.Source
+		}
 	}
 	if r.Stages, err = c.DB.Stages(ctx, rec.ID); err != nil {
 		return r, err

@@ -230,8 +230,9 @@ type Batch struct {
 }
 
 // Output is what Forward computes; its slices are owned by the model and
-// valid until the next Forward.
+// valid until the next Forward (Logits until the next Backward).
 type Output struct {
+	Logits   []float32 // (B,T,V) the LM head's logits; nil without Targets
 	LogProbs []float32 // (B,T) log p(Targets[b,t] | Tokens[b,:t+1]); nil without Targets
 	Entropy  []float32 // (B,T) entropy of the next-token distribution; nil without Targets
 	Values   []float32 // (B,T) the value head at every position; nil without a value head
@@ -281,7 +282,7 @@ func (m *Model) Forward(b Batch) (Output, error) {
 	var out Output
 	if b.Targets != nil {
 		lmHeadForward(p, a.logits, a.lse, a.logp, a.ent, a.headScratch, a.lnf, m.wte.Data, a.targets, N, V, C)
-		out.LogProbs, out.Entropy = a.logp, a.ent
+		out.Logits, out.LogProbs, out.Entropy = a.logits[:N*V], a.logp, a.ent
 	}
 	if m.vw != nil {
 		valueForward(a.values, a.lnf, m.vw.Data, m.vb.Data[0], N, C)

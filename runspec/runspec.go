@@ -57,9 +57,9 @@ type Spec struct {
 // weights of the shape given here (the vocabulary from the task's
 // tokenizer). LoRA adapters (lora_rank) apply on top of either.
 type Model struct {
-	// Base names an imported model; Resolve fills BaseSHA256 (its manifest
-	// hash, so the stage hashes and the lineage name these exact weights)
-	// and the shape from it.
+	// Base names an imported model; when the run starts, BaseSHA256 (its
+	// manifest hash, so that the stage hashes and the lineage name these
+	// exact weights) and the shape are filled in from its record.
 	Base         string `json:"base"`
 	BaseSHA256   string `json:"base_sha256"`
 	model.Config `json:",squash"`
@@ -321,12 +321,15 @@ func (s Spec) Validate() error {
 	if s.Threads < 1 {
 		bad("threads", fmt.Errorf("%d: use 1 or more", s.Threads))
 	}
+	// An unresolved base model (Resolve has not looked it up yet) has no
+	// shape to check: the checks that need one wait for it.
+	shaped := s.Model.Base == "" || s.Model.BaseSHA256 != ""
 	switch m := s.Model; {
-	case m.Base != "" && m.BaseSHA256 == "":
-		bad("model.base", fmt.Errorf("%q is not resolved yet (its hash and shape come from Postgres when the run starts)", m.Base))
 	case m.Base != "":
 		bad("model.base", storage.ValidateID("model", m.Base))
-		bad("model", m.Config.Validate())
+		if shaped {
+			bad("model", m.Config.Validate())
+		}
 	default:
 		m.Vocab = max(m.Vocab, 1) // from the task's tokenizer
 		bad("model", m.Config.Validate())
@@ -359,7 +362,7 @@ func (s Spec) Validate() error {
 		if l.Prompts < 0 || l.HeldoutPrompts < 1 {
 			bad("labels.heldout_prompts", errors.New("held-out prompts must be 1 or more (the reward model is evaluated on them)"))
 		}
-		if l.MaxNewTokens < 1 || l.MaxNewTokens >= s.Model.Context {
+		if l.MaxNewTokens < 1 || shaped && l.MaxNewTokens >= s.Model.Context {
 			bad("labels.max_new_tokens", fmt.Errorf("%d: use 1 to model.n_positions-1", l.MaxNewTokens))
 		}
 		if !(l.Temperature > 0) {
@@ -377,7 +380,7 @@ func (s Spec) Validate() error {
 		bad("gate.min_rm_accuracy", fmt.Errorf("%v: a share in [0, 1]", s.Gate.MinRMAccuracy))
 	}
 	bad("ppo", s.PPO.Validate())
-	if s.PPO.MaxNewTokens >= s.Model.Context {
+	if shaped && s.PPO.MaxNewTokens >= s.Model.Context {
 		bad("ppo.max_new_tokens", fmt.Errorf("%d: must be below model.n_positions (%d)", s.PPO.MaxNewTokens, s.Model.Context))
 	}
 	if s.Eval.Samples < 0 {

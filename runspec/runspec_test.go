@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/instructflow/instructflow/model"
 	"github.com/instructflow/instructflow/runstate"
 )
 
@@ -170,5 +171,66 @@ func TestLargeSeedSurvivesASet(t *testing.T) {
 	}
 	if s.Seed != 1<<63+12345 {
 		t.Errorf("seed became %d", s.Seed)
+	}
+}
+
+// A spec with model.base takes its shape from the base: shape keys next to
+// it are refused, LoRA on top is allowed, no task is needed (the tokenizer
+// is the model's), and the checks that need the shape wait until the base
+// is resolved.
+func TestBaseModel(t *testing.T) {
+	read := func(y string) (Spec, error) { return Read(strings.NewReader(y), "x.yaml") }
+	for _, y := range []string{
+		"model: {base: gpt2-small, n_layer: 6}\n",
+		"model: {n_embd: 128, base: gpt2-small}\n",
+	} {
+		if _, err := read(y); err == nil || !strings.Contains(err.Error(), "comes from the base model") {
+			t.Errorf("%q: %v", y, err)
+		}
+	}
+	s, err := read("id: r1\nmodel: {base: gpt2-small, lora_rank: 8}\ndata: {task: \"\"}\neval: {samples: 0}\n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.Model.Base != "gpt2-small" || s.Model.LoRARank != 8 {
+		t.Fatalf("model: %+v", s.Model)
+	}
+	if err := s.Validate(); err != nil {
+		t.Fatalf("an unresolved base with no task: %v", err)
+	}
+	if err := s.Set([]string{"model.n_head=2"}); err == nil {
+		t.Error("--set of a shape key next to a base was accepted")
+	}
+	// Resolved: the shape is checked, and the base's hash is in every
+	// stage hash.
+	s.Model.BaseSHA256 = strings.Repeat("a", 64)
+	s.Model.Config = model.Config{Vocab: 400, Context: 8, Layers: 2, Heads: 4, Width: 32, LoRARank: 8}
+	if err := s.Validate(); err == nil || !strings.Contains(err.Error(), "max_new_tokens") {
+		t.Errorf("a context too short for the responses: %v", err)
+	}
+	s.Model.Context = 64
+	if err := s.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	other := s
+	other.Model.BaseSHA256 = strings.Repeat("b", 64)
+	for _, st := range Stages {
+		if s.StageHash(st) == other.StageHash(st) {
+			t.Errorf("stage %s: the hash does not change with the base model's", st)
+		}
+	}
+	for y, want := range map[string]string{
+		"data: {task: \"\"}\n":                    "a run's tokenizer comes from its task or its base model",
+		"data: {task: nope}\n":                    `"nope": no such task`,
+		"model: {base: \"Bad/Name\"}\n":           "invalid model id",
+		"model: {base: m1}\ndata: {task: \"\"}\n": "eval.samples",
+	} {
+		s, err := read(y)
+		if err == nil {
+			err = s.Validate()
+		}
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%q: %v, want %q", y, err, want)
+		}
 	}
 }

@@ -17,6 +17,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/instructflow/instructflow/control"
 	"github.com/instructflow/instructflow/internal/printable"
 	"github.com/instructflow/instructflow/preference"
 	"github.com/instructflow/instructflow/storage/postgres"
@@ -344,7 +345,7 @@ pair of responses with different ranks; tied pairs are left out and counted.`,
 func newLabelsLineageCmd(a *app) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "lineage RUN_ID",
-		Short: "Show the label snapshot, its hash, labelers and imports behind a run's reward model",
+		Short: "Show the base model and the label snapshot (its hash, labelers and imports) behind a run's models",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			db, err := a.openDB(cmd.Context())
@@ -356,7 +357,26 @@ func newLabelsLineageCmd(a *app) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return a.printer(cmd).Print(ls, func(out io.Writer) error { return writeLineage(out, args[0], ls) })
+			run, err := db.GetRun(cmd.Context(), args[0])
+			if err != nil {
+				return err
+			}
+			base, err := control.BaseOf(run.Spec)
+			if err != nil {
+				return fmt.Errorf("run %s: %w", run.ID, err)
+			}
+			v := struct {
+				Base      *control.BaseModel `json:"base_model"`
+				Snapshots []postgres.Lineage `json:"snapshots"`
+			}{base, ls}
+			return a.printer(cmd).Print(v, func(out io.Writer) error {
+				if base != nil {
+					fmt.Fprintf(out, "run %s <- base model %s (manifest sha256 %s)\n", printable.String(run.ID), base.Name, base.ManifestSHA)
+				} else {
+					fmt.Fprintf(out, "run %s <- no base model (fresh weights)\n", printable.String(run.ID))
+				}
+				return writeLineage(out, args[0], ls)
+			})
 		},
 	}
 	return cmd

@@ -9,6 +9,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/instructflow/instructflow/control"
+	"github.com/instructflow/instructflow/internal/printable"
 	"github.com/instructflow/instructflow/runstate"
 	"github.com/instructflow/instructflow/storage/postgres"
 	"github.com/instructflow/instructflow/workflows"
@@ -27,6 +28,9 @@ func newRunReportCmd(a *app) *cobra.Command {
 
 func writeReport(out io.Writer, r control.Report) error {
 	fmt.Fprintf(out, "run %s: %s\n", r.Run, r.Status)
+	if b := r.Base; b != nil {
+		fmt.Fprintf(out, "base model: %s (manifest sha256 %s, imported from %s)\n", b.Name, b.ManifestSHA, printable.String(b.Source))
+	}
 	if r.Error != "" {
 		fmt.Fprintf(out, "error: %s\n", r.Error)
 	}

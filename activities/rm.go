@@ -12,8 +12,8 @@ import (
 	"github.com/instructflow/instructflow/runspec"
 	"github.com/instructflow/instructflow/runstate"
 	"github.com/instructflow/instructflow/stage"
-	"github.com/instructflow/instructflow/tokenizer"
 	"github.com/instructflow/instructflow/storage/postgres"
+	"github.com/instructflow/instructflow/tokenizer"
 )
 
 // TrainRM trains the reward model on the snapshot's train-split comparisons

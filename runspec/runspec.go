@@ -38,10 +38,10 @@ type Spec struct {
 	ID   string `json:"id"`
 	Seed uint64 `json:"seed"`
 	// Threads each trainer uses (results do not depend on it).
-	Threads int `json:"threads"`
-	Model Model        `json:"model"`
-	Data  Data         `json:"data"`
-	SFT   sft.Config   `json:"sft"`
+	Threads int        `json:"threads"`
+	Model   Model      `json:"model"`
+	Data    Data       `json:"data"`
+	SFT     sft.Config `json:"sft"`
 	// Labels says where the reward model's comparisons come from.
 	Labels Labels             `json:"labels"`
 	RM     rewardmodel.Config `json:"rm"`

@@ -28,8 +28,9 @@ func (f *Folder) WeightsSize() int64 { return model.F32Size(f.specs()) }
 // WriteWeights writes the folder's weights as the engine's F32
 // model.safetensors: the names, order and byte layout model.WriteWeights
 // uses, so model.Load reads it and equal tensors give equal bytes. F16 and
-// BF16 convert exactly. Tensors are read one at a time; a NaN or infinity, or
-// an lm_head.weight that differs from the token embedding, is an error.
+// BF16 convert exactly. Tensors are read and converted a chunk at a time, so
+// memory does not grow with the model; a NaN or infinity, or an
+// lm_head.weight that differs from the token embedding, is an error.
 func (f *Folder) WriteWeights(w io.Writer) error {
 	files := map[string]*os.File{}
 	defer func() {
@@ -37,72 +38,80 @@ func (f *Folder) WriteWeights(w io.Writer) error {
 			fh.Close()
 		}
 	}()
-	read := func(t tensorInfo, off, n int64, dst []byte) error {
+	// read fills out (4n bytes) with the F32 values of elements [e0, e0+n)
+	// of t, widening in place, and returns the index of the first that is a
+	// NaN or an infinity (-1: none).
+	read := func(t tensorInfo, e0, n int64, out []byte) (int64, error) {
 		fh, ok := files[t.File]
 		if !ok {
 			var err error
 			if fh, err = os.Open(filepath.Join(f.Dir, t.File)); err != nil {
-				return err
+				return 0, err
 			}
 			files[t.File] = fh
 		}
-		if _, err := fh.ReadAt(dst[:n], t.Offset+off); err != nil {
-			return fmt.Errorf("read %s: %w", t.File, err)
+		es := int64(dtypeSize[t.DType])
+		raw := out[4*n-es*n : 4*n] // F16 and BF16 widen in place, front to back
+		if _, err := fh.ReadAt(raw, t.Offset+e0*es); err != nil {
+			return 0, fmt.Errorf("read %s: %w", t.File, err)
 		}
-		return nil
+		bad := toF32(out[:4*n], raw, t.DType)
+		if bad >= 0 {
+			bad += e0
+		}
+		return bad, nil
 	}
 	if _, err := w.Write(model.F32Header(f.specs())); err != nil {
 		return fmt.Errorf("hf: write weights: %w", err)
 	}
+	const chunk = 1 << 18 // elements
+	buf, head := make([]byte, 4*chunk), []byte(nil)
+	if f.lmHead != nil {
+		head = make([]byte, 4*chunk)
+	}
 	for i, s := range f.tensors {
-		var buf []byte
 		if s.value != nil {
-			buf = binary.LittleEndian.AppendUint32(nil, math.Float32bits(*s.value))
-		} else {
-			n := s.t.count()
-			buf = make([]byte, 4*n)
-			raw := buf[4*n-s.t.Size:] // F16 and BF16 widen in place, front to back
-			if err := read(s.t, 0, s.t.Size, raw); err != nil {
+			if _, err := w.Write(binary.LittleEndian.AppendUint32(nil, math.Float32bits(*s.value))); err != nil {
+				return fmt.Errorf("hf: write weights: %w", err)
+			}
+			continue
+		}
+		for e0 := int64(0); e0 < s.t.count(); e0 += chunk {
+			n := min(chunk, s.t.count()-e0)
+			bad, err := read(s.t, e0, n, buf)
+			if err != nil {
 				return fmt.Errorf("hf: write weights: %s: %w", s.name, err)
 			}
-			if j := toF32(buf, raw, s.t.DType); j >= 0 {
-				return errkind.BadInputf("hf: %s: tensor %s has a NaN or infinity at index %d; the weights are damaged or training diverged: use a finite checkpoint", s.t.File, s.name, j)
+			if bad >= 0 {
+				return errkind.BadInputf("hf: %s: tensor %s has a NaN or infinity at index %d; the weights are damaged or training diverged: use a finite checkpoint", s.t.File, s.name, bad)
 			}
-		}
-		if i == 0 && f.lmHead != nil {
-			if err := f.checkLMHead(buf, read); err != nil {
-				return err
+			if i == 0 && f.lmHead != nil { // wte comes first: the tied head must equal it
+				if _, err := read(*f.lmHead, e0, n, head); err != nil {
+					return fmt.Errorf("hf: write weights: lm_head.weight: %w", err)
+				}
+				if j := firstDiff(buf[:4*n], head[:4*n]); j >= 0 {
+					return errkind.BadInputf("hf: %s: lm_head.weight differs from the token embedding (wte.weight) at index %d; this engine ties the LM head to the embedding: use a model with tied embeddings (tie_word_embeddings true)", f.lmHead.File, e0+j)
+				}
 			}
-		}
-		if _, err := w.Write(buf); err != nil {
-			return fmt.Errorf("hf: write weights: %w", err)
+			if _, err := w.Write(buf[:4*n]); err != nil {
+				return fmt.Errorf("hf: write weights: %w", err)
+			}
 		}
 	}
 	return nil
 }
 
-// checkLMHead compares lm_head.weight with wte (F32 bytes), a chunk at a time.
-func (f *Folder) checkLMHead(wte []byte, read func(t tensorInfo, off, n int64, dst []byte) error) error {
-	t := *f.lmHead
-	es := int64(dtypeSize[t.DType])
-	const chunk = 1 << 16 // elements
-	buf := make([]byte, 4*chunk)
-	for e0 := int64(0); e0 < t.count(); e0 += chunk {
-		n := min(chunk, t.count()-e0)
-		out := buf[:4*n]
-		raw := out[4*n-es*n:]
-		if err := read(t, e0*es, es*n, raw); err != nil {
-			return fmt.Errorf("hf: write weights: lm_head.weight: %w", err)
-		}
-		toF32(out, raw, t.DType)
-		if !bytes.Equal(out, wte[4*e0:4*(e0+n)]) {
-			j := e0
-			for ; j < e0+n && bytes.Equal(out[4*(j-e0):4*(j-e0+1)], wte[4*j:4*j+4]); j++ {
-			}
-			return errkind.BadInputf("hf: %s: lm_head.weight differs from the token embedding (wte.weight) at index %d; this engine ties the LM head to the embedding: use a model with tied embeddings (tie_word_embeddings true)", t.File, j)
+// firstDiff is the index of the first 4-byte value in which a and b differ,
+// or -1.
+func firstDiff(a, b []byte) int64 {
+	if bytes.Equal(a, b) {
+		return -1
+	}
+	for j := 0; ; j++ {
+		if !bytes.Equal(a[4*j:4*j+4], b[4*j:4*j+4]) {
+			return int64(j)
 		}
 	}
-	return nil
 }
 
 // toF32 converts raw, little-endian values of dtype, into dst as F32. raw may

@@ -18,6 +18,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash"
 	"io"
 	"regexp"
 	"slices"
@@ -274,32 +275,12 @@ func (s Store) load(ctx context.Context, step int64, verify func(context.Context
 // verify reads the files a manifest lists (those want accepts, or all when
 // it is nil) and checks each against it.
 func (s Store) verify(ctx context.Context, dir string, step int64, raw []byte, want func(string) bool) (stage.Checkpoint, error) {
-	var m Manifest
-	if err := json.Unmarshal(raw, &m); err != nil || len(m.Files) > maxFiles {
-		return stage.Checkpoint{}, fmt.Errorf("checkpoint: load %s: manifest is unreadable: %w", dir, errkind.Corrupt)
-	}
-	switch {
-	case m.Format == format:
-	case m.Format == 1 && m.Ref != nil: // written before format 2, by storage/objectstore
-		m.Step = m.Ref.Step
-	case m.Format > format:
-		return stage.Checkpoint{}, fmt.Errorf("checkpoint: load %s: manifest format %d: written by a newer InstructFlow; upgrade this worker", dir, m.Format)
-	default:
-		return stage.Checkpoint{}, fmt.Errorf("checkpoint: load %s: manifest format %d is not one InstructFlow writes: %w", dir, m.Format, errkind.Corrupt)
-	}
-	if m.Step != step {
-		return stage.Checkpoint{}, fmt.Errorf("checkpoint: load %s: manifest names step %d: %w", dir, m.Step, errkind.Corrupt)
+	m, err := parseManifest(dir, step, raw)
+	if err != nil {
+		return stage.Checkpoint{}, err
 	}
 	cp := stage.Checkpoint{Step: m.Step, Files: make(map[string][]byte, len(m.Files)), ID: sha(raw)}
-	seen := make(map[string]bool, len(m.Files))
 	for _, e := range m.Files {
-		if !validName(e.Name) || e.Size < 0 || e.Size > maxSize(e.Name) || !hexSHA.MatchString(e.SHA256) {
-			return stage.Checkpoint{}, fmt.Errorf("checkpoint: load %s: manifest entry %q is invalid: %w", dir, e.Name, errkind.Corrupt)
-		}
-		if seen[e.Name] {
-			return stage.Checkpoint{}, fmt.Errorf("checkpoint: load %s: manifest lists %s twice: %w", dir, e.Name, errkind.Corrupt)
-		}
-		seen[e.Name] = true
 		if want != nil && !want(e.Name) {
 			continue
 		}
@@ -320,6 +301,103 @@ func (s Store) verify(ctx context.Context, dir string, step int64, raw []byte, w
 	}
 	return cp, nil
 }
+
+// parseManifest decodes the manifest of the checkpoint folder dir at step
+// and checks it: a known format, this step, valid and distinct entries.
+func parseManifest(dir string, step int64, raw []byte) (Manifest, error) {
+	var m Manifest
+	if err := json.Unmarshal(raw, &m); err != nil || len(m.Files) > maxFiles {
+		return Manifest{}, fmt.Errorf("checkpoint: load %s: manifest is unreadable: %w", dir, errkind.Corrupt)
+	}
+	switch {
+	case m.Format == format:
+	case m.Format == 1 && m.Ref != nil: // written before format 2, by storage/objectstore
+		m.Step = m.Ref.Step
+	case m.Format > format:
+		return Manifest{}, fmt.Errorf("checkpoint: load %s: manifest format %d: written by a newer InstructFlow; upgrade this worker", dir, m.Format)
+	default:
+		return Manifest{}, fmt.Errorf("checkpoint: load %s: manifest format %d is not one InstructFlow writes: %w", dir, m.Format, errkind.Corrupt)
+	}
+	if m.Step != step {
+		return Manifest{}, fmt.Errorf("checkpoint: load %s: manifest names step %d: %w", dir, m.Step, errkind.Corrupt)
+	}
+	seen := make(map[string]bool, len(m.Files))
+	for _, e := range m.Files {
+		if !validName(e.Name) || e.Size < 0 || e.Size > maxSize(e.Name) || !hexSHA.MatchString(e.SHA256) {
+			return Manifest{}, fmt.Errorf("checkpoint: load %s: manifest entry %q is invalid: %w", dir, e.Name, errkind.Corrupt)
+		}
+		if seen[e.Name] {
+			return Manifest{}, fmt.Errorf("checkpoint: load %s: manifest lists %s twice: %w", dir, e.Name, errkind.Corrupt)
+		}
+		seen[e.Name] = true
+	}
+	return m, nil
+}
+
+// OpenFile opens one file of the checkpoint committed at step, to be read
+// as a stream (a model's weights, without holding a copy of them), once the
+// manifest's SHA-256 is checked to be manifestSHA. The reader checks the
+// file against its manifest entry as it goes: at the end, a file that is
+// shorter, longer or has other bytes returns an error of kind Corrupt
+// instead of io.EOF, so what was read is trusted only once io.EOF came. A
+// checkpoint or file that does not exist is errkind.NotFound.
+func (s Store) OpenFile(ctx context.Context, step int64, name, manifestSHA string) (io.ReadCloser, error) {
+	dir := s.Key(step)
+	raw, err := ReadBlob(ctx, s.Blobs, dir+ManifestName, MaxManifestBytes)
+	if errors.Is(err, errkind.NotFound) {
+		return nil, fmt.Errorf("checkpoint: open %s%s: %w", dir, name, errNoManifest)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("checkpoint: open %s%s: %w", dir, name, err)
+	}
+	if id := sha(raw); id != manifestSHA {
+		return nil, fmt.Errorf("checkpoint: open %s%s: manifest SHA-256 %.12s, expected %.12s: %w", dir, name, id, manifestSHA, errkind.Corrupt)
+	}
+	m, err := parseManifest(dir, step, raw)
+	if err != nil {
+		return nil, err
+	}
+	i := slices.IndexFunc(m.Files, func(e Entry) bool { return e.Name == name })
+	if i < 0 {
+		return nil, fmt.Errorf("checkpoint: open %s%s: the manifest lists no such file: %w", dir, name, errkind.NotFound)
+	}
+	r, err := s.Blobs.Open(ctx, dir+name)
+	if errors.Is(err, errkind.NotFound) {
+		return nil, fmt.Errorf("checkpoint: open %s%s: the file is missing: %w", dir, name, errkind.Corrupt)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("checkpoint: open %s%s: %w", dir, name, err)
+	}
+	return &checkedReader{rc: r, r: io.LimitReader(r, m.Files[i].Size+1), h: sha256.New(), want: m.Files[i], key: dir + name}, nil
+}
+
+// checkedReader reads a file and checks its size and SHA-256 at the end.
+type checkedReader struct {
+	rc   io.ReadCloser
+	r    io.Reader
+	h    hash.Hash
+	n    int64
+	want Entry
+	key  string
+}
+
+func (c *checkedReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.h.Write(p[:n])
+	c.n += int64(n)
+	if c.n > c.want.Size {
+		return n, fmt.Errorf("checkpoint: read %s: longer than the %d bytes its manifest gives: %w", c.key, c.want.Size, errkind.Corrupt)
+	}
+	if err == io.EOF {
+		if got := hex.EncodeToString(c.h.Sum(nil)); c.n != c.want.Size || got != c.want.SHA256 {
+			return n, fmt.Errorf("checkpoint: read %s: %d bytes with SHA-256 %.12s, manifest says %d bytes with %.12s: %w",
+				c.key, c.n, got, c.want.Size, c.want.SHA256, errkind.Corrupt)
+		}
+	}
+	return n, err
+}
+
+func (c *checkedReader) Close() error { return c.rc.Close() }
 
 var errTooLong = fmt.Errorf("longer than allowed: %w", errkind.Corrupt)
 

@@ -1,9 +1,12 @@
 package model
 
 import (
+	"encoding/binary"
 	"fmt"
 	"io"
+	"math"
 	"slices"
+	"strings"
 
 	"github.com/instructflow/instructflow/model/kernel"
 )
@@ -51,6 +54,77 @@ func (m *Model) LoadWeights(data []byte, groups ...Group) error {
 	}
 	for i, t := range todo {
 		readF32(t.Data, src[i])
+	}
+	return nil
+}
+
+// ReadWeights is LoadWeights from a stream: the header, then each tensor's
+// bytes in file order straight into the model, so no copy of the file is
+// held (a model exports and loads in about its own size). Every needed
+// tensor's name, dtype, shape and byte range is checked before any is read;
+// after an error reading the data itself the weights of the given groups
+// are undefined. The reader is left after the last tensor read.
+func (m *Model) ReadWeights(r io.Reader, groups ...Group) error {
+	var n [8]byte
+	if _, err := io.ReadFull(r, n[:]); err != nil {
+		return fmt.Errorf("model: read weights: header length: %w", err)
+	}
+	hl, err := headerLen(n[:])
+	if err != nil {
+		return fmt.Errorf("model: read weights: %w", err)
+	}
+	hdr := make([]byte, hl)
+	if _, err := io.ReadFull(r, hdr); err != nil {
+		return fmt.Errorf("model: read weights: header: %w", err)
+	}
+	entries, _, err := parseHeader(hdr)
+	if err != nil {
+		return fmt.Errorf("model: read weights: %w", err)
+	}
+	type part struct {
+		t      *Tensor
+		lo, hi int
+	}
+	var parts []part
+	for _, t := range m.Tensors {
+		if len(groups) > 0 && !slices.Contains(groups, t.Group) {
+			continue
+		}
+		name := t.Name
+		e, ok := entries[name]
+		if !ok {
+			name = strings.TrimPrefix(name, "transformer.")
+			e, ok = entries[name]
+		}
+		if !ok {
+			return fmt.Errorf("model: read weights: tensor %s is missing", t.Name)
+		}
+		if err := checkF32(stTensor{Name: name, DType: e.DType, Shape: e.Shape}, t.Shape); err != nil {
+			return fmt.Errorf("model: read weights: %w", err)
+		}
+		parts = append(parts, part{t, e.Offsets[0], e.Offsets[1]})
+	}
+	slices.SortFunc(parts, func(a, b part) int { return a.lo - b.lo })
+	pos := 0
+	buf := make([]byte, 1<<20)
+	for i, p := range parts {
+		if i > 0 && p.lo < parts[i-1].hi {
+			return fmt.Errorf("model: read weights: tensors %s and %s overlap", parts[i-1].t.Name, p.t.Name)
+		}
+		if _, err := io.CopyN(io.Discard, r, int64(p.lo-pos)); err != nil {
+			return fmt.Errorf("model: read weights: %w", err)
+		}
+		for off := 0; off < len(p.t.Data); {
+			k := min(len(buf)/4, len(p.t.Data)-off)
+			if _, err := io.ReadFull(r, buf[:4*k]); err != nil {
+				return fmt.Errorf("model: read weights: tensor %s: %w", p.t.Name, err)
+			}
+			for j := range k {
+				p.t.Data[off+j] = math.Float32frombits(binary.LittleEndian.Uint32(buf[4*j:]))
+			}
+			off += k
+		}
+		pos = p.hi
 	}
 	return nil
 }

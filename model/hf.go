@@ -1,11 +1,6 @@
 package model
 
-import (
-	"bytes"
-	"encoding/binary"
-	"encoding/json"
-	"strconv"
-)
+import "strconv"
 
 // What package hf needs to stream weights in the engine's own byte layout
 // without building a Model: the tensors New makes, and the header
@@ -70,30 +65,11 @@ func (c Config) Layout() []TensorSpec {
 // little-endian float32 data follow it, in the same order, to make the whole
 // file.
 func F32Header(ts []TensorSpec) []byte {
-	var h bytes.Buffer
-	h.WriteString(`{"__metadata__":{"format":"pt"}`)
-	off := 0
-	for _, t := range ts {
-		n := 4 * product(t.Shape)
-		shape := t.Shape
-		if shape == nil {
-			shape = []int{}
-		}
-		name, _ := json.Marshal(t.Name)
-		e, _ := json.Marshal(stEntry{DType: "F32", Shape: shape, Offsets: [2]int{off, off + n}})
-		h.WriteByte(',')
-		h.Write(name)
-		h.WriteByte(':')
-		h.Write(e)
-		off += n
+	st := make([]stTensor, len(ts))
+	for i, t := range ts {
+		st[i] = stTensor{Name: t.Name, DType: "F32", Shape: t.Shape}
 	}
-	h.WriteByte('}')
-	for (8+h.Len())%8 != 0 {
-		h.WriteByte(' ')
-	}
-	out := make([]byte, 8, 8+h.Len())
-	binary.LittleEndian.PutUint64(out, uint64(h.Len()))
-	return append(out, h.Bytes()...)
+	return stHeader(st, func(t stTensor) int { return 4 * product(t.Shape) }, map[string]string{"format": "pt"})
 }
 
 // F32Size is the byte size of the file F32Header begins.

@@ -194,6 +194,35 @@ func TestWeightsRoundTrip(t *testing.T) {
 	}
 }
 
+// ReadWeights, the streaming LoadWeights, reads the same weights (also a
+// group of them from a file that holds more), and a cut stream is an error.
+func TestReadWeightsStreams(t *testing.T) {
+	m := newModel(t, smallConfig, 1)
+	var w bytes.Buffer
+	if err := m.WriteWeights(&w); err != nil {
+		t.Fatal(err)
+	}
+	m2 := newModel(t, smallConfig, 2)
+	if err := m2.ReadWeights(bytes.NewReader(w.Bytes())); err != nil {
+		t.Fatal(err)
+	}
+	if i := sameBits(m.Params, m2.Params); i >= 0 {
+		t.Fatalf("parameter %d differs after a streamed read", i)
+	}
+	m3 := newModel(t, smallConfig, 3)
+	if err := m3.ReadWeights(bytes.NewReader(w.Bytes()), Head); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := m3.Tensor("v_head.summary.weight").Data, m.Tensor("v_head.summary.weight").Data; sameBits(got, want) >= 0 {
+		t.Error("the head read alone differs")
+	}
+	for _, cut := range []int{4, 100, w.Len() - 3} {
+		if err := m2.ReadWeights(bytes.NewReader(w.Bytes()[:cut])); err == nil || !strings.HasPrefix(err.Error(), "model: read weights: ") {
+			t.Errorf("a stream cut at %d bytes: %v", cut, err)
+		}
+	}
+}
+
 func TestLoadWeightsBadInput(t *testing.T) {
 	m := newModel(t, smallConfig, 1)
 	tensors := func(edit func([]stTensor) []stTensor) []byte {
@@ -222,7 +251,7 @@ func TestLoadWeightsBadInput(t *testing.T) {
 			ts[2].DType = "I32"
 			return ts
 		}), "has dtype I32, want F32"},
-		{"truncated", good[:len(good)-10], "does not hold"},
+		{"truncated", good[:len(good)-10], "is outside the"},
 		{"header too long", append([]byte{0xff, 0xff, 0, 0, 0, 0, 0, 0}, good[8:]...), "header length"},
 		{"empty", nil, "shorter than"},
 	}

@@ -35,23 +35,16 @@ var dtypeSize = map[string]int{"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8
 // gigabytes.
 const maxHeader = 100 << 20
 
-// parseSafetensors returns the tensors of a safetensors file by name, and
-// its metadata. The tensors' data alias data.
-func parseSafetensors(data []byte) (map[string]stTensor, map[string]string, error) {
-	if len(data) < 8 {
-		return nil, nil, errors.New("safetensors: file shorter than its 8-byte header length")
-	}
-	n := binary.LittleEndian.Uint64(data)
-	if n > maxHeader || n > uint64(len(data)-8) {
-		return nil, nil, fmt.Errorf("safetensors: header length %d does not fit a %d-byte file", n, len(data))
-	}
+// parseHeader decodes a safetensors JSON header: each tensor's entry by
+// name, checked to be self-consistent (known dtype, a shape whose size fits,
+// a byte range of exactly that size), and the metadata.
+func parseHeader(hdr []byte) (map[string]stEntry, map[string]string, error) {
 	var raw map[string]json.RawMessage
-	if err := json.Unmarshal(data[8:8+n], &raw); err != nil {
+	if err := json.Unmarshal(hdr, &raw); err != nil {
 		return nil, nil, fmt.Errorf("safetensors: header: %w", err)
 	}
-	body := data[8+n:]
 	var meta map[string]string
-	tensors := make(map[string]stTensor, len(raw))
+	entries := make(map[string]stEntry, len(raw))
 	for name, msg := range raw {
 		if name == "__metadata__" {
 			if err := json.Unmarshal(msg, &meta); err != nil {
@@ -74,25 +67,62 @@ func parseSafetensors(data []byte) (map[string]stTensor, map[string]string, erro
 			}
 			count *= d
 		}
+		if lo, hi := e.Offsets[0], e.Offsets[1]; lo < 0 || hi < lo || hi-lo != count*size {
+			return nil, nil, fmt.Errorf("safetensors: tensor %s: byte range [%d,%d) does not hold %s%v", name, lo, hi, e.DType, e.Shape)
+		}
+		entries[name] = e
+	}
+	return entries, meta, nil
+}
+
+// headerLen reads the 8-byte header length that starts a safetensors file
+// and bounds it.
+func headerLen(b []byte) (int, error) {
+	n := binary.LittleEndian.Uint64(b)
+	if n > maxHeader {
+		return 0, fmt.Errorf("safetensors: header length %d is more than a header holds (%d)", n, maxHeader)
+	}
+	return int(n), nil
+}
+
+// parseSafetensors returns the tensors of a safetensors file by name, and
+// its metadata. The tensors' data alias data.
+func parseSafetensors(data []byte) (map[string]stTensor, map[string]string, error) {
+	if len(data) < 8 {
+		return nil, nil, errors.New("safetensors: file shorter than its 8-byte header length")
+	}
+	n, err := headerLen(data)
+	if err != nil {
+		return nil, nil, err
+	}
+	if n > len(data)-8 {
+		return nil, nil, fmt.Errorf("safetensors: header length %d does not fit a %d-byte file", n, len(data))
+	}
+	entries, meta, err := parseHeader(data[8 : 8+n])
+	if err != nil {
+		return nil, nil, err
+	}
+	body := data[8+n:]
+	tensors := make(map[string]stTensor, len(entries))
+	for name, e := range entries {
 		lo, hi := e.Offsets[0], e.Offsets[1]
-		if lo < 0 || hi < lo || hi > len(body) || hi-lo != count*size {
-			return nil, nil, fmt.Errorf("safetensors: tensor %s: byte range [%d,%d) does not hold %s%v in a %d-byte body", name, lo, hi, e.DType, e.Shape, len(body))
+		if hi > len(body) {
+			return nil, nil, fmt.Errorf("safetensors: tensor %s: byte range [%d,%d) is outside the %d-byte body", name, lo, hi, len(body))
 		}
 		tensors[name] = stTensor{Name: name, DType: e.DType, Shape: e.Shape, Data: body[lo:hi:hi]}
 	}
 	return tensors, meta, nil
 }
 
-// writeSafetensors writes tensors, in order, with metadata. The output is a
-// function of its input only, so equal tensors give equal bytes.
-func writeSafetensors(w io.Writer, tensors []stTensor, meta map[string]string) error {
+// stHeader is the start of a safetensors file holding tensors of these
+// dtypes, shapes and sizes, in this order, with metadata: the 8-byte header
+// length and the JSON header, padded to 8 bytes. The output is a function of
+// its input only, so equal tensors give equal bytes.
+func stHeader(tensors []stTensor, size func(stTensor) int, meta map[string]string) []byte {
 	var h bytes.Buffer
 	h.WriteByte('{')
 	if len(meta) > 0 {
-		mb, err := json.Marshal(meta) // keys sorted
-		if err != nil {
-			return err
-		}
+		mb, _ := json.Marshal(meta) // keys sorted; strings always marshal
 		h.WriteString(`"__metadata__":`)
 		h.Write(mb)
 	}
@@ -106,22 +136,25 @@ func writeSafetensors(w io.Writer, tensors []stTensor, meta map[string]string) e
 		if shape == nil {
 			shape = []int{}
 		}
-		e, _ := json.Marshal(stEntry{DType: t.DType, Shape: shape, Offsets: [2]int{off, off + len(t.Data)}})
+		n := size(t)
+		e, _ := json.Marshal(stEntry{DType: t.DType, Shape: shape, Offsets: [2]int{off, off + n}})
 		h.Write(name)
 		h.WriteByte(':')
 		h.Write(e)
-		off += len(t.Data)
+		off += n
 	}
 	h.WriteByte('}')
 	for (8+h.Len())%8 != 0 {
 		h.WriteByte(' ')
 	}
-	var n [8]byte
-	binary.LittleEndian.PutUint64(n[:], uint64(h.Len()))
-	if _, err := w.Write(n[:]); err != nil {
-		return err
-	}
-	if _, err := w.Write(h.Bytes()); err != nil {
+	out := binary.LittleEndian.AppendUint64(make([]byte, 0, 8+h.Len()), uint64(h.Len()))
+	return append(out, h.Bytes()...)
+}
+
+// writeSafetensors writes tensors, in order, with metadata. The output is a
+// function of its input only, so equal tensors give equal bytes.
+func writeSafetensors(w io.Writer, tensors []stTensor, meta map[string]string) error {
+	if _, err := w.Write(stHeader(tensors, func(t stTensor) int { return len(t.Data) }, meta)); err != nil {
 		return err
 	}
 	for _, t := range tensors {

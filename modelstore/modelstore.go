@@ -15,6 +15,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"maps"
 	"path/filepath"
 	"slices"
@@ -191,13 +192,17 @@ func (s Store) openImported(ctx context.Context, name string) (Source, error) {
 	if err != nil {
 		return Source{}, err
 	}
-	files, err := Files(ctx, s.Blobs, runspec.Model{Base: name, BaseSHA256: rec.ManifestSHA}, nil)
+	prefix, err := checkpoint.ModelPrefix(name)
 	if err != nil {
-		return Source{}, err
+		return Source{}, errkind.BadInputf("%v", err)
 	}
-	m, err := stage.LoadModel(files, "")
+	m, err := loadModel(ctx, checkpoint.Store{Blobs: s.Blobs, Prefix: prefix}, 0, rec.ManifestSHA)
 	if err != nil {
 		return Source{}, fmt.Errorf("model %s: %w", name, err)
+	}
+	files, err := Files(ctx, s.Blobs, runspec.Model{Base: name, BaseSHA256: rec.ManifestSHA}, isTokenizerFile)
+	if err != nil {
+		return Source{}, err
 	}
 	tokFiles, tok, err := tokenizerFiles(files)
 	if err != nil {
@@ -228,6 +233,41 @@ func Files(ctx context.Context, blobs checkpoint.Blobs, m runspec.Model, want fu
 		return nil, fmt.Errorf("model %s: stored manifest %.12s is not the recorded %.12s: %w", m.Base, cp.ID, m.BaseSHA256, errkind.Corrupt)
 	}
 	return cp.Files, nil
+}
+
+// loadModel builds the model of the checkpoint at step, whose manifest must
+// hash to manifestSHA: config.json read whole, the weights streamed into the
+// model and checked against the manifest as they come, so no copy of them
+// is held beside the model.
+func loadModel(ctx context.Context, st checkpoint.Store, step int64, manifestSHA string) (*model.Model, error) {
+	cp, err := st.LoadFiles(ctx, step, func(n string) bool { return n == "config.json" })
+	if err != nil {
+		return nil, err
+	}
+	if cp.ID != manifestSHA {
+		return nil, fmt.Errorf("checkpoint manifest %.12s is not the recorded %.12s: %w", cp.ID, manifestSHA, errkind.Corrupt)
+	}
+	cfg, err := model.ParseConfig(cp.Files["config.json"])
+	if err != nil {
+		return nil, err
+	}
+	m, err := model.New(cfg, nil)
+	if err != nil {
+		return nil, err
+	}
+	r, err := st.OpenFile(ctx, step, "model.safetensors", manifestSHA)
+	if err != nil {
+		return nil, err
+	}
+	defer r.Close()
+	if err := m.ReadWeights(r); err != nil {
+		return nil, err
+	}
+	// The file is trusted once it was read to its end and its hash checked.
+	if _, err := io.Copy(io.Discard, r); err != nil {
+		return nil, err
+	}
+	return m, nil
 }
 
 func isTokenizerFile(name string) bool { return slices.Contains(tokenizer.FileNames, name) }
@@ -272,19 +312,10 @@ func (s Store) openStage(ctx context.Context, run, stageName string) (Source, er
 	if err != nil {
 		return Source{}, err
 	}
-	want := func(n string) bool { return n == "config.json" || n == "model.safetensors" }
-	cp, err := checkpoint.Store{Blobs: s.Blobs, Prefix: prefix}.LoadFiles(ctx, step, want)
+	m, err := loadModel(ctx, checkpoint.Store{Blobs: s.Blobs, Prefix: prefix}, step, st.CheckpointSHA)
 	if err != nil {
 		return Source{}, fmt.Errorf("run %s stage %s: %w", run, st.Name, err)
 	}
-	if cp.ID != st.CheckpointSHA {
-		return Source{}, fmt.Errorf("run %s stage %s: checkpoint manifest %.12s is not the %.12s the stage finished with: %w", run, st.Name, cp.ID, st.CheckpointSHA, errkind.Corrupt)
-	}
-	m, err := stage.LoadModel(cp.Files, "")
-	if err != nil {
-		return Source{}, fmt.Errorf("run %s stage %s: %w", run, st.Name, err)
-	}
-	cp.Files = nil
 	src := Source{Ref: run + ":" + st.Name, Model: m, Kind: hf.Policy}
 	if runstate.Stage(st.Name) == runstate.RM {
 		src.Kind = hf.Reward

@@ -314,6 +314,53 @@ func Store(t *testing.T, newBlobs func(t *testing.T) checkpoint.Blobs) {
 			t.Fatalf("a format-1 checkpoint: step %d ok %v err %v", cp.Step, ok, err)
 		}
 	})
+	t.Run("some files", func(t *testing.T) {
+		s, _ := newStore(t)
+		id := save(t, s, 3)[0]
+		cp, err := s.LoadFiles(ctx, 3, func(n string) bool { return n == "state.json" })
+		if err != nil || cp.ID != id || len(cp.Files) != 1 || !bytes.Equal(cp.Files["state.json"], files(3)[1].Data) {
+			t.Fatalf("LoadFiles(state.json): %v, id %s (want %s), files %d", err, cp.ID, id, len(cp.Files))
+		}
+	})
+	t.Run("streamed file", func(t *testing.T) {
+		s, b := newStore(t)
+		id := save(t, s, 3)[0]
+		read := func(name, manifest string) ([]byte, error) {
+			r, err := s.OpenFile(ctx, 3, name, manifest)
+			if err != nil {
+				return nil, err
+			}
+			defer r.Close()
+			return io.ReadAll(r)
+		}
+		if got, err := read("model.safetensors", id); err != nil || !bytes.Equal(got, files(3)[0].Data) {
+			t.Fatalf("OpenFile: %v (%d bytes)", err, len(got))
+		}
+		if _, err := read("model.safetensors", strings.Repeat("0", 64)); !errors.Is(err, errkind.Corrupt) {
+			t.Errorf("another manifest than expected: %v, want Corrupt", err)
+		}
+		if _, err := read("optimizer.safetensors", id); !errors.Is(err, errkind.NotFound) {
+			t.Errorf("a file the manifest does not list: %v, want NotFound", err)
+		}
+		for name, data := range map[string][]byte{
+			"same size, other bytes": bytes.Repeat([]byte{9}, 1000),
+			"shorter":                bytes.Repeat([]byte{3}, 999),
+			"longer":                 bytes.Repeat([]byte{3}, 1001),
+		} {
+			if err := b.Put(ctx, s.Key(3)+"model.safetensors", data); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := read("model.safetensors", id); !errors.Is(err, errkind.Corrupt) {
+				t.Errorf("%s: %v, want Corrupt at the end of the stream", name, err)
+			}
+		}
+		if err := b.Delete(ctx, s.Key(3)+"model.safetensors"); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := read("model.safetensors", id); !errors.Is(err, errkind.Corrupt) {
+			t.Errorf("a missing file: %v, want Corrupt", err)
+		}
+	})
 	t.Run("invalid names", func(t *testing.T) {
 		s, _ := newStore(t)
 		for _, name := range []string{"", "manifest.json", "../x", "a/b", ".hidden", "x..y"} {

@@ -92,43 +92,35 @@ func New(cfg Config, rng *RNG) (*Model, error) {
 		return nil, err
 	}
 	m := &Model{Config: cfg, byName: map[string]*Tensor{}, pool: pool{threads: runtime.GOMAXPROCS(0)}}
-	C, L, r := cfg.Width, cfg.Layers, cfg.LoRARank
-	add := func(name string, g Group, shape ...int) *Tensor {
-		t := &Tensor{Name: name, Shape: shape, Group: g}
+	for _, ts := range cfg.Layout() {
+		t := &Tensor{Name: ts.Name, Shape: ts.Shape, Group: ts.Group}
 		m.Tensors = append(m.Tensors, t)
-		m.byName[name] = t
-		return t
+		m.byName[t.Name] = t
 	}
-	m.wte = add("transformer.wte.weight", Base, cfg.Vocab, C)
-	m.wpe = add("transformer.wpe.weight", Base, cfg.Context, C)
-	m.blocks = make([]block, L)
+	get := m.Tensor
+	m.wte, m.wpe = get("transformer.wte.weight"), get("transformer.wpe.weight")
+	m.blocks = make([]block, cfg.Layers)
+	C := cfg.Width
 	lin := func(prefix string, in, out int) linear {
-		return linear{w: add(prefix+".weight", Base, in, out), b: add(prefix+".bias", Base, out), C: in, OC: out}
+		li := linear{w: get(prefix + ".weight"), b: get(prefix + ".bias"), C: in, OC: out}
+		if cfg.LoRARank > 0 {
+			li.loraA, li.loraB, li.scale = get(prefix+".lora_A.weight"), get(prefix+".lora_B.weight"), cfg.loraScale()
+		}
+		return li
 	}
 	for l := range m.blocks {
 		p := "transformer.h." + strconv.Itoa(l) + "."
 		bl := &m.blocks[l]
-		bl.ln1w, bl.ln1b = add(p+"ln_1.weight", Base, C), add(p+"ln_1.bias", Base, C)
+		bl.ln1w, bl.ln1b = get(p+"ln_1.weight"), get(p+"ln_1.bias")
 		bl.qkv = lin(p+"attn.c_attn", C, 3*C)
 		bl.attProj = lin(p+"attn.c_proj", C, C)
-		bl.ln2w, bl.ln2b = add(p+"ln_2.weight", Base, C), add(p+"ln_2.bias", Base, C)
+		bl.ln2w, bl.ln2b = get(p+"ln_2.weight"), get(p+"ln_2.bias")
 		bl.fc = lin(p+"mlp.c_fc", C, 4*C)
 		bl.fcProj = lin(p+"mlp.c_proj", 4*C, C)
 	}
-	m.lnfw, m.lnfb = add("transformer.ln_f.weight", Base, C), add("transformer.ln_f.bias", Base, C)
-	if r > 0 {
-		for l := range m.blocks {
-			for _, li := range m.blocks[l].linears() {
-				prefix := li.w.Name[:len(li.w.Name)-len(".weight")]
-				li.loraA = add(prefix+".lora_A.weight", LoRA, r, li.C)
-				li.loraB = add(prefix+".lora_B.weight", LoRA, li.OC, r)
-				li.scale = cfg.loraScale()
-			}
-		}
-	}
+	m.lnfw, m.lnfb = get("transformer.ln_f.weight"), get("transformer.ln_f.bias")
 	if cfg.ValueHead {
-		m.vw = add("v_head.summary.weight", Head, 1, C)
-		m.vb = add("v_head.summary.bias", Head, 1)
+		m.vw, m.vb = get("v_head.summary.weight"), get("v_head.summary.bias")
 	}
 	n := 0
 	for _, t := range m.Tensors {
@@ -139,7 +131,7 @@ func New(cfg Config, rng *RNG) (*Model, error) {
 	for _, t := range m.Tensors {
 		sz := product(t.Shape)
 		t.Data, t.Grad = m.Params[off:off+sz:off+sz], m.Grads[off:off+sz:off+sz]
-		t.Trainable = r == 0 || t.Group != Base
+		t.Trainable = cfg.LoRARank == 0 || t.Group != Base
 		off += sz
 	}
 	m.init(rng)

@@ -2,9 +2,9 @@ package model
 
 import "strconv"
 
-// What package hf needs to stream weights in the engine's own byte layout
-// without building a Model: the tensors New makes, and the header
-// WriteWeights writes before their data.
+// A model's layout: the tensors New makes, in their order, and the header
+// WriteWeights writes before their data. Package hf streams weights in the
+// engine's own byte layout with them, without building a Model.
 
 // TensorSpec names one tensor of a model and gives its shape.
 type TensorSpec struct {
@@ -13,8 +13,8 @@ type TensorSpec struct {
 	Shape []int
 }
 
-// Layout returns the tensors New(c, ...) makes, in the same order, without
-// allocating them.
+// Layout returns the tensors a model of shape c has, in the order New makes
+// them (and WriteWeights writes them), without allocating them.
 func (c Config) Layout() []TensorSpec {
 	C := c.Width
 	var ts []TensorSpec

@@ -30,7 +30,22 @@ type Config struct {
 	Postgres Postgres `mapstructure:"postgres" json:"postgres"`
 	S3       S3       `mapstructure:"s3" json:"s3"`
 	Worker   Worker   `mapstructure:"worker" json:"worker"`
+	Engine   Engine   `mapstructure:"engine" json:"engine"`
 }
+
+// Engine configures the built-in training engine of this process.
+type Engine struct {
+	// KernelLevel forces the vector unit the engine's C kernels use:
+	// avx512, avx2 or generic; empty (the default) picks the fastest this
+	// CPU has. It is for measuring or reproducing another kind of CPU on
+	// this one: levels round differently in the last bits, so a run's
+	// results are bit-identical only on one level. OpenBLAS picks its own
+	// kernels at start-up (OPENBLAS_CORETYPE=Haswell forces its AVX2 ones).
+	KernelLevel string `mapstructure:"kernel_level" json:"kernel_level"`
+}
+
+// KernelLevels are the values engine.kernel_level takes besides empty.
+var KernelLevels = []string{"avx512", "avx2", "generic"}
 
 // Worker configures `instructflow worker`.
 type Worker struct {
@@ -139,6 +154,7 @@ func Defaults() map[string]any {
 		"worker.metrics_address":       d.Worker.MetricsAddress,
 		"worker.max_concurrent_stages": d.Worker.MaxConcurrentStages,
 		"worker.stall_timeout":         d.Worker.StallTimeout,
+		"engine.kernel_level":          d.Engine.KernelLevel,
 	}
 }
 
@@ -189,6 +205,9 @@ func (c Config) Validate() error {
 	}
 	if c.Worker.StallTimeout < time.Minute {
 		bad("worker.stall_timeout", "is %s; use a duration of 1m or more, longer than a trainer's slowest step or checkpoint (default 30m)", c.Worker.StallTimeout)
+	}
+	if l := c.Engine.KernelLevel; l != "" && !slices.Contains(KernelLevels, l) {
+		bad("engine.kernel_level", "%q is not a kernel level; use one of %s, or empty for the fastest this CPU has", l, strings.Join(KernelLevels, ", "))
 	}
 	if c.Temporal.UIPort < 1 || c.Temporal.UIPort > 65535 {
 		bad("temporal.ui_port", "%d is not a TCP port; use 1-65535 (default 8233)", c.Temporal.UIPort)

@@ -4,6 +4,8 @@ import (
 	"os"
 	"strconv"
 	"testing"
+
+	"github.com/instructflow/instructflow/model/kernel"
 )
 
 // BenchmarkTrainStep is one training step (forward, backward, AdamW) of the
@@ -79,8 +81,12 @@ func BenchmarkSample(b *testing.B) {
 }
 
 // benchThreads is the thread count of the engine benchmarks: 1, or the
-// value of BENCH_THREADS.
+// value of BENCH_THREADS. BENCH_KERNEL_LEVEL (avx512, avx2, generic) forces
+// the kernels' level for them.
 func benchThreads() int {
+	if err := kernel.SetLevel(os.Getenv("BENCH_KERNEL_LEVEL")); err != nil {
+		panic(err)
+	}
 	if n, err := strconv.Atoi(os.Getenv("BENCH_THREADS")); err == nil && n > 0 {
 		return n
 	}
@@ -120,7 +126,7 @@ func BenchmarkThinGemm(b *testing.B) {
 						ws[i][j] = float32(j%7) * 0.01
 					}
 				}
-				p := pool{threads: 1}
+				p := pool{threads: benchThreads()}
 				i := 0
 				for b.Loop() {
 					p.gemm(false, false, tc.m, tc.n, tc.k, 1, a, tc.k, ws[i%len(ws)], tc.n, 0, c, tc.n)

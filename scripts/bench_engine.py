@@ -3,6 +3,7 @@
 count, same shapes) and prints the ratios side by side.
 
     /usr/bin/python3 scripts/bench_engine.py [--presets tiny,small,gpt2] [--threads 1,2]
+        [--kernel-level avx512|avx2|generic]
 
 The Go side is `instructflow bench engine --preset P --threads N --json`
 (built once from ./cmd/instructflow); --go-cmd replaces it with another
@@ -13,6 +14,14 @@ OPENBLAS_CORETYPE in the environment applies to both. Thread counts are
 pinned for torch through OMP_NUM_THREADS and OPENBLAS_NUM_THREADS (without
 the latter OpenBLAS would use every core even at torch.set_num_threads(1)).
 Other load on the machine distorts the 2-thread rows first: run it idle.
+
+--kernel-level runs both sides as on a CPU of that kind: the Go engine's C
+kernels through INSTRUCTFLOW_ENGINE_KERNEL_LEVEL, OpenBLAS through
+OPENBLAS_CORETYPE (SkylakeX, Haswell, Prescott; a value already in the
+environment wins) and PyTorch's own kernels through ATEN_CPU_CAPABILITY
+(avx512, avx2, default). Without it each side picks what it detects; the
+table's header says what that was (OpenBLAS names some virtual CPUs
+Prescott, its SSE3 kernels, although they have AVX-512).
 
 The PyTorch side is a plain GPT-2 (nn.Linear layers, manual causal
 attention, tanh GELU, tied head) trained with torch.optim.AdamW plus gradient
@@ -165,6 +174,14 @@ def torch_run(name, threads):
     return best
 
 
+# What --kernel-level sets for each side.
+LEVELS = {
+    "avx512": dict(INSTRUCTFLOW_ENGINE_KERNEL_LEVEL="avx512", OPENBLAS_CORETYPE="SkylakeX", ATEN_CPU_CAPABILITY="avx512"),
+    "avx2": dict(INSTRUCTFLOW_ENGINE_KERNEL_LEVEL="avx2", OPENBLAS_CORETYPE="Haswell", ATEN_CPU_CAPABILITY="avx2"),
+    "generic": dict(INSTRUCTFLOW_ENGINE_KERNEL_LEVEL="generic", OPENBLAS_CORETYPE="Prescott", ATEN_CPU_CAPABILITY="default"),
+}
+
+
 def main():
     if len(sys.argv) == 4 and sys.argv[1] == "--torch-worker":
         print(json.dumps(torch_bench(sys.argv[2], int(sys.argv[3]))))
@@ -173,7 +190,13 @@ def main():
     ap.add_argument("--presets", default="tiny,small,gpt2")
     ap.add_argument("--threads", default="1,2")
     ap.add_argument("--go-cmd", default=None, help="command printing bench.Result JSON; gets --preset P --threads N")
+    ap.add_argument("--kernel-level", choices=sorted(LEVELS), default=None,
+                    help="force both sides to this kind of CPU's kernels (default: what each detects)")
     args = ap.parse_args()
+    if args.kernel_level:
+        forced = dict(LEVELS[args.kernel_level])
+        forced["OPENBLAS_CORETYPE"] = os.environ.get("OPENBLAS_CORETYPE", forced["OPENBLAS_CORETYPE"])
+        os.environ.update(forced)
     go_cmd = args.go_cmd
     if go_cmd is None:
         exe = os.path.join(tempfile.mkdtemp(), "instructflow")
@@ -199,8 +222,11 @@ def main():
               f"{go['train_gflops']:>10.1f} {pt['train_gflops']:>7.1f} {100 * go['peak_share']:>5.0f}% | "
               f"{go['peak_rss_bytes'] / 2**20:>10.0f}")
     gemm = ", ".join("%d thr: %.0f" % (r[1], r[2]["gemm_gflops"]) for r in rows if r[0] == rows[0][0])
-    print(f"kernel: {rows[0][2]['kernel']}, OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', '(unset)')}; "
-          f"peak% = Go train GFLOP/s / (one large SGEMM's GFLOP/s x threads) ({gemm} GFLOP/s)")
+    go = rows[0][2]
+    print(f"cpu: {go.get('cpu', '?')}; go kernels: {go['kernel']} at level {go.get('kernel_level', '?')}, "
+          f"OpenBLAS core {go.get('blas_core', '?')} (OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', '(unset)')}); "
+          f"torch: ATEN_CPU_CAPABILITY={os.environ.get('ATEN_CPU_CAPABILITY', '(unset)')}")
+    print(f"peak% = Go train GFLOP/s / (one large SGEMM's GFLOP/s x threads) ({gemm} GFLOP/s)")
     print("GFLOP/s are model FLOPs (6N + 12LTC per token, T/2 mean attention span), the same formula for both.")
 
 

@@ -18,6 +18,10 @@ func newBenchCmd(a *app) *cobra.Command {
 		Short: "Measure the GPT engine: train tokens/s (forward + backward + AdamW), sample tokens/s (KV cache), GFLOP/s, peak memory",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			// The config sets the kernel level (engine.kernel_level).
+			if _, err := a.config(); err != nil {
+				return err
+			}
 			if threads < 1 {
 				return fmt.Errorf("bench engine: --threads %d: use 1 or more", threads)
 			}

@@ -11,6 +11,7 @@ import (
 
 	"github.com/instructflow/instructflow/config"
 	"github.com/instructflow/instructflow/internal/printer"
+	"github.com/instructflow/instructflow/model/kernel"
 )
 
 // app carries what every command shares: the flags and the loaded config.
@@ -151,6 +152,11 @@ func (a *app) config() (config.Config, error) {
 	}
 	if err := cfg.Validate(); err != nil {
 		return config.Config{}, err
+	}
+	// The engine's kernels are process-wide; they take the level here, once,
+	// before any command computes.
+	if err := kernel.SetLevel(cfg.Engine.KernelLevel); err != nil {
+		return config.Config{}, &config.FieldError{Key: "engine.kernel_level", Reason: err.Error() + "; pick one of those, or leave it empty"}
 	}
 	return cfg, nil
 }

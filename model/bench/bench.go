@@ -9,7 +9,9 @@ import (
 	"context"
 	"fmt"
 	"math"
+	"os"
 	"sort"
+	"strings"
 	"syscall"
 	"time"
 
@@ -48,7 +50,13 @@ type Result struct {
 	Preset  string `json:"preset"`
 	Threads int    `json:"threads"`
 	Kernel  string `json:"kernel"` // kernel.Name: openblas, or go (purego tag, no cgo, or not amd64)
-	Params  int    `json:"params"`
+	// KernelLevel is the vector unit the C kernels ran (kernel.Level:
+	// avx512, avx2 or generic), BLASCore the kernels OpenBLAS ran (empty
+	// without it), CPU the processor's model name.
+	KernelLevel string `json:"kernel_level"`
+	BLASCore    string `json:"blas_core"`
+	CPU         string `json:"cpu"`
+	Params      int    `json:"params"`
 
 	TrainTokensPerS  float64 `json:"train_tokens_per_s"`
 	TrainSteps       int     `json:"train_steps"`
@@ -80,7 +88,8 @@ func Run(ctx context.Context, preset string, threads int) (Result, error) {
 	}
 	m.SetThreads(threads)
 	total, _ := m.NumParams()
-	res := Result{Preset: preset, Threads: threads, Kernel: kernel.Name, Params: total}
+	res := Result{Preset: preset, Threads: threads, Kernel: kernel.Name, KernelLevel: kernel.Level(),
+		BLASCore: kernel.BLASCore(), CPU: cpuModel(), Params: total}
 
 	if err := train(ctx, m, p, &res); err != nil {
 		return Result{}, err
@@ -95,6 +104,20 @@ func Run(ctx context.Context, preset string, threads int) (Result, error) {
 		res.PeakRSSBytes = ru.Maxrss * 1024
 	}
 	return res, nil
+}
+
+// cpuModel returns the first model name in /proc/cpuinfo, or "unknown".
+func cpuModel() string {
+	b, err := os.ReadFile("/proc/cpuinfo")
+	if err != nil {
+		return "unknown"
+	}
+	for line := range strings.Lines(string(b)) {
+		if k, v, ok := strings.Cut(line, ":"); ok && strings.TrimSpace(k) == "model name" {
+			return strings.TrimSpace(v)
+		}
+	}
+	return "unknown"
 }
 
 // flopsPerToken returns the model FLOPs of one token's forward pass at mean

@@ -14,6 +14,10 @@ import "unsafe"
 // Name says which kernel this build uses.
 const Name = "openblas"
 
+// BLASCore names the kernels OpenBLAS picked for this CPU when the process
+// started (such as "skylakex" or "haswell"; OPENBLAS_CORETYPE forces one).
+func BLASCore() string { return C.GoString(C.openblas_get_corename()) }
+
 func init() {
 	// The engine parallelises over fixed chunks; OpenBLAS must not add threads
 	// of its own.

@@ -10,6 +10,7 @@
 
 // Comparisons cannot trap: lets GCC turn the clamps into min/max and vectorise.
 #pragma GCC optimize("no-trapping-math")
+#include <immintrin.h>
 #include <math.h>
 #include <stdint.h>
 #include <string.h>
@@ -19,17 +20,21 @@
 #define TARGET_AVX512 __attribute__((target("avx512f,avx512dq,avx512vl,avx2,fma,prefer-vector-width=512")))
 #define TARGET_AVX2 __attribute__((target("avx2,fma")))
 
-// level is the vector unit the kernels use: 2 AVX-512, 1 AVX2+FMA, 0 none.
-// kernel_init sets it once, before any kernel runs.
-static int level;
+// level is the vector unit the kernels use: 2 AVX-512, 1 AVX2+FMA, 0 none;
+// cpu_level is the best this CPU has. kernel_init sets both once, before
+// any kernel runs.
+static int level, cpu_level;
 
 void kernel_init(void) {
 	__builtin_cpu_init();
-	level = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl") ? 2
+	cpu_level = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl") ? 2
 		: __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") ? 1 : 0;
+	level = cpu_level;
 }
 
 int kernel_level(void) { return level; }
+
+int kernel_cpu_level(void) { return cpu_level; }
 
 void kernel_set_level(int l) { level = l; }
 
@@ -52,32 +57,126 @@ static inline __attribute__((always_inline)) float kexp(float x) {
 	return y * scale;
 }
 
-// vf16 is 16 floats that GCC keeps in vector registers (zmm, or pairs of
-// ymm / quadruples of xmm on smaller units); loads and stores go through
-// memcpy, which compiles to unaligned vector moves.
-typedef float vf16 __attribute__((vector_size(64), aligned(4)));
+// Each level's vector: its type (V), lanes (VL), and the operations the
+// kernels below use, as intrinsics so that GCC keeps the accumulators in
+// registers (GCC's generic vector types spill to the stack under AVX2). FMA
+// is a*b+c as the level computes it: fused where the target has FMA, so
+// that the scalar edge loops, which GCC contracts the same way, give the
+// same bits as the vector lanes. MAX(lo, x) and MIN(hi, x) keep a NaN x.
+// EXP2I(t, bias) is 2^n for the integer n in t's low mantissa bits (t =
+// n + 1.5*2^23) when bias = 127 - 0x4B400000.
+typedef __m512 V_avx512;
+#define VL_avx512 16
+#define LOAD_avx512(p) _mm512_loadu_ps(p)
+#define STORE_avx512(p, v) _mm512_storeu_ps(p, v)
+#define SET1_avx512(x) _mm512_set1_ps(x)
+#define ZERO_avx512() _mm512_setzero_ps()
+#define FMA_avx512(a, b, c) _mm512_fmadd_ps(a, b, c)
+#define MUL_avx512(a, b) _mm512_mul_ps(a, b)
+#define ADD_avx512(a, b) _mm512_add_ps(a, b)
+#define SUB_avx512(a, b) _mm512_sub_ps(a, b)
+#define DIV_avx512(a, b) _mm512_div_ps(a, b)
+#define MAX_avx512(a, b) _mm512_max_ps(a, b)
+#define MIN_avx512(a, b) _mm512_min_ps(a, b)
+#define EXP2I_avx512(t, bias) _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_add_epi32(_mm512_castps_si512(t), _mm512_set1_epi32(bias)), 23))
+
+typedef __m256 V_avx2;
+#define VL_avx2 8
+#define LOAD_avx2(p) _mm256_loadu_ps(p)
+#define STORE_avx2(p, v) _mm256_storeu_ps(p, v)
+#define SET1_avx2(x) _mm256_set1_ps(x)
+#define ZERO_avx2() _mm256_setzero_ps()
+#define FMA_avx2(a, b, c) _mm256_fmadd_ps(a, b, c)
+#define MUL_avx2(a, b) _mm256_mul_ps(a, b)
+#define ADD_avx2(a, b) _mm256_add_ps(a, b)
+#define SUB_avx2(a, b) _mm256_sub_ps(a, b)
+#define DIV_avx2(a, b) _mm256_div_ps(a, b)
+#define MAX_avx2(a, b) _mm256_max_ps(a, b)
+#define MIN_avx2(a, b) _mm256_min_ps(a, b)
+#define EXP2I_avx2(t, bias) _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(_mm256_castps_si256(t), _mm256_set1_epi32(bias)), 23))
+
+typedef __m128 V_base;
+#define VL_base 4
+#define LOAD_base(p) _mm_loadu_ps(p)
+#define STORE_base(p, v) _mm_storeu_ps(p, v)
+#define SET1_base(x) _mm_set1_ps(x)
+#define ZERO_base() _mm_setzero_ps()
+#define FMA_base(a, b, c) _mm_add_ps(_mm_mul_ps(a, b), c)
+#define MUL_base(a, b) _mm_mul_ps(a, b)
+#define ADD_base(a, b) _mm_add_ps(a, b)
+#define SUB_base(a, b) _mm_sub_ps(a, b)
+#define DIV_base(a, b) _mm_div_ps(a, b)
+#define MAX_base(a, b) _mm_max_ps(a, b)
+#define MIN_base(a, b) _mm_min_ps(a, b)
+#define EXP2I_base(t, bias) _mm_castsi128_ps(_mm_slli_epi32(_mm_add_epi32(_mm_castps_si128(t), _mm_set1_epi32(bias)), 23))
 
 // ---------------------------------------------------------------------------
 // GELU
 
 #define GELU_K 0.7978845608028654f
 
+// VEXP defines vexp, kexp on the level's vectors, with the same constants
+// (the rounding may differ in the last bit from kexp's scalar form).
+#define VEXP(suffix, target)                                                                     \
+	target static inline __attribute__((always_inline)) V##suffix vexp##suffix(V##suffix x) { \
+		x = MIN##suffix(SET1##suffix(88.0f), MAX##suffix(SET1##suffix(-87.33654f), x));    \
+		V##suffix t = FMA##suffix(x, SET1##suffix(1.44269504088896341f), SET1##suffix(12582912.0f)); \
+		V##suffix n = SUB##suffix(t, SET1##suffix(12582912.0f));                          \
+		V##suffix r = FMA##suffix(n, SET1##suffix(-0.693359375f), x);                      \
+		r = FMA##suffix(n, SET1##suffix(2.12194440e-4f), r);                               \
+		V##suffix y = FMA##suffix(SET1##suffix(1.9875691500e-4f), r, SET1##suffix(1.3981999507e-3f)); \
+		y = FMA##suffix(y, r, SET1##suffix(8.3334519073e-3f));                             \
+		y = FMA##suffix(y, r, SET1##suffix(4.1665795894e-2f));                             \
+		y = FMA##suffix(y, r, SET1##suffix(1.6666665459e-1f));                             \
+		y = FMA##suffix(y, r, SET1##suffix(5.0000001201e-1f));                             \
+		y = ADD##suffix(FMA##suffix(MUL##suffix(y, r), r, r), SET1##suffix(1.0f));         \
+		return MUL##suffix(y, EXP2I##suffix(t, 127 - 0x4B400000));                          \
+	}
+
 // GELU_LOOPS defines the forward and backward loops under a target
-// attribute; the fastest one the CPU supports is picked at run time.
+// attribute; the fastest one the CPU supports is picked at run time. Each
+// element goes through the vector code, the last partial vector padded
+// with zeros, so an element's result does not depend on where it lies:
+// sigmoid(u) = 1 / (1 + vexp(-u)) with u = 2*GELU_K*(x + 0.044715*x^3).
 #define GELU_LOOPS(suffix, target)                                                              \
+	VEXP(suffix, target)                                                                       \
+	target static inline __attribute__((always_inline)) V##suffix sigmoid_u##suffix(V##suffix x) { \
+		V##suffix x3 = MUL##suffix(MUL##suffix(x, x), x);                                  \
+		V##suffix u = MUL##suffix(SET1##suffix(-2.0f * GELU_K), FMA##suffix(SET1##suffix(0.044715f), x3, x)); \
+		return DIV##suffix(SET1##suffix(1.0f), ADD##suffix(SET1##suffix(1.0f), vexp##suffix(u))); \
+	}                                                                                          \
+	target static inline __attribute__((always_inline)) V##suffix gelu_v##suffix(V##suffix x) { \
+		return MUL##suffix(x, sigmoid_u##suffix(x));                                       \
+	}                                                                                          \
+	target static inline __attribute__((always_inline)) V##suffix gelu_grad_v##suffix(V##suffix d, V##suffix x) { \
+		V##suffix s = sigmoid_u##suffix(x);                                                \
+		V##suffix du = MUL##suffix(SET1##suffix(2.0f * GELU_K),                            \
+			FMA##suffix(SET1##suffix(3.0f * 0.044715f), MUL##suffix(x, x), SET1##suffix(1.0f))); \
+		V##suffix ds = MUL##suffix(MUL##suffix(s, SUB##suffix(SET1##suffix(1.0f), s)), MUL##suffix(x, du)); \
+		return MUL##suffix(d, ADD##suffix(s, ds));                                         \
+	}                                                                                          \
 	target static void gelu_forward##suffix(float *out, const float *inp, long n) {            \
-		for (long i = 0; i < n; i++) {                                                     \
-			float x = inp[i];                                                          \
-			float u = 2.0f * GELU_K * (x + 0.044715f * x * x * x);                     \
-			out[i] = x / (1.0f + kexp(-u));                                            \
+		const long VL = VL##suffix;                                                        \
+		long i = 0;                                                                        \
+		for (; i + VL <= n; i += VL) STORE##suffix(out + i, gelu_v##suffix(LOAD##suffix(inp + i))); \
+		if (i < n) {                                                                       \
+			float x[VL##suffix] = {0};                                                 \
+			memcpy(x, inp + i, (size_t)(n - i) * 4);                                   \
+			STORE##suffix(x, gelu_v##suffix(LOAD##suffix(x)));                        \
+			memcpy(out + i, x, (size_t)(n - i) * 4);                                   \
 		}                                                                                  \
 	}                                                                                          \
 	target static void gelu_backward##suffix(float *d, const float *inp, long n) {             \
-		for (long i = 0; i < n; i++) {                                                     \
-			float x = inp[i];                                                          \
-			float u = 2.0f * GELU_K * (x + 0.044715f * x * x * x);                     \
-			float s = 1.0f / (1.0f + kexp(-u));                                        \
-			d[i] *= s + 2.0f * x * s * (1.0f - s) * GELU_K * (1.0f + 3.0f * 0.044715f * x * x); \
+		const long VL = VL##suffix;                                                        \
+		long i = 0;                                                                        \
+		for (; i + VL <= n; i += VL)                                                       \
+			STORE##suffix(d + i, gelu_grad_v##suffix(LOAD##suffix(d + i), LOAD##suffix(inp + i))); \
+		if (i < n) {                                                                       \
+			float x[VL##suffix] = {0}, g[VL##suffix] = {0};                            \
+			memcpy(x, inp + i, (size_t)(n - i) * 4);                                   \
+			memcpy(g, d + i, (size_t)(n - i) * 4);                                     \
+			STORE##suffix(g, gelu_grad_v##suffix(LOAD##suffix(g), LOAD##suffix(x)));  \
+			memcpy(d + i, g, (size_t)(n - i) * 4);                                     \
 		}                                                                                  \
 	}
 
@@ -104,69 +203,68 @@ void kernel_gelu_backward(float *d, const float *inp, long n) {
 // ---------------------------------------------------------------------------
 // Attention over a key/value cache
 
-// ATTEND defines one query's attention under a target attribute. The sums
-// stay in registers: scores in blocks of up to 4 vectors of 16 positions,
-// each a sum over d in order; the output in blocks of up to 4 vectors of 16
-// lanes, each a sum over positions in order. A key vector that would run
-// past the end of kt (klen floats) is copied, only its positions below n,
-// into a zeroed vector first. Lanes past the last full vector of the
-// output use MULADD(a, b, c), a*b+c computed as the vector lanes compute it:
-// fused where the target has FMA.
+// ATTEND defines one query's attention under a target attribute, on the
+// level's vectors (see V_avx2). The sums stay in registers: scores in
+// blocks of up to 4 vectors of positions, each a sum over d in order; the
+// output in blocks of up to 4 vectors of lanes, each a sum over positions in
+// order. A key vector that would run past the end of kt (klen floats) is
+// copied, only its positions below n, into a zeroed vector first. Lanes past
+// the last full vector of the output use MULADD(a, b, c), a*b+c computed as
+// the vector lanes compute it. The block sizes do not change any sum's
+// order, so the vector width does not change the bits.
 #define ATTEND(suffix, target, MULADD)                                                              \
 	target static inline __attribute__((always_inline)) void scores##suffix(float *sc,          \
 		const float *q, const float *kt, long klen, long ldk, long hs, float scale, long j0,    \
 		long n, const int nv) {                                                                 \
-		vf16 acc[4];                                                                            \
-		for (int b = 0; b < nv; b++) acc[b] = (vf16){0};                                        \
-		long tail = n - j0 - 16 * (nv - 1);                                                         \
-		tail = tail < 16 ? tail : 16;                                                           \
-		long room = klen - j0 - 16 * nv;                                                        \
+		const long VL = VL##suffix;                                                             \
+		V##suffix acc[4];                                                                       \
+		for (int b = 0; b < nv; b++) acc[b] = ZERO##suffix();                                   \
+		long tail = n - j0 - VL * (nv - 1);                                                     \
+		tail = tail < VL ? tail : VL;                                                           \
+		long room = klen - j0 - VL * nv;                                                        \
 		long dfull = room < 0 ? 0 : room / ldk + 1 < hs ? room / ldk + 1 : hs;                  \
 		for (long d = 0; d < dfull; d++) {                                                      \
-			float x = q[d] * scale;                                                         \
+			V##suffix x = SET1##suffix(q[d] * scale);                                       \
 			const float *kr = kt + d * ldk + j0;                                            \
-			for (int b = 0; b < nv; b++) {                                                  \
-				vf16 k;                                                                 \
-				memcpy(&k, kr + 16 * b, 64);                                            \
-				acc[b] += x * k;                                                        \
-			}                                                                               \
+			for (int b = 0; b < nv; b++) acc[b] = FMA##suffix(x, LOAD##suffix(kr + VL * b), acc[b]); \
 		}                                                                                       \
 		for (long d = dfull; d < hs; d++) {                                                     \
-			float x = q[d] * scale;                                                         \
+			V##suffix x = SET1##suffix(q[d] * scale);                                       \
 			const float *kr = kt + d * ldk + j0;                                            \
 			for (int b = 0; b < nv; b++) {                                                  \
-				vf16 k = (vf16){0};                                                     \
-				memcpy(&k, kr + 16 * b, (size_t)(b < nv - 1 ? 16 : tail) * 4);         \
-				acc[b] += x * k;                                                        \
+				float k[VL##suffix] = {0};                                              \
+				memcpy(k, kr + VL * b, (size_t)(b < nv - 1 ? VL : tail) * 4);           \
+				acc[b] = FMA##suffix(x, LOAD##suffix(k), acc[b]);                       \
 			}                                                                               \
 		}                                                                                       \
 		for (int b = 0; b < nv; b++) {                                                          \
-			long w = n - j0 - 16 * b;                                                       \
-			if (w >= 16)                                                                    \
-				memcpy(sc + j0 + 16 * b, &acc[b], 64);                                  \
-			else                                                                            \
-				for (long l = 0; l < w; l++) sc[j0 + 16 * b + l] = acc[b][l];           \
+			long w = n - j0 - VL * b;                                                       \
+			if (w >= VL) {                                                                  \
+				STORE##suffix(sc + j0 + VL * b, acc[b]);                                \
+			} else {                                                                        \
+				float lanes[VL##suffix];                                                \
+				STORE##suffix(lanes, acc[b]);                                           \
+				memcpy(sc + j0 + VL * b, lanes, (size_t)w * 4);                         \
+			}                                                                               \
 		}                                                                                       \
 	}                                                                                               \
 	target static inline __attribute__((always_inline)) void weigh##suffix(float *out,          \
 		const float *sc, float inv, const float *v, long n, long hs, long d0, const int nv) {   \
-		vf16 acc[4];                                                                            \
-		for (int b = 0; b < nv; b++) acc[b] = (vf16){0};                                        \
+		const long VL = VL##suffix;                                                             \
+		V##suffix acc[4];                                                                       \
+		for (int b = 0; b < nv; b++) acc[b] = ZERO##suffix();                                   \
 		for (long j = 0; j < n; j++) {                                                          \
-			float w = sc[j] * inv;                                                          \
+			V##suffix w = SET1##suffix(sc[j] * inv);                                        \
 			const float *vr = v + j * hs + d0;                                              \
-			for (int b = 0; b < nv; b++) {                                                  \
-				vf16 x;                                                                 \
-				memcpy(&x, vr + 16 * b, 64);                                            \
-				acc[b] += w * x;                                                        \
-			}                                                                               \
+			for (int b = 0; b < nv; b++) acc[b] = FMA##suffix(w, LOAD##suffix(vr + VL * b), acc[b]); \
 		}                                                                                       \
-		for (int b = 0; b < nv; b++) memcpy(out + d0 + 16 * b, &acc[b], 64);                   \
+		for (int b = 0; b < nv; b++) STORE##suffix(out + d0 + VL * b, acc[b]);                 \
 	}                                                                                               \
 	target static void attend##suffix(float *out, const float *q, const float *kt, long klen,    \
 		const float *v, long n, long hs, long ldk, float scale, float *sc) {                   \
-		for (long j0 = 0; j0 < n; j0 += 64) {                                                   \
-			switch ((n - j0 + 15) / 16) {                                                   \
+		const long VL = VL##suffix;                                                             \
+		for (long j0 = 0; j0 < n; j0 += 4 * VL) {                                               \
+			switch ((n - j0 + VL - 1) / VL) {                                               \
 			case 1: scores##suffix(sc, q, kt, klen, ldk, hs, scale, j0, n, 1); break;       \
 			case 2: scores##suffix(sc, q, kt, klen, ldk, hs, scale, j0, n, 2); break;       \
 			case 3: scores##suffix(sc, q, kt, klen, ldk, hs, scale, j0, n, 3); break;       \
@@ -183,15 +281,15 @@ void kernel_gelu_backward(float *d, const float *inp, long n) {
 		}                                                                                       \
 		float inv = 1.0f / sum;                                                                 \
 		long d0 = 0;                                                                            \
-		for (; d0 + 16 <= hs; d0 += 64) {                                                       \
-			switch ((hs - d0) / 16) {                                                       \
+		for (; d0 + VL <= hs; d0 += 4 * VL) {                                                   \
+			switch ((hs - d0) / VL) {                                                       \
 			case 1: weigh##suffix(out, sc, inv, v, n, hs, d0, 1); break;                    \
 			case 2: weigh##suffix(out, sc, inv, v, n, hs, d0, 2); break;                    \
 			case 3: weigh##suffix(out, sc, inv, v, n, hs, d0, 3); break;                    \
 			default: weigh##suffix(out, sc, inv, v, n, hs, d0, 4);                          \
 			}                                                                               \
 		}                                                                                       \
-		for (long d = hs - hs % 16; d < hs; d++) {                                              \
+		for (long d = hs - hs % VL; d < hs; d++) {                                              \
 			float o = 0.0f;                                                                 \
 			for (long j = 0; j < n; j++) o = MULADD(sc[j] * inv, v[j * hs + d], o);          \
 			out[d] = o;                                                                     \
@@ -218,40 +316,63 @@ void kernel_attend(float *out, const float *q, const float *kt, long klen, const
 
 // THIN defines c (m,n) = alpha * a (m,k) @ b (k,n) + beta*c for small m
 // under a target attribute. It reads b in place, without the packing copy
-// that dominates BLAS on thin products: register tiles of 4 rows by
-// 16*COLS_V columns (vector-extension accumulators the compiler keeps in
-// registers), a plain loop for the edges. Each c element is a sum over k in
-// order, whichever path computes it.
-#define THIN(suffix, target, COLS_V)                                                               \
+// that dominates BLAS on thin products: register tiles of up to ROWS rows
+// by COLS_V of the level's vectors (see V_avx2), accumulators that stay in
+// registers (ROWS at most 6), and a plain loop for the columns past the
+// last full tile. Column panels are the outer loop: each panel of b comes
+// from memory once and from cache for the other rows, since a decode step
+// streams more weights than the caches hold.
+// Each c element is a sum over k in order, whichever path computes it, so
+// tile shapes do not change the bits.
+#define THIN(suffix, target, ROWS, COLS_V)                                                         \
+	target static inline __attribute__((always_inline)) void tile##suffix(long i0, long j0,     \
+		long k, float alpha, const float *a, long lda, const float *b, long ldb, float beta,   \
+		float *c, long ldc, long pf, const int nr) {                                            \
+		const long VL = VL##suffix;                                                             \
+		V##suffix acc[ROWS][COLS_V];                                                            \
+		for (int r = 0; r < nr; r++)                                                            \
+			for (int v = 0; v < (COLS_V); v++) acc[r][v] = ZERO##suffix();                  \
+		for (long p = 0; p < k; p++) {                                                          \
+			const float *br = b + p * ldb + j0;                                             \
+			for (long o = 0; o < pf; o += 16) __builtin_prefetch(br + THIN_PREFETCH * ldb + o); \
+			V##suffix bv[COLS_V];                                                           \
+			for (int v = 0; v < (COLS_V); v++) bv[v] = LOAD##suffix(br + VL * v);           \
+			for (int r = 0; r < nr; r++) {                                                  \
+				V##suffix x = SET1##suffix(a[(i0 + r) * lda + p]);                      \
+				for (int v = 0; v < (COLS_V); v++) acc[r][v] = FMA##suffix(x, bv[v], acc[r][v]); \
+			}                                                                               \
+		}                                                                                       \
+		V##suffix va = SET1##suffix(alpha), vb = SET1##suffix(beta);                            \
+		for (int r = 0; r < nr; r++) {                                                          \
+			float *cr = c + (i0 + r) * ldc + j0;                                            \
+			for (int v = 0; v < (COLS_V); v++) {                                            \
+				V##suffix old = beta == 0.0f ? ZERO##suffix() : MUL##suffix(vb, LOAD##suffix(cr + VL * v)); \
+				STORE##suffix(cr + VL * v, FMA##suffix(va, acc[r][v], old));            \
+			}                                                                               \
+		}                                                                                       \
+	}                                                                                               \
 	target static void thin##suffix(long m, long n, long k, float alpha, const float *a, long lda, \
 		const float *b, long ldb, float beta, float *c, long ldc) {                           \
-		long tn = 16 * (COLS_V), n_full = n - n % tn, m_full = m - m % 4;                     \
-		for (long i0 = 0; i0 < m_full; i0 += 4) {                                             \
-			for (long j0 = 0; j0 < n_full; j0 += tn) {                                    \
-				vf16 acc[4][COLS_V];                                                  \
-				for (int r = 0; r < 4; r++)                                           \
-					for (int v = 0; v < (COLS_V); v++) acc[r][v] = (vf16){0};     \
-				for (long p = 0; p < k; p++) {                                        \
-					const float *br = b + p * ldb + j0;                           \
-					vf16 bv[COLS_V];                                              \
-					for (int v = 0; v < (COLS_V); v++) memcpy(&bv[v], br + 16 * v, 64); \
-					for (int r = 0; r < 4; r++) {                                 \
-						float x = a[(i0 + r) * lda + p];                      \
-						for (int v = 0; v < (COLS_V); v++) acc[r][v] += x * bv[v]; \
+		long tn = VL##suffix * (COLS_V), n_full = n - n % tn;                                 \
+		for (long p0 = 0; p0 < n_full; p0 += THIN_PANEL) {                                    \
+			long p1 = p0 + THIN_PANEL < n_full ? p0 + THIN_PANEL : n_full;                \
+			for (long i0 = 0; i0 < m; i0 += (ROWS)) {                                     \
+				long nr = m - i0 < (ROWS) ? m - i0 : (ROWS);                          \
+				for (long j0 = p0; j0 < p1; j0 += tn) {                               \
+					long pf = i0 == 0 && j0 == p0 ? p1 - p0 : 0;                  \
+					switch (nr) {                                                 \
+					case 1: tile##suffix(i0, j0, k, alpha, a, lda, b, ldb, beta, c, ldc, pf, 1); break; \
+					case 2: tile##suffix(i0, j0, k, alpha, a, lda, b, ldb, beta, c, ldc, pf, 2); break; \
+					case 3: tile##suffix(i0, j0, k, alpha, a, lda, b, ldb, beta, c, ldc, pf, 3); break; \
+					case 4: if ((ROWS) > 4) { tile##suffix(i0, j0, k, alpha, a, lda, b, ldb, beta, c, ldc, pf, 4); break; } /* fall through */ \
+					case 5: if ((ROWS) > 5) { tile##suffix(i0, j0, k, alpha, a, lda, b, ldb, beta, c, ldc, pf, 5); break; } /* fall through */ \
+					default: tile##suffix(i0, j0, k, alpha, a, lda, b, ldb, beta, c, ldc, pf, (ROWS)); \
 					}                                                             \
-				}                                                                     \
-				for (int r = 0; r < 4; r++) {                                         \
-					float *cr = c + (i0 + r) * ldc + j0;                          \
-					for (int v = 0; v < (COLS_V); v++)                            \
-						for (int l = 0; l < 16; l++) {                        \
-							float old = beta == 0.0f ? 0.0f : beta * cr[16 * v + l]; \
-							cr[16 * v + l] = alpha * acc[r][v][l] + old;  \
-						}                                                     \
 				}                                                                     \
 			}                                                                             \
 		}                                                                                     \
 		for (long i = 0; i < m; i++) {                                                        \
-			for (long j0 = i < m_full ? n_full : 0; j0 < n; j0 += 64) {                   \
+			for (long j0 = n_full; j0 < n; j0 += 64) {                                    \
 				long w = n - j0 < 64 ? n - j0 : 64;                                   \
 				float acc[64] = {0};                                                  \
 				for (long p = 0; p < k; p++) {                                        \
@@ -266,8 +387,22 @@ void kernel_attend(float *out, const float *q, const float *kt, long klen, const
 		}                                                                                     \
 	}
 
-THIN(_avx512, TARGET_AVX512, 4)
-THIN(_avx2, TARGET_AVX2, 1)
+// THIN_PANEL is the width in floats (a multiple of every tile's) of the
+// column panels that tiles sweep row by row. The panel's first tile
+// prefetches the panel's rows THIN_PREFETCH rows ahead: the hardware fetches
+// the lines of a narrow tile, one per row of b, too late on its own.
+#ifndef THIN_PANEL
+#define THIN_PANEL 64
+#define THIN_PREFETCH 8
+#endif
+#ifndef THIN_AVX2_ROWS
+#define THIN_AVX2_ROWS 6
+#define THIN_AVX2_COLS 2
+#define THIN_AVX512_ROWS 6
+#define THIN_AVX512_COLS 4
+#endif
+THIN(_avx512, TARGET_AVX512, THIN_AVX512_ROWS, THIN_AVX512_COLS)
+THIN(_avx2, TARGET_AVX2, THIN_AVX2_ROWS, THIN_AVX2_COLS)
 
 int kernel_thin(long m, long n, long k, float alpha, const float *a, long lda, const float *b, long ldb, float beta,
 	float *c, long ldc) {

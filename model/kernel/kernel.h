@@ -11,6 +11,9 @@ void kernel_init(void);
 // kernel_level is the level the kernels use: 2 AVX-512, 1 AVX2+FMA, 0 none.
 int kernel_level(void);
 
+// kernel_cpu_level is the best level this CPU supports.
+int kernel_cpu_level(void);
+
 // kernel_set_level makes the kernels use level l (at most the CPU's), for
 // tests to cover every variant. Not safe while kernels run.
 void kernel_set_level(int l);

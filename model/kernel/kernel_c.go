@@ -11,15 +11,17 @@ import "C"
 
 func init() { C.kernel_init() }
 
-// levels returns the vector levels this CPU can run, for tests to cover
-// every variant: 0 plain, 1 AVX2+FMA, 2 AVX-512.
+// levels returns the vector levels this CPU can run: 0 plain, 1 AVX2+FMA,
+// 2 AVX-512.
 func levels() []int {
 	var ls []int
-	for l := range int(C.kernel_level()) + 1 {
+	for l := range int(C.kernel_cpu_level()) + 1 {
 		ls = append(ls, l)
 	}
 	return ls
 }
+
+func level() int { return int(C.kernel_level()) }
 
 // setLevel makes the kernels use level l (one of levels()) until the next
 // call. Not safe while kernels run.

@@ -39,6 +39,8 @@ func levels() []int { return []int{0} }
 
 func setLevel(int) {}
 
+func level() int { return 0 }
+
 func softmaxCausal(a []float32, t int) {
 	for r := range t {
 		row, n := a[r*t:(r+1)*t], r+1

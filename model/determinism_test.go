@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"math"
 	"testing"
+
+	"github.com/instructflow/instructflow/model/kernel"
 )
 
 // A config big enough that every layer splits into several chunks
@@ -69,7 +71,27 @@ func sameBits(a, b []float32) int {
 	return -1
 }
 
-func TestDeterminism(t *testing.T) {
+// forEachLevel runs f once per kernel level this CPU has (see
+// kernel.Levels): results must be bit-identical across thread counts and
+// resumes on each level.
+func forEachLevel(t *testing.T, f func(t *testing.T)) {
+	start := kernel.Level()
+	defer func() {
+		if err := kernel.SetLevel(start); err != nil {
+			t.Fatal(err)
+		}
+	}()
+	for _, l := range kernel.Levels() {
+		if err := kernel.SetLevel(l); err != nil {
+			t.Fatal(err)
+		}
+		t.Run(l, f)
+	}
+}
+
+func TestDeterminism(t *testing.T) { forEachLevel(t, testDeterminism) }
+
+func testDeterminism(t *testing.T) {
 	lora := detConfig
 	lora.LoRARank, lora.LoRAAlpha = 4, 8
 	for _, tc := range []struct {
@@ -138,7 +160,9 @@ func TestDeterminism(t *testing.T) {
 	}
 }
 
-func TestSampleDeterminism(t *testing.T) {
+func TestSampleDeterminism(t *testing.T) { forEachLevel(t, testSampleDeterminism) }
+
+func testSampleDeterminism(t *testing.T) {
 	m, err := New(detConfig, NewRNG(5))
 	if err != nil {
 		t.Fatal(err)

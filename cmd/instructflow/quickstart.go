@@ -69,6 +69,7 @@ Presets: ` + strings.Join(runspec.Presets, ", "),
 			}
 			defer closeAll()
 			defer w.Stop()
+			printEngine(log, "quickstart")
 			if _, err := preflight(ctx, cfg, time.Minute); err != nil {
 				return err
 			}

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -19,6 +20,7 @@ import (
 	"github.com/instructflow/instructflow/activities"
 	"github.com/instructflow/instructflow/config"
 	"github.com/instructflow/instructflow/control"
+	"github.com/instructflow/instructflow/model/kernel"
 	"github.com/instructflow/instructflow/storage/objectstore"
 	"github.com/instructflow/instructflow/storage/postgres"
 	"github.com/instructflow/instructflow/workflows"
@@ -56,11 +58,21 @@ func newWorkerCmd(a *app) *cobra.Command {
 			}
 			defer closeAll()
 			fmt.Fprintf(cmd.ErrOrStderr(), "instructflow worker: polling task queue %q on %s\n", cfg.Temporal.TaskQueue, cfg.Temporal.Address)
+			printEngine(cmd.ErrOrStderr(), "instructflow worker")
 			<-cmd.Context().Done()
 			fmt.Fprintf(cmd.ErrOrStderr(), "instructflow worker: stopping; running stages stop after their next checkpoint (at most %s)\n", workerStopTimeout)
 			w.Stop()
 			return nil
 		},
+	}
+}
+
+// printEngine says which kernels the engine runs and warns when OpenBLAS
+// picked slower ones than the CPU has.
+func printEngine(w io.Writer, who string) {
+	fmt.Fprintf(w, "%s: engine kernels %s at level %s, OpenBLAS core %q\n", who, kernel.Name, kernel.Level(), kernel.BLASCore())
+	if advice := kernel.BLASAdvice(); advice != "" {
+		fmt.Fprintf(w, "%s: warning: %s\n", who, advice)
 	}
 }
 

@@ -9,7 +9,12 @@ void openblas_set_num_threads(int num_threads);
 */
 import "C"
 
-import "unsafe"
+import (
+	"fmt"
+	"slices"
+	"strings"
+	"unsafe"
+)
 
 // Name says which kernel this build uses.
 const Name = "openblas"
@@ -17,6 +22,25 @@ const Name = "openblas"
 // BLASCore names the kernels OpenBLAS picked for this CPU when the process
 // started (such as "skylakex" or "haswell"; OPENBLAS_CORETYPE forces one).
 func BLASCore() string { return C.GoString(C.openblas_get_corename()) }
+
+// blasCores are the OpenBLAS cores with AVX2 and FMA, by the
+// names openblas_get_corename gives, in lower case.
+var blasCores = []string{"haswell", "zen", "skylakex", "cooperlake", "sapphirerapids"}
+
+// BLASAdvice returns, when OpenBLAS picked kernels older than the C
+// kernels' level (it names some virtual CPUs Prescott, its SSE3 kernels,
+// although they have AVX-512), what to set to fix it; otherwise "".
+func BLASAdvice() string {
+	core := BLASCore()
+	if level() == 0 || slices.Contains(blasCores, strings.ToLower(core)) {
+		return ""
+	}
+	want := "Haswell"
+	if level() == 2 {
+		want = "SkylakeX"
+	}
+	return fmt.Sprintf("OpenBLAS runs its %s kernels on a CPU with %s; training runs several times faster with OPENBLAS_CORETYPE=%s in the environment", core, Level(), want)
+}
 
 func init() {
 	// The engine parallelises over fixed chunks; OpenBLAS must not add threads

@@ -8,6 +8,9 @@ const Name = "go"
 // BLASCore is empty: this build has no BLAS.
 func BLASCore() string { return "" }
 
+// BLASAdvice is empty: there is no BLAS to set up.
+func BLASAdvice() string { return "" }
+
 func gemm(transA, transB bool, m, n, k int, alpha float32, a []float32, lda int, b []float32, ldb int, beta float32, c []float32, ldc int) {
 	for i := range m {
 		crow := c[i*ldc : i*ldc+n]

@@ -32,7 +32,7 @@ type database interface {
 	CheckpointHashes(ctx context.Context, run, stage string, step int64) ([]string, error)
 	Prompts(ctx context.Context, source, split string) ([]string, error)
 	Demonstrations(ctx context.Context, source, split string) ([]postgres.Pair, error)
-	CreateBatch(ctx context.Context, name, run string, deadline time.Time, items []postgres.BatchItem) (postgres.Batch, error)
+	CreateBatchFrom(ctx context.Context, name, run string, deadline time.Time, n int, fill func(add func([]postgres.BatchItem) error) error) (postgres.Batch, error)
 	GetBatch(ctx context.Context, name string) (postgres.Batch, error)
 	Snapshot(ctx context.Context, name string) (postgres.Snapshot, error)
 	SnapshotWhere(ctx context.Context, name string, f postgres.SnapshotFilter) (postgres.Snapshot, error)

@@ -40,7 +40,8 @@ func (a *Activities) Evaluate(ctx context.Context, in StageInput) (StageResult, 
 		}
 		var ev sampling.Eval
 		err = t.timed(ctx, func() error {
-			ev, err = sampling.Evaluate(ms[0], ms[1], tok, judge, prompts, s.Eval.Samples, s.PPO.MaxNewTokens, s.Seed+10)
+			ev, err = sampling.Evaluate(ms[0], ms[1], tok, judge, prompts, s.Eval.Samples, s.PPO.MaxNewTokens, s.Eval.SampleBatch, s.Seed+10,
+				func(int) error { t.alive(); return ctx.Err() }) // evaluation reports no steps
 			return err
 		})
 		return StageResult{Metrics: map[string]float64{

@@ -56,6 +56,7 @@ func (a *Activities) runStage(ctx context.Context, spec runspec.Spec, name runst
 	}()
 	a.Metrics.started(name, 1)
 	defer a.Metrics.started(name, -1)
+	peak := startPeakRSS()
 	res, err := a.watched(ctx, t, work)
 	if errors.Is(err, errStalled) {
 		a.Metrics.ended(name, "stalled")
@@ -71,6 +72,7 @@ func (a *Activities) runStage(ctx context.Context, spec runspec.Spec, name runst
 		return StageResult{}, fmt.Errorf("%s: %w", name, err)
 	}
 	t.close() // no heartbeat or metrics write after this point but the final flush
+	res.Metrics = peak.record(res.Metrics)
 	res.Stage, res.ResumedFrom = name, t.sink.resumedFrom()
 	res.Seconds, res.WaitSeconds = t.totals()
 	res.Execution = activity.GetInfo(ctx).WorkflowExecution.RunID

@@ -1,8 +1,13 @@
 package activities
 
 import (
+	"bufio"
 	"context"
+	"encoding/json"
 	"errors"
+	"fmt"
+	"io"
+	"os"
 	"time"
 
 	"github.com/instructflow/instructflow/errkind"
@@ -26,7 +31,7 @@ func (a *Activities) CollectLabels(ctx context.Context, in StageInput) (StageRes
 		b, err := a.DB.GetBatch(ctx, name)
 		if errors.Is(err, errkind.NotFound) {
 			err = t.timed(ctx, func() error {
-				b, err = a.createBatch(ctx, s, name, in.SFT, in.Deadline)
+				b, err = a.createBatch(ctx, t, s, name, in.SFT, in.Deadline)
 				return err
 			})
 		}
@@ -78,8 +83,11 @@ func (a *Activities) poll() time.Duration {
 
 // createBatch samples the batch's items from the SFT policy: Rounds passes
 // over the first Prompts train prompts and one over the first
-// HeldoutPrompts held-out prompts, K samples each, distinct ones kept.
-func (a *Activities) createBatch(ctx context.Context, s runspec.Spec, name string, sftCP *Checkpoint, deadline time.Time) (postgres.Batch, error) {
+// HeldoutPrompts held-out prompts, K samples each, distinct ones kept. The
+// policy samples labels.sample_batch sequences at a time, and the items go
+// to a spool file as they come, then from it to Postgres a part at a time:
+// memory holds one sampling call and one part, not the batch.
+func (a *Activities) createBatch(ctx context.Context, t *tracker, s runspec.Spec, name string, sftCP *Checkpoint, deadline time.Time) (postgres.Batch, error) {
 	files, err := a.load(ctx, sftCP)
 	if err != nil {
 		return postgres.Batch{}, err
@@ -108,30 +116,109 @@ func (a *Activities) createBatch(ctx context.Context, s runspec.Spec, name strin
 	if err != nil {
 		return postgres.Batch{}, err
 	}
+	spool, err := newItemSpool()
+	if err != nil {
+		return postgres.Batch{}, err
+	}
+	defer spool.close()
 	sc := model.SampleConfig{MaxTokens: s.Labels.MaxNewTokens, Temperature: s.Labels.Temperature}
-	var items []postgres.BatchItem
-	add := func(prompts []string, seed uint64) error {
-		resps, err := sampling.Responses(policy, tok, prompts, s.Labels.K, sc, model.NewRNG(seed))
+	add := func(what string, prompts []string, seed uint64) error {
+		err := sampling.Responses(policy, tok, prompts, s.Labels.K, sc, s.Labels.SampleBatch, model.NewRNG(seed),
+			func(first int, resps [][]string) error {
+				for i, rs := range resps {
+					if len(rs) >= 2 {
+						if err := spool.add(postgres.BatchItem{Prompt: prompts[first+i], Responses: rs}); err != nil {
+							return err
+						}
+					}
+				}
+				t.alive() // sampling reports no steps
+				return ctx.Err()
+			})
 		if err != nil {
-			return err
-		}
-		for i, p := range prompts {
-			if len(resps[i]) >= 2 {
-				items = append(items, postgres.BatchItem{Item: len(items), Prompt: p, Responses: resps[i]})
-			}
+			return fmt.Errorf("labels: sample %s: %w", what, err)
 		}
 		return nil
 	}
 	for round := range s.Labels.Rounds {
-		if err := add(train, s.Seed+100+uint64(round)); err != nil {
+		if err := add(fmt.Sprintf("round %d", round+1), train, s.Seed+100+uint64(round)); err != nil {
 			return postgres.Batch{}, err
 		}
 	}
-	if err := add(heldout, s.Seed+3); err != nil {
+	if err := add("held-out prompts", heldout, s.Seed+3); err != nil {
 		return postgres.Batch{}, err
 	}
-	if len(items) == 0 {
+	if spool.items == 0 {
 		return postgres.Batch{}, errkind.BadInputf("labels: the SFT policy gave fewer than 2 distinct responses for every prompt; raise labels.temperature or labels.k")
 	}
-	return a.DB.CreateBatch(ctx, name, s.ID, deadline, items)
+	return a.DB.CreateBatchFrom(ctx, name, s.ID, deadline, spool.items, spool.replay)
+}
+
+// itemSpool holds a labeling batch's items in a temporary file while they
+// are sampled, numbering them in order, and gives them back a part at a
+// time.
+type itemSpool struct {
+	f     *os.File
+	w     *bufio.Writer
+	enc   *json.Encoder
+	items int
+}
+
+func newItemSpool() (*itemSpool, error) {
+	f, err := os.CreateTemp("", "instructflow-batch-*.jsonl")
+	if err != nil {
+		return nil, fmt.Errorf("labels: spool file: %w", err)
+	}
+	w := bufio.NewWriter(f)
+	return &itemSpool{f: f, w: w, enc: json.NewEncoder(w)}, nil
+}
+
+func (s *itemSpool) add(it postgres.BatchItem) error {
+	it.Item = s.items
+	if err := s.enc.Encode(it); err != nil {
+		return fmt.Errorf("labels: spool file: %w", err)
+	}
+	s.items++
+	return nil
+}
+
+// spoolPart is how many items replay passes on at a time.
+const spoolPart = 2000
+
+// replay reads the items back from the start and passes them to add,
+// spoolPart at a time.
+func (s *itemSpool) replay(add func([]postgres.BatchItem) error) error {
+	if err := s.w.Flush(); err != nil {
+		return fmt.Errorf("labels: spool file: %w", err)
+	}
+	if _, err := s.f.Seek(0, io.SeekStart); err != nil {
+		return fmt.Errorf("labels: spool file: %w", err)
+	}
+	dec := json.NewDecoder(bufio.NewReader(s.f))
+	part := make([]postgres.BatchItem, 0, spoolPart)
+	for {
+		var it postgres.BatchItem
+		err := dec.Decode(&it)
+		if err == nil {
+			part = append(part, it)
+		}
+		if len(part) == spoolPart || err == io.EOF && len(part) > 0 {
+			if err := add(part); err != nil {
+				return err
+			}
+			part = part[:0]
+		}
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("labels: spool file: %w", err)
+		}
+	}
+}
+
+// close removes the spool file.
+func (s *itemSpool) close() {
+	s.f.Close()
+	os.Remove(s.f.Name())
 }

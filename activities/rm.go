@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"maps"
-	"slices"
 
 	"github.com/instructflow/instructflow/errkind"
 	"github.com/instructflow/instructflow/rewardmodel"
@@ -24,28 +22,36 @@ func (a *Activities) TrainRM(ctx context.Context, in StageInput) (StageResult, e
 		if err := a.DB.SetStageSnapshot(ctx, s.ID, string(runstate.RM), in.Snapshot); err != nil {
 			return StageResult{}, err
 		}
-		var train, heldout []rewardmodel.Comparison
-		responses := map[int64]stage.Example{} // every response of the snapshot, for the audit's scores
-		err := a.DB.ExportSnapshot(ctx, in.Snapshot, func(r postgres.ExportRow) error {
-			for i, id := range r.ResponseIDs {
-				responses[id] = stage.Example{Prompt: r.Prompt, Response: r.Responses[i]}
+		tok, err := a.tokenizerOf(ctx, s)
+		if err != nil {
+			return StageResult{}, err
+		}
+		// The comparisons go to datasets on disk as they are read: memory
+		// holds an offset per comparison, not the snapshot.
+		var sets [2]*rewardmodel.Dataset // train, held out
+		for i := range sets {
+			if sets[i], err = rewardmodel.NewDataset(tok); err != nil {
+				return StageResult{}, err
 			}
+			defer sets[i].Close()
+		}
+		train, heldout := sets[0], sets[1]
+		err = a.DB.ExportSnapshot(ctx, in.Snapshot, func(r postgres.ExportRow) error {
 			c := rewardmodel.Comparison{Prompt: r.Prompt, Responses: r.Responses, Ranks: make([]int, len(r.Ranks)), Labeler: r.Labeler}
 			for i, rk := range r.Ranks {
 				c.Ranks[i] = int(rk)
 			}
 			if r.Split == "train" {
-				train = append(train, c)
-			} else {
-				heldout = append(heldout, c)
+				return train.Add(c)
 			}
-			return nil
+			return heldout.Add(c)
 		})
 		if err != nil {
 			return StageResult{}, err
 		}
-		if len(train) == 0 || len(heldout) == 0 {
-			return StageResult{}, errkind.BadInputf("rm: snapshot %s has %d comparisons of train prompts and %d of held-out ones; both are needed", in.Snapshot, len(train), len(heldout))
+		nTrain, nHeldout := train.Len()+train.Skipped, heldout.Len()+heldout.Skipped
+		if nTrain == 0 || nHeldout == 0 {
+			return StageResult{}, errkind.BadInputf("rm: snapshot %s has %d comparisons of train prompts and %d of held-out ones; both are needed", in.Snapshot, nTrain, nHeldout)
 		}
 		files, err := a.load(ctx, in.SFT)
 		if err != nil {
@@ -55,78 +61,88 @@ func (a *Activities) TrainRM(ctx context.Context, in StageInput) (StageResult, e
 		if err != nil {
 			return StageResult{}, err
 		}
-		tok, err := a.tokenizerOf(ctx, s)
-		if err != nil {
-			return StageResult{}, err
-		}
 		cfg := s.RM
 		cfg.Seed, cfg.Threads = s.Seed, s.Threads
 		var res rewardmodel.Result
-		var ids []int64
-		var scores []float64
-		var rmKey string
 		err = t.timed(ctx, func() error {
 			if res, err = rewardmodel.Train(ctx, rewardmodel.Input{Config: cfg, SFT: files, Tokenizer: tok,
-				Train: train, Heldout: heldout, Demonstrations: demos}, t.sink, t.progress); err != nil {
+				TrainSet: train, HeldoutSet: heldout, Demonstrations: demos}, t.sink, t.progress); err != nil {
 				return err
 			}
-			rmKey, ids, scores, err = a.scoreResponses(ctx, t, s, tok, responses)
-			return err
+			return a.scoreResponses(ctx, t, s, tok, in.Snapshot)
 		})
 		if err != nil {
-			return StageResult{}, err
-		}
-		// The audit lists the labels the trained model most confidently
-		// disagrees with from these scores (`labels audit --snapshot`).
-		if err := a.DB.RecordRewardScores(ctx, in.Snapshot, rmKey, ids, scores); err != nil {
 			return StageResult{}, err
 		}
 		return StageResult{Snapshot: in.Snapshot, Checkpoint: t.checkpoint(res.Step, res.Checkpoint), Metrics: map[string]float64{
 			"steps": float64(res.Step), "train_loss": res.TrainLoss, "accuracy": res.Heldout.Accuracy,
 			"heldout_pairs": float64(res.Heldout.Pairs), "heldout_loss": res.Heldout.Loss,
-			"length_correlation": res.Heldout.LengthCorr, "train_comparisons": float64(len(train)),
+			"length_correlation": res.Heldout.LengthCorr, "train_comparisons": float64(nTrain),
 		}}, err
 	})
 }
 
-// scoreResponses scores every response with the stage's final reward
-// model, in id order, and returns the model's checkpoint key. It reports
-// no steps, so it tells the tracker it is alive after each chunk.
-func (a *Activities) scoreResponses(ctx context.Context, t *tracker, s runspec.Spec, tok tokenizer.Tokenizer, responses map[int64]stage.Example) (string, []int64, []float64, error) {
+// scoreChunk is how many responses scoreResponses scores and stores at a
+// time: chunks of whole batches of scoreBatch.
+const scoreBatch, scoreChunk = 256, 16 * 256
+
+// scoreResponses scores every response of the snapshot with the stage's
+// final reward model and stores the scores, for the audit to list the
+// labels the model most confidently disagrees with (`labels audit
+// --snapshot`). It reads the snapshot again rather than holding its
+// responses, and scores and stores scoreChunk responses at a time, so that
+// memory does not grow with the snapshot; a response shown in several
+// comparisons is scored each time and stored once. It reports no steps,
+// so it tells the tracker it is alive after each chunk.
+func (a *Activities) scoreResponses(ctx context.Context, t *tracker, s runspec.Spec, tok tokenizer.Tokenizer, snapshot string) error {
 	cp, ok, err := t.sink.Latest(ctx)
 	if err != nil {
-		return "", nil, nil, fmt.Errorf("rm: final checkpoint: %w", err)
+		return fmt.Errorf("rm: final checkpoint: %w", err)
 	}
 	if !ok {
-		return "", nil, nil, errors.New("rm: no final checkpoint after training")
+		return errors.New("rm: no final checkpoint after training")
 	}
 	rm, err := stage.LoadModel(cp.Files, "")
 	if err != nil {
-		return "", nil, nil, err
+		return err
 	}
 	rm.SetThreads(s.Threads)
 	key := Checkpoint{Run: s.ID, Stage: runstate.RM, Step: cp.Step}.Key()
-	ids := slices.Sorted(maps.Keys(responses))
-	exs := make([]stage.Example, len(ids))
-	for i, id := range ids {
-		exs[i] = responses[id]
-	}
-	// Chunks of whole batches of 256: the same batches, so the same scores,
-	// as one call.
-	const batch, chunk = 256, 16 * 256
-	scores := make([]float64, 0, len(exs))
-	for start := 0; start < len(exs); start += chunk {
-		got, err := rewardmodel.ScoreExamples(rm, tok, exs[start:min(len(exs), start+chunk)], batch)
+	ids := make([]int64, 0, scoreChunk)
+	exs := make([]stage.Example, 0, scoreChunk)
+	scores := make([]float64, 0, scoreChunk)
+	flush := func() error {
+		got, err := rewardmodel.ScoreExamples(rm, tok, exs, scoreBatch)
 		if err != nil {
-			return "", nil, nil, err
+			return err
 		}
+		scores = scores[:0]
 		for _, v := range got {
 			scores = append(scores, float64(v))
 		}
-		t.alive()
-		if err := ctx.Err(); err != nil {
-			return "", nil, nil, err
+		if err := a.DB.RecordRewardScores(ctx, snapshot, key, ids, scores); err != nil {
+			return err
 		}
+		ids, exs = ids[:0], exs[:0]
+		t.alive()
+		return ctx.Err()
 	}
-	return key, ids, scores, nil
+	err = a.DB.ExportSnapshot(ctx, snapshot, func(r postgres.ExportRow) error {
+		for i, id := range r.ResponseIDs {
+			ids, exs = append(ids, id), append(exs, stage.Example{Prompt: r.Prompt, Response: r.Responses[i]})
+			if len(exs) == scoreChunk {
+				if err := flush(); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	})
+	if err == nil && len(exs) > 0 {
+		err = flush()
+	}
+	if err != nil {
+		return fmt.Errorf("rm: score the snapshot's responses: %w", err)
+	}
+	return nil
 }

@@ -87,7 +87,14 @@ func simulateLabels(ctx context.Context, db *postgres.DB, batch string, seed uin
 // labelers' demonstrations under source "strops", as the demo run makes
 // them. It is idempotent and returns how many prompts it added.
 func LoadDemoTask(ctx context.Context, db *postgres.DB) (int64, error) {
-	src := tasks.Source(tasks.DataSeed, tasks.DataPrompts, tasks.DemoSlips)
+	return LoadDemoPrompts(ctx, db, tasks.DataPrompts)
+}
+
+// LoadDemoPrompts is LoadDemoTask with n prompts instead of
+// tasks.DataPrompts (one in five held out). The first n prompts are the
+// same for every n, so loading more later adds only the new ones.
+func LoadDemoPrompts(ctx context.Context, db *postgres.DB, n int) (int64, error) {
+	src := tasks.Source(tasks.DataSeed, n, tasks.DemoSlips)
 	ps := make([]postgres.SourcePrompt, len(src))
 	for i, p := range src {
 		ps[i] = postgres.SourcePrompt(p)

@@ -44,6 +44,9 @@ type Config struct {
 	PPO         ppo.Config
 	// EvalSamples responses per held-out prompt from each policy.
 	EvalSamples int
+	// SampleBatch is how many sequences a policy samples at once (the
+	// preset's labels.sample_batch and eval.sample_batch; 0 = all).
+	SampleBatch int
 }
 
 // DefaultConfig is the tiny run that finishes in a few minutes on 2 cores:
@@ -57,6 +60,7 @@ func DefaultConfig() Config {
 		Seed: s.Seed, Threads: s.Threads, Examples: tasks.DataPrompts, Model: s.Model.Config, DemoError: tasks.DemoSlips,
 		SFT: s.SFT, K: s.Labels.K, RMPrompts: s.Labels.Prompts, RMHeldout: s.Labels.HeldoutPrompts,
 		LabelRounds: s.Labels.Rounds, RM: s.RM, PPO: s.PPO, EvalSamples: s.Eval.Samples,
+		SampleBatch: s.Labels.SampleBatch,
 	}
 }
 
@@ -127,13 +131,13 @@ func Run(ctx context.Context, cfg Config, dir string, log func(string, stage.Rep
 	t0 = time.Now()
 	var rmTrain []rewardmodel.Comparison
 	for round := range max(1, cfg.LabelRounds) {
-		cs, err := collect(policy, tok, train[:min(cfg.RMPrompts, len(train))], cfg.K, cfg.Seed+100+uint64(round))
+		cs, err := collect(policy, tok, train[:min(cfg.RMPrompts, len(train))], cfg.K, cfg.SampleBatch, cfg.Seed+100+uint64(round))
 		if err != nil {
 			return rep, err
 		}
 		rmTrain = append(rmTrain, cs...)
 	}
-	rmHeld, err := collect(policy, tok, heldout[:min(cfg.RMHeldout, len(heldout))], cfg.K, cfg.Seed+3)
+	rmHeld, err := collect(policy, tok, heldout[:min(cfg.RMHeldout, len(heldout))], cfg.K, cfg.SampleBatch, cfg.Seed+3)
 	if err != nil {
 		return rep, err
 	}
@@ -181,7 +185,7 @@ func Run(ctx context.Context, cfg Config, dir string, log func(string, stage.Rep
 	for i, ex := range heldout {
 		evalPrompts[i] = ex.Prompt
 	}
-	ev, err := sampling.Evaluate(policy, tuned, tok, tasks.Judge, evalPrompts, cfg.EvalSamples, cfg.PPO.MaxNewTokens, cfg.Seed+10)
+	ev, err := sampling.Evaluate(policy, tuned, tok, tasks.Judge, evalPrompts, cfg.EvalSamples, cfg.PPO.MaxNewTokens, cfg.SampleBatch, cfg.Seed+10, nil)
 	rep.WinRate, rep.SFTGold, rep.PPOGold, rep.KL = ev.WinRate, ev.RefGold, ev.Gold, ev.KL
 	return rep, err
 }
@@ -189,12 +193,14 @@ func Run(ctx context.Context, cfg Config, dir string, log func(string, stage.Rep
 // collect samples K responses per prompt from the policy and has one
 // reliable simulated labeler rank them (duplicates are dropped; prompts with
 // fewer than two distinct responses give no comparison).
-func collect(policy *model.Model, tok tokenizer.Tokenizer, exs []tasks.Example, k int, seed uint64) ([]rewardmodel.Comparison, error) {
+func collect(policy *model.Model, tok tokenizer.Tokenizer, exs []tasks.Example, k, batch int, seed uint64) ([]rewardmodel.Comparison, error) {
 	prompts := make([]string, len(exs))
 	for i, ex := range exs {
 		prompts[i] = ex.Prompt
 	}
-	resps, err := sampling.Responses(policy, tok, prompts, k, model.SampleConfig{MaxTokens: 14, Temperature: 1}, model.NewRNG(seed))
+	var resps [][]string
+	err := sampling.Responses(policy, tok, prompts, k, model.SampleConfig{MaxTokens: 14, Temperature: 1}, batch, model.NewRNG(seed),
+		func(_ int, rs [][]string) error { resps = append(resps, rs...); return nil })
 	if err != nil {
 		return nil, err
 	}

@@ -60,6 +60,11 @@ type Input struct {
 	Tokenizer tokenizer.Tokenizer
 	Train     []Comparison
 	Heldout   []Comparison
+	// TrainSet and HeldoutSet, when set, are used instead of Train and
+	// Heldout: the same comparisons, added to datasets on disk as they are
+	// read (NewDataset), for more of them than memory should hold. The
+	// caller closes them.
+	TrainSet, HeldoutSet *Dataset
 	// Demonstrations set the score's zero: after training their mean is 0.
 	Demonstrations []stage.Example
 }
@@ -122,15 +127,28 @@ func Train(ctx context.Context, in Input, sink stage.Sink, progress stage.Progre
 		return Result{}, errkind.BadInputf("rewardmodel: the SFT checkpoint has a value head: it is a reward or value model, not an SFT policy")
 	}
 	ctxLen := sftModel.Config.Context
-	train, skippedTrain, err := encodeAll(in.Tokenizer, in.Train, ctxLen)
-	if err != nil {
+	train, heldout := in.TrainSet, in.HeldoutSet
+	if train == nil {
+		if train, err = datasetOf(in.Tokenizer, in.Train); err != nil {
+			return Result{}, err
+		}
+		defer train.Close()
+	}
+	if heldout == nil {
+		if heldout, err = datasetOf(in.Tokenizer, in.Heldout); err != nil {
+			return Result{}, err
+		}
+		defer heldout.Close()
+	}
+	in.Train, in.Heldout = nil, nil // held on disk from here on
+	if err := train.fits(ctxLen); err != nil {
 		return Result{}, err
 	}
-	heldout, skippedHeld, err := encodeAll(in.Tokenizer, in.Heldout, ctxLen)
-	if err != nil {
+	if err := heldout.fits(ctxLen); err != nil {
 		return Result{}, err
 	}
-	if len(train) == 0 {
+	skippedTrain, skippedHeld := train.Skipped, heldout.Skipped
+	if train.Len() == 0 {
 		return Result{}, errkind.BadInputf("rewardmodel: no training comparisons with at least one decided pair")
 	}
 	st := state{Stage: "rm"}
@@ -148,10 +166,9 @@ func Train(ctx context.Context, in Input, sink stage.Sink, progress stage.Progre
 		if err := ctx.Err(); err != nil {
 			return res, err
 		}
-		idx := st.Cursor.Next(cfg.Seed, len(train), cfg.BatchSize)
-		batch := make([]encoded, len(idx))
-		for i, j := range idx {
-			batch[i] = train[j]
+		batch, err := train.get(st.Cursor.Next(cfg.Seed, train.Len(), cfg.BatchSize))
+		if err != nil {
+			return res, err
 		}
 		m.ZeroGrad()
 		loss, _, err := pairLoss(m, batch, pad, cfg.Margin, true)
@@ -167,7 +184,7 @@ func Train(ctx context.Context, in Input, sink stage.Sink, progress stage.Progre
 		metrics := map[string]float64{"loss": loss,
 			"skipped_comparisons": float64(skippedTrain), "skipped_heldout_comparisons": float64(skippedHeld)}
 		last := st.Step == int64(cfg.Steps)
-		if len(heldout) > 0 && (last || (cfg.EvalEvery > 0 && st.Step%int64(cfg.EvalEvery) == 0)) {
+		if heldout.Len() > 0 && (last || (cfg.EvalEvery > 0 && st.Step%int64(cfg.EvalEvery) == 0)) {
 			if st.Heldout, err = evaluate(m, heldout, pad); err != nil {
 				return res, err
 			}
@@ -237,43 +254,6 @@ func save(ctx context.Context, sink stage.Sink, m *model.Model, opt *model.AdamW
 		return "", fmt.Errorf("rewardmodel: %w", err)
 	}
 	return id, nil
-}
-
-// encodeAll tokenises comparisons. A response longer than the context
-// refuses the input (naming the comparison); a comparison that cannot teach
-// anything is skipped and counted: all its responses tie, or two of them are
-// the same token sequence (identical after tokenisation).
-func encodeAll(tok tokenizer.Tokenizer, cs []Comparison, ctxLen int) (out []encoded, skipped int, err error) {
-	for i, c := range cs {
-		if len(c.Responses) < 2 || len(c.Ranks) != len(c.Responses) {
-			return nil, 0, errkind.BadInputf("rewardmodel: comparison %d has %d responses and %d ranks; need K >= 2 of each", i, len(c.Responses), len(c.Ranks))
-		}
-		e := encoded{ranks: c.Ranks, labeler: c.Labeler}
-		decided, duplicate := false, false
-		seen := map[string]bool{}
-		for j, r := range c.Responses {
-			seq, err := Sequence(tok, c.Prompt, r)
-			if err != nil {
-				return nil, 0, errkind.BadInputf("rewardmodel: comparison %d response %d: %v", i, j, err)
-			}
-			if len(seq.Tokens) > ctxLen {
-				return nil, 0, errkind.BadInputf("rewardmodel: comparison %d response %d has %d tokens with its prompt, more than the context %d", i, j, len(seq.Tokens), ctxLen)
-			}
-			key := fmt.Sprint(seq.Tokens[seq.PromptLen:])
-			duplicate = duplicate || seen[key]
-			seen[key] = true
-			e.seqs = append(e.seqs, seq)
-			if c.Ranks[j] != c.Ranks[0] {
-				decided = true
-			}
-		}
-		if !decided || duplicate {
-			skipped++
-			continue
-		}
-		out = append(out, e)
-	}
-	return out, skipped, nil
 }
 
 // Sequence tokenises prompt + response + end-of-text; the reward is read at
@@ -421,7 +401,7 @@ func softplus(x float64) float64 {
 
 // evaluate scores held-out comparisons: pair accuracy (overall and per
 // labeler), loss, calibration and the correlation of score with length.
-func evaluate(m *model.Model, heldout []encoded, pad int32) (Metrics, error) {
+func evaluate(m *model.Model, heldout *Dataset, pad int32) (Metrics, error) {
 	met := Metrics{ByLabeler: map[string]float64{}}
 	perLabeler := map[string][2]int{}
 	buckets := make([]struct {
@@ -430,8 +410,11 @@ func evaluate(m *model.Model, heldout []encoded, pad int32) (Metrics, error) {
 	}, 10)
 	var lossSum float64
 	var xs, ys []float64
-	for i := 0; i < len(heldout); i += 16 {
-		batch := heldout[i:min(len(heldout), i+16)]
+	for i := 0; i < heldout.Len(); i += 16 {
+		batch, err := heldout.span(i, min(heldout.Len(), i+16))
+		if err != nil {
+			return met, fmt.Errorf("rewardmodel: evaluate: %w", err)
+		}
 		loss, scores, err := pairLoss(m, batch, pad, 0, false)
 		if err != nil {
 			return met, fmt.Errorf("rewardmodel: evaluate: %w", err)
@@ -471,7 +454,7 @@ func evaluate(m *model.Model, heldout []encoded, pad int32) (Metrics, error) {
 	if met.Pairs > 0 {
 		met.Accuracy /= float64(met.Pairs)
 	}
-	met.Loss = lossSum / float64(len(heldout))
+	met.Loss = lossSum / float64(heldout.Len())
 	for l, v := range perLabeler {
 		met.ByLabeler[l] = float64(v[0]) / float64(v[1])
 	}

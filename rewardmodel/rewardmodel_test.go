@@ -72,7 +72,12 @@ func TestPairLossIsKWise(t *testing.T) {
 	}
 	tok := tasks.Tokenizer()
 	c := Comparison{Prompt: "reverse abc=", Responses: []string{"cba", "abc", "cb", "bca"}, Ranks: []int{1, 3, 2, 2}, Labeler: "x"}
-	enc, _, err := encodeAll(tok, []Comparison{c}, 32)
+	d, err := datasetOf(tok, []Comparison{c})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	enc, err := d.get([]int{0})
 	if err != nil {
 		t.Fatal(err)
 	}

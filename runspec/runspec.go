@@ -91,6 +91,11 @@ type Labels struct {
 	HeldoutPrompts int     `json:"heldout_prompts"` // held-out prompts, labeled once, for RM evaluation
 	MaxNewTokens   int     `json:"max_new_tokens"`
 	Temperature    float32 `json:"temperature"`
+	// SampleBatch is how many sequences (SampleBatch/K prompts) the policy
+	// samples at once: memory is bounded by it, not by the prompts. The
+	// samples depend on it. 0 samples every prompt of a round in one go,
+	// as runs did before the setting existed (memory grows with the data).
+	SampleBatch int `json:"sample_batch"`
 	// Deadline is how long the run waits for labels; MinLabeled is the
 	// share of items that must have a comparison by then, else it fails.
 	Deadline   time.Duration `json:"deadline"`
@@ -113,6 +118,9 @@ type Gate struct {
 // judge on held-out prompts.
 type Eval struct {
 	Samples int `json:"samples"` // responses per held-out prompt and policy; 0 = skip
+	// SampleBatch is how many sequences (SampleBatch/Samples prompts) each
+	// policy samples at once, as labels.sample_batch; 0 = all at once.
+	SampleBatch int `json:"sample_batch"`
 }
 
 // Queues routes stages to task queues ("" = the workflow's queue), so
@@ -134,6 +142,13 @@ type Retry struct {
 	MaxAttempts      int           `json:"max_attempts"` // 0 = until it works or fails for good
 }
 
+// DefaultSampleBatch is the presets' labels.sample_batch and
+// eval.sample_batch: sequences per sampling call, enough for the engine's
+// matrix multiplies to run at full speed, few enough that the key/value
+// cache stays small (a GPT-2 124M sequence of 1,024 tokens has one of about
+// 75 MB; the tiny model's 32 positions, about 50 KB).
+const DefaultSampleBatch = 512
+
 // Presets are the named starting points.
 var Presets = []string{"tiny", "micro"}
 
@@ -148,7 +163,7 @@ func Preset(name string) (Spec, error) {
 		SFT: sft.Config{Steps: 1200, BatchSize: 32, LR: 3e-3, MinLR: 3e-4, Warmup: 20, WeightDecay: 0.01,
 			ClipNorm: 1, CheckpointEvery: 400, EvalEvery: 200},
 		Labels: Labels{Collect: true, K: 6, Rounds: 4, Prompts: 4000, HeldoutPrompts: 400,
-			MaxNewTokens: 14, Temperature: 1, Deadline: 24 * time.Hour, MinLabeled: 0.9, ExcludeLabelers: []string{}},
+			MaxNewTokens: 14, Temperature: 1, SampleBatch: DefaultSampleBatch, Deadline: 24 * time.Hour, MinLabeled: 0.9, ExcludeLabelers: []string{}},
 		RM: rewardmodel.Config{Steps: 4000, BatchSize: 32, LR: 1e-3, MinLR: 1e-4, Warmup: 20, WeightDecay: 0.01,
 			ClipNorm: 1, CheckpointEvery: 1000, EvalEvery: 1000},
 		Gate: Gate{MinRMAccuracy: 0.55}, // better than chance (0.5); the tiny run measured 0.66
@@ -156,7 +171,7 @@ func Preset(name string) (Spec, error) {
 			PolicyLR: 6e-4, ValueLR: 1e-3, ClipRange: 0.2, ValueClip: 0.2, EntropyCoef: 0,
 			Gamma: 1, Lambda: 1, KLCoef: 0.1, AdaptiveKL: true, TargetKL: 5, KLHorizon: 2000,
 			NormalizeReward: true, PtxCoef: 0.5, PtxBatch: 64, ClipNorm: 1, CheckpointEvery: 50},
-		Eval: Eval{Samples: 4},
+		Eval: Eval{Samples: 4, SampleBatch: DefaultSampleBatch},
 		// 100 attempts 30 s apart ride out outages of most of an hour;
 		// then the run fails and `run resume` continues it.
 		Retry: Retry{HeartbeatTimeout: 20 * time.Second, MaxInterval: 30 * time.Second, MaxAttempts: 100},
@@ -368,6 +383,7 @@ func (s Spec) Validate() error {
 		if !(l.Temperature > 0) {
 			bad("labels.temperature", fmt.Errorf("%v: must be > 0", l.Temperature))
 		}
+		bad("labels.sample_batch", sampleBatch(l.SampleBatch, l.K, "labels.k"))
 		if l.Deadline <= 0 {
 			bad("labels.deadline", errors.New("must be positive, e.g. 24h"))
 		}
@@ -385,6 +401,8 @@ func (s Spec) Validate() error {
 	}
 	if s.Eval.Samples < 0 {
 		bad("eval.samples", fmt.Errorf("%d: use 0 (skip) or more", s.Eval.Samples))
+	} else if s.Eval.Samples > 0 {
+		bad("eval.sample_batch", sampleBatch(s.Eval.SampleBatch, s.Eval.Samples, "eval.samples"))
 	}
 	if s.Retry.HeartbeatTimeout < time.Second {
 		bad("retry.heartbeat_timeout", fmt.Errorf("%v: use 1s or more", s.Retry.HeartbeatTimeout))
@@ -401,6 +419,18 @@ func (s Spec) Validate() error {
 	return nil
 }
 
+// sampleBatch checks a sample_batch setting against the samples per prompt
+// (perKey's value), which go into one sampling call together.
+func sampleBatch(v, perPrompt int, perKey string) error {
+	switch {
+	case v < 0:
+		return fmt.Errorf("%d: give the sequences sampled at once, e.g. %d (or 0 for all at once, which needs memory in proportion to the prompts)", v, DefaultSampleBatch)
+	case v > 0 && v < perPrompt:
+		return fmt.Errorf("%d is below %s (%d): a prompt's samples are drawn in one call; use %d or more, e.g. %d", v, perKey, perPrompt, perPrompt, max(perPrompt, DefaultSampleBatch))
+	}
+	return nil
+}
+
 // Stages are the stages whose results depend on settings, in order:
 // runstate.Stages without the gate, which has no activity and no result of
 // its own (its threshold, gate.min_rm_accuracy, changes no stage's result).
@@ -409,7 +439,7 @@ var Stages = slices.DeleteFunc(slices.Clone(runstate.Stages), func(s runstate.St
 // SamplingKeys are the label settings used when the labeling batch is
 // sampled: once it exists they no longer take effect.
 var SamplingKeys = []string{"labels.k", "labels.rounds", "labels.prompts", "labels.heldout_prompts",
-	"labels.max_new_tokens", "labels.temperature"}
+	"labels.max_new_tokens", "labels.temperature", "labels.sample_batch"}
 
 // owner maps a top-level key to the first stage whose result depends on it;
 // keys not listed (threads, gate, task_queues, retry) change no result.

@@ -84,6 +84,41 @@ func TestValidateNamesEveryBadKey(t *testing.T) {
 	}
 }
 
+// TestSampleBatch: labels.sample_batch and eval.sample_batch hold whole
+// prompts' samples (at least labels.k and eval.samples); 0, what specs
+// stored before the settings existed read as, samples all at once.
+func TestSampleBatch(t *testing.T) {
+	for _, tc := range []struct {
+		set  []string
+		want string // "" = valid
+	}{
+		{set: nil},
+		{set: []string{"labels.sample_batch=0", "eval.sample_batch=0"}},
+		{set: []string{"labels.sample_batch=6", "eval.sample_batch=1"}}, // micro: k 6, eval.samples 1
+		{set: []string{"labels.sample_batch=5"}, want: "labels.sample_batch: 5 is below labels.k (6)"},
+		{set: []string{"labels.sample_batch=-1"}, want: "labels.sample_batch: -1: give the sequences sampled at once"},
+		{set: []string{"eval.samples=4", "eval.sample_batch=3"}, want: "eval.sample_batch: 3 is below eval.samples (4)"},
+		{set: []string{"eval.samples=0", "eval.sample_batch=-3"}},                               // no evaluation: nothing sampled
+		{set: []string{"labels.collect=false", "labels.snapshot=s1", "labels.sample_batch=-1"}}, // no sampling
+	} {
+		s, _ := Preset("micro")
+		s.ID = "r1"
+		if err := s.Set(tc.set); err != nil {
+			t.Fatal(err)
+		}
+		err := s.Validate()
+		switch {
+		case tc.want == "" && err != nil:
+			t.Errorf("%v: %v, want valid", tc.set, err)
+		case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)):
+			t.Errorf("%v: %v, want an error containing %q", tc.set, err, tc.want)
+		}
+	}
+	if s, _ := Preset("tiny"); s.Labels.SampleBatch != DefaultSampleBatch || s.Eval.SampleBatch != DefaultSampleBatch {
+		t.Errorf("tiny preset: labels.sample_batch %d, eval.sample_batch %d; want %d", s.Labels.SampleBatch, s.Eval.SampleBatch, DefaultSampleBatch)
+	}
+}
+
 // TestStageHashFollowsTheStagesASettingFeeds: a PPO setting changes only
 // PPO's (and later stages') hash; the seed changes every stage's; threads
 // none.
@@ -124,6 +159,8 @@ func TestStageHashChangesFromTheFirstAffectedStage(t *testing.T) {
 	}{
 		{"sft.steps=17", runstate.SFT},
 		{"labels.k=3", runstate.Labels},
+		{"labels.sample_batch=60", runstate.Labels},
+		{"eval.sample_batch=8", runstate.Eval},
 		{"rm.steps=7", runstate.RM},
 		{"ppo.iterations=5", runstate.PPO},
 		{"eval.samples=4", runstate.Eval},

@@ -6,43 +6,73 @@
 package sampling
 
 import (
+	"fmt"
+
 	"github.com/instructflow/instructflow/model"
 	"github.com/instructflow/instructflow/stage"
 	"github.com/instructflow/instructflow/tokenizer"
 )
 
-// Responses samples k responses per prompt from the policy in one
-// batch (sc's stop token is the tokenizer's end of text) and keeps the
-// distinct non-empty ones in the order sampled.
-func Responses(policy *model.Model, tok tokenizer.Tokenizer, prompts []string, k int, sc model.SampleConfig, rng *model.RNG) ([][]string, error) {
-	ids := make([][]int32, 0, len(prompts)*k)
-	for _, p := range prompts {
-		enc, err := tok.Encode(p)
-		if err != nil {
-			return nil, err
-		}
-		for range k {
-			ids = append(ids, enc)
-		}
+// Policy is what sampling needs of a model (*model.Model is one).
+type Policy interface {
+	Sample(prompts [][]int32, sc model.SampleConfig, rng *model.RNG) ([]model.Sequence, error)
+	Forward(b model.Batch) (model.Output, error)
+}
+
+// promptsPerCall is how many prompts of n sequences each go into one
+// Sample call of at most batch sequences: at least one, all when batch is
+// 0 (one call for everything, what runs did before the setting existed).
+func promptsPerCall(batch, n, prompts int) int {
+	if batch <= 0 {
+		return max(1, prompts)
 	}
+	return max(1, batch/max(1, n))
+}
+
+// Responses samples k responses per prompt from the policy (sc's stop
+// token is the tokenizer's end of text), at most batch sequences per Sample
+// call (batch/k prompts; 0 = all in one call) with rng carried through the
+// calls in order, so that memory is bounded by the batch, not by the
+// prompts: the results depend on batch, and are the same for the same
+// batch and rng. It calls each after every call with the index of the
+// chunk's first prompt and, per prompt of the chunk, the distinct
+// non-empty responses in the order sampled; an error from each stops it.
+func Responses(policy Policy, tok tokenizer.Tokenizer, prompts []string, k int, sc model.SampleConfig, batch int, rng *model.RNG, each func(first int, responses [][]string) error) error {
 	sc.StopToken = tok.EOT()
-	seqs, err := policy.Sample(ids, sc, rng)
-	if err != nil {
-		return nil, err
-	}
-	out := make([][]string, len(prompts))
-	for i := range prompts {
-		seen := map[string]bool{}
-		for _, s := range seqs[i*k : (i+1)*k] {
-			text, err := Decode(tok, s.Tokens)
-			if err != nil || seen[text] || text == "" {
-				continue
+	per := promptsPerCall(batch, k, len(prompts))
+	for first := 0; first < len(prompts); first += per {
+		part := prompts[first:min(len(prompts), first+per)]
+		ids := make([][]int32, 0, len(part)*k)
+		for _, p := range part {
+			enc, err := tok.Encode(p)
+			if err != nil {
+				return fmt.Errorf("sampling: prompt %d: %w", first+len(ids)/k, err)
 			}
-			seen[text] = true
-			out[i] = append(out[i], text)
+			for range k {
+				ids = append(ids, enc)
+			}
+		}
+		seqs, err := policy.Sample(ids, sc, rng)
+		if err != nil {
+			return fmt.Errorf("sampling: prompts %d-%d: %w", first, first+len(part)-1, err)
+		}
+		out := make([][]string, len(part))
+		for i := range part {
+			seen := map[string]bool{}
+			for _, s := range seqs[i*k : (i+1)*k] {
+				text, err := Decode(tok, s.Tokens)
+				if err != nil || seen[text] || text == "" {
+					continue
+				}
+				seen[text] = true
+				out[i] = append(out[i], text)
+			}
+		}
+		if err := each(first, out); err != nil {
+			return err
 		}
 	}
-	return out, nil
+	return nil
 }
 
 // Decode turns sampled tokens into text, without the end-of-text token.
@@ -67,55 +97,75 @@ type Judge func(prompt, response string) (float64, error)
 
 // Evaluate samples n responses per prompt from the reference (SFT) and the
 // tuned (PPO) policy with the same seeds, scores them with judge, and
-// measures the tuned policy's KL to the reference on its samples.
-func Evaluate(ref, tuned *model.Model, tok tokenizer.Tokenizer, judge Judge, prompts []string, n, maxTokens int, seed uint64) (Eval, error) {
-	var ids [][]int32 // n copies of each prompt: ids[i] is prompts[i/n]
-	for _, p := range prompts {
-		enc, err := tok.Encode(p)
-		if err != nil {
-			return Eval{}, err
-		}
-		for range n {
-			ids = append(ids, enc)
-		}
-	}
+// measures the tuned policy's KL to the reference on its samples. It samples
+// at most batch sequences (batch/n prompts; 0 = all) per Sample call, each
+// policy's RNG carried through the calls in order, so that memory is bounded
+// by the batch: the results depend on batch, and are the same for the same
+// batch and seed. done, when not nil, is called after each chunk with the
+// prompts evaluated so far; an error from it stops the evaluation.
+func Evaluate(ref, tuned Policy, tok tokenizer.Tokenizer, judge Judge, prompts []string, n, maxTokens, batch int, seed uint64, done func(prompts int) error) (Eval, error) {
 	sc := model.SampleConfig{MaxTokens: maxTokens, Temperature: 1, StopToken: tok.EOT()}
-	a, err := ref.Sample(ids, sc, model.NewRNG(seed))
-	if err != nil {
-		return Eval{}, err
-	}
-	b, err := tuned.Sample(ids, sc, model.NewRNG(seed))
-	if err != nil {
-		return Eval{}, err
-	}
+	rngRef, rngTuned := model.NewRNG(seed), model.NewRNG(seed)
+	per := promptsPerCall(batch, n, len(prompts))
 	var ev Eval
-	var wins float64
-	for i := range ids {
-		ta, _ := Decode(tok, a[i].Tokens)
-		tb, _ := Decode(tok, b[i].Tokens)
-		ga, _ := judge(prompts[i/n], ta)
-		gb, _ := judge(prompts[i/n], tb)
-		ev.RefGold, ev.Gold = ev.RefGold+ga, ev.Gold+gb
-		switch {
-		case gb > ga:
-			wins++
-		case gb == ga:
-			wins += 0.5
+	var wins, kl float64
+	for first := 0; first < len(prompts) && n > 0; first += per {
+		part := prompts[first:min(len(prompts), first+per)]
+		ids := make([][]int32, 0, len(part)*n) // n copies of each prompt: ids[i] is part[i/n]
+		for _, p := range part {
+			enc, err := tok.Encode(p)
+			if err != nil {
+				return Eval{}, fmt.Errorf("sampling: evaluate: prompt %d: %w", first+len(ids)/n, err)
+			}
+			for range n {
+				ids = append(ids, enc)
+			}
+		}
+		a, err := ref.Sample(ids, sc, rngRef)
+		if err != nil {
+			return Eval{}, fmt.Errorf("sampling: evaluate: reference: %w", err)
+		}
+		b, err := tuned.Sample(ids, sc, rngTuned)
+		if err != nil {
+			return Eval{}, fmt.Errorf("sampling: evaluate: tuned: %w", err)
+		}
+		for i := range ids {
+			ta, _ := Decode(tok, a[i].Tokens)
+			tb, _ := Decode(tok, b[i].Tokens)
+			ga, _ := judge(part[i/n], ta)
+			gb, _ := judge(part[i/n], tb)
+			ev.RefGold, ev.Gold = ev.RefGold+ga, ev.Gold+gb
+			switch {
+			case gb > ga:
+				wins++
+			case gb == ga:
+				wins += 0.5
+			}
+		}
+		ev.Samples += len(ids)
+		sum, err := klOnSamples(tuned, ref, ids, b, tok.EOT())
+		if err != nil {
+			return Eval{}, fmt.Errorf("sampling: evaluate: KL: %w", err)
+		}
+		kl += sum
+		if done != nil {
+			if err := done(first + len(part)); err != nil {
+				return Eval{}, err
+			}
 		}
 	}
-	ev.Samples = len(ids)
 	if ev.Samples == 0 {
 		return ev, nil
 	}
 	cnt := float64(ev.Samples)
-	ev.WinRate, ev.RefGold, ev.Gold = wins/cnt, ev.RefGold/cnt, ev.Gold/cnt
-	ev.KL, err = klOnSamples(tuned, ref, ids, b, tok.EOT())
-	return ev, err
+	ev.WinRate, ev.RefGold, ev.Gold, ev.KL = wins/cnt, ev.RefGold/cnt, ev.Gold/cnt, kl/cnt
+	return ev, nil
 }
 
-// klOnSamples is the mean over samples of sum_t log pi(y_t) - log ref(y_t),
-// a Monte-Carlo estimate of KL(pi || ref) per response.
-func klOnSamples(pi, ref *model.Model, prompts [][]int32, samples []model.Sequence, pad int32) (float64, error) {
+// klOnSamples is the sum over samples of sum_t log pi(y_t) - log ref(y_t):
+// over the number of samples, a Monte-Carlo estimate of KL(pi || ref) per
+// response. It runs 64 samples per forward.
+func klOnSamples(pi, ref Policy, prompts [][]int32, samples []model.Sequence, pad int32) (float64, error) {
 	var total float64
 	for start := 0; start < len(prompts); start += 64 {
 		end := min(len(prompts), start+64)
@@ -125,7 +175,7 @@ func klOnSamples(pi, ref *model.Model, prompts [][]int32, samples []model.Sequen
 		}
 		B, T, tokens, targets, _ := stage.Padded(seqs, pad)
 		var lp [2][]float32
-		for k, m := range []*model.Model{pi, ref} {
+		for k, m := range []Policy{pi, ref} {
 			out, err := m.Forward(model.Batch{B: B, T: T, Tokens: tokens, Targets: targets})
 			if err != nil {
 				return 0, err
@@ -138,5 +188,5 @@ func klOnSamples(pi, ref *model.Model, prompts [][]int32, samples []model.Sequen
 			}
 		}
 	}
-	return total / float64(len(prompts)), nil
+	return total, nil
 }

@@ -48,68 +48,54 @@ type BatchLabel struct {
 // batch that exists with as many items returns it, so a retried activity is
 // harmless.
 func (db *DB) CreateBatch(ctx context.Context, name, run string, deadline time.Time, items []BatchItem) (Batch, error) {
-	b := Batch{Name: name, Run: run, Items: len(items), Deadline: &deadline}
+	return db.CreateBatchFrom(ctx, name, run, deadline, len(items), func(add func([]BatchItem) error) error { return add(items) })
+}
+
+// batchInsertItems is how many items one round of CreateBatchFrom's
+// inserts carries: its arrays, and pgx's encoding of them, are what the
+// client holds.
+const batchInsertItems = 2000
+
+// CreateBatchFrom is CreateBatch for a batch of n items too many to hold at
+// once: fill passes them to add in order, any number at a time (add keeps
+// none of them), and they are stored batchInsertItems at a time, still in
+// one transaction, all or nothing. A batch that exists is compared by its
+// number of items alone, without calling fill.
+func (db *DB) CreateBatchFrom(ctx context.Context, name, run string, deadline time.Time, n int, fill func(add func([]BatchItem) error) error) (Batch, error) {
+	b := Batch{Name: name, Run: run, Items: n, Deadline: &deadline}
 	err := pgx.BeginFunc(ctx, db.pool, func(tx pgx.Tx) error {
 		var existing int
 		err := tx.QueryRow(ctx, "SELECT id, items FROM labeling_batches WHERE name = $1", name).Scan(&b.ID, &existing)
 		if err == nil {
-			if existing != len(items) {
-				return fmt.Errorf("batch exists with %d items, not %d: %w", existing, len(items), errkind.Conflict)
+			if existing != n {
+				return fmt.Errorf("batch exists with %d items, not %d: %w", existing, n, errkind.Conflict)
 			}
 			return nil
 		}
 		if !errors.Is(err, pgx.ErrNoRows) {
 			return err
 		}
-		var itemNo, pos []int32
-		var promptTexts, respTexts []string
-		var promptSums, promptNorms, respSums, respNorms [][]byte
-		var chars []int32
-		for i, it := range items {
-			if it.Item != i {
-				return fmt.Errorf("item %d is numbered %d: number items 0, 1, ... in order", i, it.Item)
-			}
-			ps, pn := sha256.Sum256([]byte(it.Prompt)), preference.NormHash(it.Prompt)
-			for j, r := range it.Responses {
-				rs, rn := sha256.Sum256([]byte(r)), preference.NormHash(r)
-				itemNo, pos = append(itemNo, int32(i)), append(pos, int32(j))
-				promptTexts, promptSums, promptNorms = append(promptTexts, it.Prompt), append(promptSums, ps[:]), append(promptNorms, pn[:])
-				respTexts, respSums, respNorms = append(respTexts, r), append(respSums, rs[:]), append(respNorms, rn[:])
-				chars = append(chars, int32(utf8.RuneCountInString(r)))
-			}
-		}
 		if err := tx.QueryRow(ctx,
 			"INSERT INTO labeling_batches (name, run_id, deadline, items) VALUES ($1, $2, $3, $4) RETURNING id",
-			name, run, deadline, len(items)).Scan(&b.ID); err != nil {
+			name, run, deadline, n).Scan(&b.ID); err != nil {
 			return err
 		}
-		if _, err := tx.Exec(ctx,
-			`INSERT INTO prompts (text, sha256, norm_sha256) SELECT DISTINCT ON (s) t, s, n
-			 FROM unnest($1::text[], $2::bytea[], $3::bytea[]) AS u (t, s, n) ORDER BY s
-			 ON CONFLICT (sha256) DO NOTHING`, promptTexts, promptSums, promptNorms); err != nil {
-			return fmt.Errorf("prompts: %w", err)
-		}
-		if _, err := tx.Exec(ctx,
-			`INSERT INTO responses (prompt_id, text, sha256, norm_sha256, chars, source)
-			 SELECT DISTINCT ON (p.id, u.s) p.id, u.t, u.s, u.n, u.c, $6
-			 FROM unnest($1::bytea[], $2::text[], $3::bytea[], $4::bytea[], $5::integer[]) AS u (ps, t, s, n, c)
-			 JOIN prompts p ON p.sha256 = u.ps
-			 ORDER BY p.id, u.s
-			 ON CONFLICT (prompt_id, sha256) DO NOTHING`, promptSums, respTexts, respSums, respNorms, chars, "sample:"+run); err != nil {
-			return fmt.Errorf("responses: %w", err)
-		}
-		tag, err := tx.Exec(ctx,
-			`INSERT INTO labeling_batch_items (batch_id, item, prompt_id, response_ids)
-			 SELECT $1, u.item, p.id, array_agg(r.id ORDER BY u.pos)
-			 FROM unnest($2::integer[], $3::integer[], $4::bytea[], $5::bytea[]) AS u (item, pos, ps, rs)
-			 JOIN prompts p ON p.sha256 = u.ps
-			 JOIN responses r ON r.prompt_id = p.id AND r.sha256 = u.rs
-			 GROUP BY u.item, p.id`, b.ID, itemNo, pos, promptSums, respSums)
+		stored := 0
+		err = fill(func(items []BatchItem) error {
+			for start := 0; start < len(items); start += batchInsertItems {
+				part := items[start:min(len(items), start+batchInsertItems)]
+				if err := insertBatchItems(ctx, tx, b.ID, run, stored, part); err != nil {
+					return err
+				}
+				stored += len(part)
+			}
+			return nil
+		})
 		if err != nil {
-			return fmt.Errorf("items: %w", err)
+			return err
 		}
-		if int(tag.RowsAffected()) != len(items) {
-			return fmt.Errorf("stored %d items of %d", tag.RowsAffected(), len(items))
+		if stored != n {
+			return fmt.Errorf("%d items given, %d announced", stored, n)
 		}
 		return nil
 	})
@@ -117,6 +103,57 @@ func (db *DB) CreateBatch(ctx context.Context, name, run string, deadline time.T
 		return Batch{}, fmt.Errorf("postgres: create batch %s: %w", name, translate(err))
 	}
 	return b, nil
+}
+
+// insertBatchItems stores items numbered first, first+1, ... of batch id:
+// their prompts and responses (when new) and the items.
+func insertBatchItems(ctx context.Context, tx pgx.Tx, id int64, run string, first int, items []BatchItem) error {
+	var itemNo, pos []int32
+	var promptTexts, respTexts []string
+	var promptSums, promptNorms, respSums, respNorms [][]byte
+	var chars []int32
+	for i, it := range items {
+		if it.Item != first+i {
+			return fmt.Errorf("item %d is numbered %d: number items 0, 1, ... in order", first+i, it.Item)
+		}
+		ps, pn := sha256.Sum256([]byte(it.Prompt)), preference.NormHash(it.Prompt)
+		for j, r := range it.Responses {
+			rs, rn := sha256.Sum256([]byte(r)), preference.NormHash(r)
+			itemNo, pos = append(itemNo, int32(it.Item)), append(pos, int32(j))
+			promptTexts, promptSums, promptNorms = append(promptTexts, it.Prompt), append(promptSums, ps[:]), append(promptNorms, pn[:])
+			respTexts, respSums, respNorms = append(respTexts, r), append(respSums, rs[:]), append(respNorms, rn[:])
+			chars = append(chars, int32(utf8.RuneCountInString(r)))
+		}
+	}
+	if _, err := tx.Exec(ctx,
+		`INSERT INTO prompts (text, sha256, norm_sha256) SELECT DISTINCT ON (s) t, s, n
+		 FROM unnest($1::text[], $2::bytea[], $3::bytea[]) AS u (t, s, n) ORDER BY s
+		 ON CONFLICT (sha256) DO NOTHING`, promptTexts, promptSums, promptNorms); err != nil {
+		return fmt.Errorf("prompts: %w", err)
+	}
+	if _, err := tx.Exec(ctx,
+		`INSERT INTO responses (prompt_id, text, sha256, norm_sha256, chars, source)
+		 SELECT DISTINCT ON (p.id, u.s) p.id, u.t, u.s, u.n, u.c, $6
+		 FROM unnest($1::bytea[], $2::text[], $3::bytea[], $4::bytea[], $5::integer[]) AS u (ps, t, s, n, c)
+		 JOIN prompts p ON p.sha256 = u.ps
+		 ORDER BY p.id, u.s
+		 ON CONFLICT (prompt_id, sha256) DO NOTHING`, promptSums, respTexts, respSums, respNorms, chars, "sample:"+run); err != nil {
+		return fmt.Errorf("responses: %w", err)
+	}
+	tag, err := tx.Exec(ctx,
+		`INSERT INTO labeling_batch_items (batch_id, item, prompt_id, response_ids)
+		 SELECT $1, u.item, p.id, array_agg(r.id ORDER BY u.pos)
+		 FROM unnest($2::integer[], $3::integer[], $4::bytea[], $5::bytea[]) AS u (item, pos, ps, rs)
+		 JOIN prompts p ON p.sha256 = u.ps
+		 JOIN responses r ON r.prompt_id = p.id AND r.sha256 = u.rs
+		 GROUP BY u.item, p.id`, id, itemNo, pos, promptSums, respSums)
+	if err != nil {
+		return fmt.Errorf("items %d-%d: %w", first, first+len(items)-1, err)
+	}
+	if int(tag.RowsAffected()) != len(items) {
+		return fmt.Errorf("items %d-%d: stored %d of %d", first, first+len(items)-1, tag.RowsAffected(), len(items))
+	}
+	return nil
 }
 
 // GetBatch reads a batch with how many of its items have comparisons.

@@ -3,6 +3,7 @@ package postgres
 import (
 	"context"
 	"errors"
+	"fmt"
 	"slices"
 	"strings"
 	"testing"
@@ -154,5 +155,70 @@ func TestStageRecords(t *testing.T) {
 	}
 	if err := db.SetRunStatus(ctx, "nope", "running", nil, ""); !errors.Is(err, errkind.NotFound) {
 		t.Errorf("status of a missing run: %v", err)
+	}
+}
+
+// TestCreateBatchFromParts: a batch given a part at a time, in parts
+// larger and smaller than one insert round, is stored whole with its items
+// in order; one whose parts fail or fall short of the announced count is
+// not stored at all.
+func TestCreateBatchFromParts(t *testing.T) {
+	db := openFresh(t)
+	ctx := context.Background()
+	if err := db.CreateRun(ctx, "r1", []byte(`{}`)); err != nil {
+		t.Fatal(err)
+	}
+	n := 2*batchInsertItems + 345
+	items := make([]BatchItem, n)
+	for i := range items {
+		items[i] = BatchItem{Item: i, Prompt: fmt.Sprintf("upper w%d=", i%700), // prompts repeat across parts
+			Responses: []string{fmt.Sprintf("W%d", i%700), fmt.Sprintf("w%d", i)}}
+	}
+	fill := func(sizes ...int) func(add func([]BatchItem) error) error {
+		return func(add func([]BatchItem) error) error {
+			start := 0
+			for _, size := range sizes {
+				if err := add(items[start : start+size]); err != nil {
+					return err
+				}
+				start += size
+			}
+			return nil
+		}
+	}
+	deadline := time.Now().Add(time.Hour)
+	b, err := db.CreateBatchFrom(ctx, "r1-labels", "r1", deadline, n, fill(10, batchInsertItems+7, n-10-batchInsertItems-7))
+	if err != nil || b.Items != n {
+		t.Fatalf("CreateBatchFrom: %+v, %v", b, err)
+	}
+	got, err := db.UnlabeledItems(ctx, "r1-labels")
+	if err != nil || len(got) != n {
+		t.Fatalf("unlabeled items: %d, %v; want %d", len(got), err, n)
+	}
+	for i, it := range got {
+		if it.Item != i || it.Prompt != items[i].Prompt || !slices.Equal(it.Responses, items[i].Responses) {
+			t.Fatalf("item %d stored as %+v, want %+v", i, it, items[i])
+		}
+	}
+	for name, tc := range map[string]struct {
+		n    int
+		fill func(add func([]BatchItem) error) error
+	}{
+		"a part fails": {n: 20, fill: func(add func([]BatchItem) error) error {
+			if err := add(items[:10]); err != nil {
+				return err
+			}
+			return errors.New("sampling broke")
+		}},
+		"fewer than announced": {n: 20, fill: fill(10)},
+		"misnumbered":          {n: 20, fill: func(add func([]BatchItem) error) error { return add(items[1:21]) }},
+	} {
+		batch := "r1-" + strings.ReplaceAll(name, " ", "-")
+		if _, err := db.CreateBatchFrom(ctx, batch, "r1", deadline, tc.n, tc.fill); err == nil {
+			t.Errorf("%s: stored", name)
+		}
+		if _, err := db.GetBatch(ctx, batch); !errors.Is(err, errkind.NotFound) {
+			t.Errorf("%s: batch left behind (%v)", name, err)
+		}
 	}
 }

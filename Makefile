@@ -10,13 +10,13 @@ deps:
 	scripts/install-deps.sh
 
 quickstart: deps build
-	bin/instructflow quickstart
+	. scripts/openblas-env.sh && bin/instructflow quickstart
 
 test:
 	scripts/test.sh
 
 dev: deps build
-	bin/instructflow dev
+	. scripts/openblas-env.sh && bin/instructflow dev
 
 clean:
 	rm -rf bin .instructflow-test

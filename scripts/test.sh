@@ -6,6 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 scripts/install-deps.sh
+. scripts/openblas-env.sh
 
 export INSTRUCTFLOW_DATA_DIR="$PWD/.instructflow-test"
 # The runtime role (what workers and the CLI use) and the schema's owner

@@ -3,7 +3,7 @@
 count, same shapes) and prints the ratios side by side.
 
     /usr/bin/python3 scripts/bench_engine.py [--presets tiny,small,gpt2] [--threads 1,2]
-        [--kernel-level avx512|avx2|generic]
+        [--kernel-level avx512|avx2|generic] [--repeat 3]
 
 The Go side is `instructflow bench engine --preset P --threads N --json`
 (built once from ./cmd/instructflow); --go-cmd replaces it with another
@@ -14,6 +14,9 @@ OPENBLAS_CORETYPE in the environment applies to both. Thread counts are
 pinned for torch through OMP_NUM_THREADS and OPENBLAS_NUM_THREADS (without
 the latter OpenBLAS would use every core even at torch.set_num_threads(1)).
 Other load on the machine distorts the 2-thread rows first: run it idle.
+Each cell runs --repeat times per side, the two sides taking turns, and
+each side's best run counts (a neighbour on a shared machine only ever
+slows a run down).
 
 --kernel-level runs both sides as on a CPU of that kind: the Go engine's C
 kernels through INSTRUCTFLOW_ENGINE_KERNEL_LEVEL, OpenBLAS through
@@ -165,12 +168,18 @@ def torch_run(name, threads):
         env = dict(os.environ, OMP_NUM_THREADS=str(omp), OPENBLAS_NUM_THREADS=str(blas), MKL_NUM_THREADS=str(blas))
         out = subprocess.run([sys.executable, os.path.abspath(__file__), "--torch-worker", name, str(omp)],
                              env=env, check=True, capture_output=True, text=True).stdout
-        r = json.loads(out)
-        if best is None:
-            best = r
-            continue
-        for k in ("train_tokens_per_s", "sample_tokens_per_s", "train_gflops"):
-            best[k] = max(best[k], r[k])
+        best = best_of(best, json.loads(out))
+    return best
+
+
+def best_of(best, r):
+    """Keeps each side's best figure over repeated runs: on a shared machine a
+    run is only ever slowed by others, so the best one is the closest to what
+    the code can do, and both sides are treated alike."""
+    if best is None:
+        return r
+    for k in ("train_tokens_per_s", "sample_tokens_per_s", "train_gflops"):
+        best[k] = max(best[k], r[k])
     return best
 
 
@@ -190,6 +199,8 @@ def main():
     ap.add_argument("--presets", default="tiny,small,gpt2")
     ap.add_argument("--threads", default="1,2")
     ap.add_argument("--go-cmd", default=None, help="command printing bench.Result JSON; gets --preset P --threads N")
+    ap.add_argument("--repeat", type=int, default=3,
+                    help="runs per side and cell, taking turns; each side's best run counts (default 3)")
     ap.add_argument("--kernel-level", choices=sorted(LEVELS), default=None,
                     help="force both sides to this kind of CPU's kernels (default: what each detects)")
     args = ap.parse_args()
@@ -206,8 +217,11 @@ def main():
     for name in args.presets.split(","):
         for threads in (int(t) for t in args.threads.split(",")):
             cmd = shlex.split(go_cmd) + ["--preset", name, "--threads", str(threads)]
-            go = json.loads(subprocess.run(cmd, cwd=ROOT, check=True, capture_output=True, text=True).stdout)
-            pt = torch_run(name, threads)
+            go = pt = None
+            for _ in range(args.repeat):  # the two sides take turns, so a noisy spell hits both
+                g = json.loads(subprocess.run(cmd, cwd=ROOT, check=True, capture_output=True, text=True).stdout)
+                go = best_of(go, g)
+                pt = best_of(pt, torch_run(name, threads))
             rows.append((name, threads, go, pt))
             print(f"  done {name} x{threads}", file=sys.stderr)
     hdr = (f"{'preset':<6} {'thr':>3} | {'go train tok/s':>14} {'torch':>10} {'ratio':>6} | "
@@ -219,7 +233,7 @@ def main():
               f"{go['train_tokens_per_s'] / pt['train_tokens_per_s']:>5.2f}x | "
               f"{go['sample_tokens_per_s']:>15.0f} {pt['sample_tokens_per_s']:>10.0f} "
               f"{go['sample_tokens_per_s'] / pt['sample_tokens_per_s']:>5.2f}x | "
-              f"{go['train_gflops']:>10.1f} {pt['train_gflops']:>7.1f} {100 * go['peak_share']:>5.0f}% | "
+              f"{go['train_gflops']:>10.1f} {pt['train_gflops']:>7.1f} {100 * go['train_gflops'] / go['gemm_gflops']:>5.0f}% | "
               f"{go['peak_rss_bytes'] / 2**20:>10.0f}")
     gemm = ", ".join("%d thr: %.0f" % (r[1], r[2]["gemm_gflops"]) for r in rows if r[0] == rows[0][0])
     go = rows[0][2]

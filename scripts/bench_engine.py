@@ -178,8 +178,9 @@ def best_of(best, r):
     the code can do, and both sides are treated alike."""
     if best is None:
         return r
-    for k in ("train_tokens_per_s", "sample_tokens_per_s", "train_gflops"):
-        best[k] = max(best[k], r[k])
+    for k in ("train_tokens_per_s", "sample_tokens_per_s", "train_gflops", "gemm_gflops"):
+        if k in r:
+            best[k] = max(best[k], r[k])
     return best
 
 

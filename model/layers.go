@@ -89,15 +89,20 @@ type linear struct {
 
 // linearForward: out (N,OC) = inp (N,C) @ w (C,OC) + b (OC)
 // [+ scale * u @ B^T, with u (N,r) = inp @ A^T kept for the backward].
-// With accumulate, the result is added to out (a fused residual).
-func linearForward(p pool, out, u, inp []float32, l *linear, N int, accumulate bool) {
+// With accumulate, the result is added to out (a fused residual). panels,
+// when not nil, is w packed by packPanels, which the product then reads.
+func linearForward(p pool, out, u, inp []float32, l *linear, panels []float32, N int, accumulate bool) {
 	C, OC := l.C, l.OC
 	bias := l.b.Data
 	p.run(chunks(N, rowChunk), func(c int) {
 		n0, n1 := c*rowChunk, min(N, (c+1)*rowChunk)
 		kernel.AddRows(out[n0*OC:n1*OC], bias, n1-n0, OC, accumulate)
 	})
-	p.gemm(false, false, N, OC, C, 1, inp, C, l.w.Data, OC, 1, out, OC)
+	if panels != nil {
+		p.gemmPanels(N, OC, C, 1, inp, C, panels, 1, out, OC)
+	} else {
+		p.gemm(false, false, N, OC, C, 1, inp, C, l.w.Data, OC, 1, out, OC)
+	}
 	if l.loraA != nil {
 		r := l.loraA.Shape[0]
 		p.gemm(false, true, N, r, C, 1, inp, C, l.loraA.Data, C, 0, u, r)

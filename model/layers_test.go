@@ -85,7 +85,7 @@ func TestLayerGradients(t *testing.T) {
 			out, u := make([]float32, N*OC), make([]float32, N*tc.rank)
 			loss := func() float64 {
 				copy(out, base)
-				linearForward(p, out, u, inp, l, N, tc.accumulate)
+				linearForward(p, out, u, inp, l, nil, N, tc.accumulate)
 				return weighted(out, r)
 			}
 			loss()

@@ -258,15 +258,15 @@ func (m *Model) Forward(b Batch) (Output, error) {
 	for l := range m.blocks {
 		bl, la := &m.blocks[l], &a.layers[l]
 		layernormForward(p, la.ln1, la.ln1Mean, la.ln1Rstd, res, bl.ln1w.Data, bl.ln1b.Data, N, C)
-		linearForward(p, la.qkv, la.u[0], la.ln1, &bl.qkv, N, false)
+		linearForward(p, la.qkv, la.u[0], la.ln1, &bl.qkv, nil, N, false)
 		attentionForward(p, la.atty, la.att, la.qkv, B, T, C, NH)
 		copy(la.res2, res)
-		linearForward(p, la.res2, la.u[1], la.atty, &bl.attProj, N, true)
+		linearForward(p, la.res2, la.u[1], la.atty, &bl.attProj, nil, N, true)
 		layernormForward(p, la.ln2, la.ln2Mean, la.ln2Rstd, la.res2, bl.ln2w.Data, bl.ln2b.Data, N, C)
-		linearForward(p, la.fch, la.u[2], la.ln2, &bl.fc, N, false)
+		linearForward(p, la.fch, la.u[2], la.ln2, &bl.fc, nil, N, false)
 		geluForward(p, la.fchGelu, la.fch, N*4*C)
 		copy(la.res3, la.res2)
-		linearForward(p, la.res3, la.u[3], la.fchGelu, &bl.fcProj, N, true)
+		linearForward(p, la.res3, la.u[3], la.fchGelu, &bl.fcProj, nil, N, true)
 		res = la.res3
 	}
 	layernormForward(p, a.lnf, a.lnfMean, a.lnfRstd, res, m.lnfw.Data, m.lnfb.Data, N, C)

@@ -216,3 +216,47 @@ func gemmTiles(m, n int) (rows, cols int) {
 	}
 	return rows, cols
 }
+
+// panelCols is the width of packPanels' panels: the thin kernel's.
+const panelCols = 64
+
+// packPanels returns b (k,n) with each panel of panelCols columns stored
+// contiguously, (k, w) row-major for a panel w wide; with trans, b is given
+// as b^T (n,k). A decode step streams every weight from memory, and the
+// thin kernel reads one panel at a time: on an AMD EPYC VM a cold
+// 16x768x256 product went from 54 to 65 GFLOP/s when its panels were
+// contiguous instead of one 256-byte piece per row of b.
+func packPanels(p pool, b []float32, k, n int, trans bool) []float32 {
+	out := make([]float32, k*n)
+	p.run(chunks(n, panelCols), func(t int) {
+		j0 := t * panelCols
+		w := min(panelCols, n-j0)
+		dst := out[j0*k:]
+		for r := range k {
+			row := dst[r*w : (r+1)*w]
+			if !trans {
+				copy(row, b[r*n+j0:])
+				continue
+			}
+			for j := range row {
+				row[j] = b[(j0+j)*k+r]
+			}
+		}
+	})
+	return out
+}
+
+// gemmPanels is p.gemm of a (m,k) and packPanels' bp (k,n), no transposes.
+// Each panel is its own product, so the tiles and bits depend on the shape
+// alone.
+func (p pool) gemmPanels(m, n, k int, alpha float32, a []float32, lda int, bp []float32, beta float32, c []float32, ldc int) {
+	const group = 2 // panels per task
+	np := chunks(n, panelCols)
+	p.run(chunks(np, group), func(t int) {
+		for q := t * group; q < min(np, (t+1)*group); q++ {
+			j0 := q * panelCols
+			w := min(panelCols, n-j0)
+			kernel.Gemm(false, false, m, w, k, alpha, a, lda, bp[j0*k:], w, beta, c[j0:], ldc)
+		}
+	})
+}

@@ -2,12 +2,15 @@ package model
 
 import (
 	"errors"
+	"math"
 	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/instructflow/instructflow/model/kernel"
 )
 
 // TestPoolRun checks that every task runs exactly once and that its writes
@@ -139,4 +142,41 @@ func TestPoolRunGoexit(t *testing.T) {
 	if ran.Load() != 64 {
 		t.Fatalf("after a helper exited, %d of 64 tasks ran", ran.Load())
 	}
+}
+
+// TestGemmPanels checks the product on packed weights against the one on
+// row-major weights, on every kernel level and with the transposed pack:
+// the same bits where the thin kernel runs both (it sums each element over
+// k in order, whatever the layout), and close everywhere.
+func TestGemmPanels(t *testing.T) {
+	forEachLevel(t, func(t *testing.T) {
+		const m, k, n = 5, 37, 200 // n: three whole panels and a part
+		rng := NewRNG(7)
+		a, b, bT := make([]float32, m*k), make([]float32, k*n), make([]float32, n*k)
+		for i := range a {
+			a[i] = rng.Norm()
+		}
+		for i := range b {
+			b[i] = rng.Norm()
+			bT[(i%n)*k+i/n] = b[i]
+		}
+		p := pool{threads: 2}
+		want := make([]float32, m*n)
+		for i := range want {
+			want[i] = float32(i % 3)
+		}
+		got, gotT := append([]float32(nil), want...), append([]float32(nil), want...)
+		p.gemm(false, false, m, n, k, 0.5, a, k, b, n, 1, want, n)
+		p.gemmPanels(m, n, k, 0.5, a, k, packPanels(p, b, k, n, false), 1, got, n)
+		p.gemmPanels(m, n, k, 0.5, a, k, packPanels(p, bT, k, n, true), 1, gotT, n)
+		thin := kernel.Level() != kernel.Generic
+		for i := range want {
+			if d := math.Abs(float64(got[i] - want[i])); d > 1e-5 || thin && got[i] != want[i] {
+				t.Fatalf("element %d: packed %v, row-major %v", i, got[i], want[i])
+			}
+			if gotT[i] != got[i] {
+				t.Fatalf("element %d: transposed pack %v, pack %v", i, gotT[i], got[i])
+			}
+		}
+	})
 }

@@ -119,9 +119,14 @@ type sampler struct {
 	T    int
 	// wteT (C,V) is the tied embedding transposed, so that the LM head is a
 	// plain product, which the thin GEMM kernel runs without repacking wte.
-	wteT []float32
-	rows []sampleRow
-	want []int // rows whose logits forward returns, in order
+	// With at most thinPanelRows sequences, every product the thin kernel
+	// runs reads weights packed panel by panel instead (see packPanels):
+	// panels holds each block's qkv, attProj, fc and fcProj, and wteT is
+	// packed too. Otherwise panels is nil.
+	wteT   []float32
+	panels [][4][]float32
+	rows   []sampleRow
+	want   []int // rows whose logits forward returns, in order
 
 	x, ln, atty        []float32 // (M,C); x is the residual stream
 	mean, rstd         []float32 // (M)
@@ -148,17 +153,43 @@ func newSampler(m *Model, S, T, maxRows int) *sampler {
 	}
 	s.rows = make([]sampleRow, 0, max(maxRows, S))
 	V := cfg.Vocab
-	s.wteT = make([]float32, C*V)
-	m.pool.run(chunks(V, colChunk), func(c int) {
-		for v := c * colChunk; v < min(V, (c+1)*colChunk); v++ {
-			for i, x := range m.wte.Data[v*C : (v+1)*C] {
-				s.wteT[i*V+v] = x
+	if S > thinPanelRows {
+		s.wteT = make([]float32, C*V)
+		m.pool.run(chunks(V, colChunk), func(c int) {
+			for v := c * colChunk; v < min(V, (c+1)*colChunk); v++ {
+				for i, x := range m.wte.Data[v*C : (v+1)*C] {
+					s.wteT[i*V+v] = x
+				}
+			}
+		})
+	} else {
+		s.panels = make([][4][]float32, cfg.Layers)
+		for l := range m.blocks {
+			bl := &m.blocks[l]
+			for i, lin := range [4]*linear{&bl.qkv, &bl.attProj, &bl.fc, &bl.fcProj} {
+				s.panels[l][i] = packPanels(m.pool, lin.w.Data, lin.C, lin.OC, false)
 			}
 		}
-	})
+		s.wteT = packPanels(m.pool, m.wte.Data, C, V, true)
+	}
 	s.order, s.probs = make([]int32, cfg.Vocab), make([]float32, cfg.Vocab)
 	return s
 }
+
+// panel returns block l's packed weight which (0 qkv, 1 attProj, 2 fc,
+// 3 fcProj) for a product of N rows, or nil where the row-major one serves.
+func (s *sampler) panel(l, which, N int) []float32 {
+	if s.panels == nil || N > thinPanelRows {
+		return nil
+	}
+	return s.panels[l][which]
+}
+
+// thinPanelRows is the most rows that use the packed weights: the thin
+// kernel's limit (kernel.Gemm), past which OpenBLAS packs the operands
+// itself. A sampler of at most this many sequences packs its weights, a
+// second copy of the model for the call.
+const thinPanelRows = 64
 
 func (s *sampler) addRow(seq, pos int, tok int32) {
 	s.rows = append(s.rows, sampleRow{seq: seq, pos: pos, tok: tok})
@@ -189,7 +220,7 @@ func (s *sampler) forward() []float32 {
 		bl := &m.blocks[l]
 		kc, vc := s.k[l], s.v[l]
 		layernormForward(p, s.ln, s.mean, s.rstd, s.x, bl.ln1w.Data, bl.ln1b.Data, M, C)
-		linearForward(p, s.qkv, s.u, s.ln, &bl.qkv, M, false)
+		linearForward(p, s.qkv, s.u, s.ln, &bl.qkv, s.panel(l, 0, M), M, false)
 		for i, row := range s.rows {
 			for h := range NH {
 				head := (row.seq*NH + h) * T * hs
@@ -206,11 +237,11 @@ func (s *sampler) forward() []float32 {
 			base := (row.seq*NH + h) * T * hs
 			kernel.Attend(s.atty[i*C+h*hs:], s.qkv[i*3*C+h*hs:], kc[base:], vc[base:], n, hs, T, scale, s.scores[task*T:(task+1)*T])
 		})
-		linearForward(p, s.x, s.u, s.atty, &bl.attProj, M, true)
+		linearForward(p, s.x, s.u, s.atty, &bl.attProj, s.panel(l, 1, M), M, true)
 		layernormForward(p, s.ln, s.mean, s.rstd, s.x, bl.ln2w.Data, bl.ln2b.Data, M, C)
-		linearForward(p, s.fch, s.u, s.ln, &bl.fc, M, false)
+		linearForward(p, s.fch, s.u, s.ln, &bl.fc, s.panel(l, 2, M), M, false)
 		geluForward(p, s.fchGelu, s.fch, M*4*C)
-		linearForward(p, s.x, s.u, s.fchGelu, &bl.fcProj, M, true)
+		linearForward(p, s.x, s.u, s.fchGelu, &bl.fcProj, s.panel(l, 3, M), M, true)
 	}
 	s.sel, s.selLN = grow(s.sel, W*C), grow(s.selLN, W*C)
 	for j, i := range s.want {
@@ -218,7 +249,11 @@ func (s *sampler) forward() []float32 {
 	}
 	layernormForward(p, s.selLN, s.mean, s.rstd, s.sel, m.lnfw.Data, m.lnfb.Data, W, C)
 	s.logits = grow(s.logits, W*V)
-	p.gemm(false, false, W, V, C, 1, s.selLN, C, s.wteT, V, 0, s.logits, V)
+	if s.panels != nil { // W <= S <= thinPanelRows
+		p.gemmPanels(W, V, C, 1, s.selLN, C, s.wteT, 0, s.logits, V)
+	} else {
+		p.gemm(false, false, W, V, C, 1, s.selLN, C, s.wteT, V, 0, s.logits, V)
+	}
 	return s.logits
 }
 

@@ -223,9 +223,8 @@ const panelCols = 64
 // packPanels returns b (k,n) with each panel of panelCols columns stored
 // contiguously, (k, w) row-major for a panel w wide; with trans, b is given
 // as b^T (n,k). A decode step streams every weight from memory, and the
-// thin kernel reads one panel at a time: on an AMD EPYC VM a cold
-// 16x768x256 product went from 54 to 65 GFLOP/s when its panels were
-// contiguous instead of one 256-byte piece per row of b.
+// thin kernel reads one panel at a time: a contiguous panel streams faster
+// than one 256-byte piece per row of b (docs/engine-benchmarks.md).
 func packPanels(p pool, b []float32, k, n int, trans bool) []float32 {
 	out := make([]float32, k*n)
 	p.run(chunks(n, panelCols), func(t int) {

@@ -146,37 +146,78 @@ func TestPoolRunGoexit(t *testing.T) {
 
 // TestGemmPanels checks the product on packed weights against the one on
 // row-major weights, on every kernel level and with the transposed pack:
-// the same bits where the thin kernel runs both (it sums each element over
-// k in order, whatever the layout), and close everywhere.
+// the same bits where the thin kernel runs both (p.gemm's column tiles for
+// at most 64 rows start at multiples of 64, like the panels, so the same
+// columns take the kernel's vector and scalar paths), and close everywhere.
+// The shapes have decode-step row counts, partial panels of 8 and 52
+// columns (the AVX2 kernel splits the latter into tiles and a tail), and
+// beta 0 and 1.
 func TestGemmPanels(t *testing.T) {
 	forEachLevel(t, func(t *testing.T) {
-		const m, k, n = 5, 37, 200 // n: three whole panels and a part
-		rng := NewRNG(7)
-		a, b, bT := make([]float32, m*k), make([]float32, k*n), make([]float32, n*k)
-		for i := range a {
-			a[i] = rng.Norm()
-		}
-		for i := range b {
-			b[i] = rng.Norm()
-			bT[(i%n)*k+i/n] = b[i]
-		}
-		p := pool{threads: 2}
-		want := make([]float32, m*n)
-		for i := range want {
-			want[i] = float32(i % 3)
-		}
-		got, gotT := append([]float32(nil), want...), append([]float32(nil), want...)
-		p.gemm(false, false, m, n, k, 0.5, a, k, b, n, 1, want, n)
-		p.gemmPanels(m, n, k, 0.5, a, k, packPanels(p, b, k, n, false), 1, got, n)
-		p.gemmPanels(m, n, k, 0.5, a, k, packPanels(p, bT, k, n, true), 1, gotT, n)
-		thin := kernel.Level() != kernel.Generic
-		for i := range want {
-			if d := math.Abs(float64(got[i] - want[i])); d > 1e-5 || thin && got[i] != want[i] {
-				t.Fatalf("element %d: packed %v, row-major %v", i, got[i], want[i])
+		for _, tc := range []struct{ m, k, n int }{{5, 37, 200}, {16, 40, 180}, {64, 24, 2100}} {
+			m, k, n := tc.m, tc.k, tc.n
+			rng := NewRNG(7)
+			a, b, bT := make([]float32, m*k), make([]float32, k*n), make([]float32, n*k)
+			for i := range a {
+				a[i] = rng.Norm()
 			}
-			if gotT[i] != got[i] {
-				t.Fatalf("element %d: transposed pack %v, pack %v", i, gotT[i], got[i])
+			for i := range b {
+				b[i] = rng.Norm()
+				bT[(i%n)*k+i/n] = b[i]
 			}
+			p := pool{threads: 2}
+			packed := packPanels(p, b, k, n, false)
+			if sameBits(packPanels(p, bT, k, n, true), packed) >= 0 {
+				t.Fatalf("%v: the transposed pack differs from the pack", tc)
+			}
+			for _, beta := range []float32{0, 1} {
+				want := make([]float32, m*n)
+				for i := range want {
+					want[i] = float32(i % 3)
+				}
+				got := append([]float32(nil), want...)
+				p.gemm(false, false, m, n, k, 0.5, a, k, b, n, beta, want, n)
+				p.gemmPanels(m, n, k, 0.5, a, k, packed, beta, got, n)
+				thin := kernel.Level() != kernel.Generic
+				for i := range want {
+					if d := math.Abs(float64(got[i] - want[i])); d > 1e-4 || thin && got[i] != want[i] {
+						t.Fatalf("%v beta %v: element %d: packed %v, row-major %v", tc, beta, i, got[i], want[i])
+					}
+				}
+			}
+		}
+	})
+}
+
+// TestSamplePackedWeights checks that a sampler of more than thinPanelRows
+// sequences (row-major weights) and one of a single sequence (packed
+// weights) draw the same greedy tokens with the same log-probabilities
+// where the thin kernel runs both.
+func TestSamplePackedWeights(t *testing.T) {
+	forEachLevel(t, func(t *testing.T) {
+		if kernel.Level() == kernel.Generic {
+			t.Skip("the generic level's products go to BLAS, whose bits depend on the layout")
+		}
+		m, err := New(detConfig, NewRNG(5))
+		if err != nil {
+			t.Fatal(err)
+		}
+		prompt := []int32{1, 2, 3}
+		many := make([][]int32, thinPanelRows+1)
+		for i := range many {
+			many[i] = prompt
+		}
+		sc := SampleConfig{MaxTokens: 12, Temperature: 0, StopToken: -1}
+		one, err := m.Sample([][]int32{prompt}, sc, NewRNG(9))
+		if err != nil {
+			t.Fatal(err)
+		}
+		all, err := m.Sample(many, sc, NewRNG(9))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !equalInts(one[0].Tokens, all[0].Tokens) || sameBits(one[0].LogProbs, all[0].LogProbs) >= 0 {
+			t.Fatalf("packed %v, row-major %v", one[0], all[0])
 		}
 	})
 }

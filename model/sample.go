@@ -119,10 +119,11 @@ type sampler struct {
 	T    int
 	// wteT (C,V) is the tied embedding transposed, so that the LM head is a
 	// plain product, which the thin GEMM kernel runs without repacking wte.
-	// With at most thinPanelRows sequences, every product the thin kernel
-	// runs reads weights packed panel by panel instead (see packPanels):
-	// panels holds each block's qkv, attProj, fc and fcProj, and wteT is
-	// packed too. Otherwise panels is nil.
+	// With at most thinPanelRows sequences, the products of at most that
+	// many rows (every decode step and the LM head) read weights packed
+	// panel by panel instead (see packPanels): panels holds each block's
+	// qkv, attProj, fc and fcProj, and wteT is packed too. Otherwise panels
+	// is nil.
 	wteT   []float32
 	panels [][4][]float32
 	rows   []sampleRow
@@ -186,9 +187,11 @@ func (s *sampler) panel(l, which, N int) []float32 {
 }
 
 // thinPanelRows is the most rows that use the packed weights: the thin
-// kernel's limit (kernel.Gemm), past which OpenBLAS packs the operands
-// itself. A sampler of at most this many sequences packs its weights, a
-// second copy of the model for the call.
+// kernel's limit in kernel.Gemm. gemmPanels does not split rows, so a
+// larger product would go to OpenBLAS panel by panel; it reads the
+// row-major weights instead, in p.gemm's row tiles. A sampler of at most
+// this many sequences packs its weights, a second copy of the model for
+// the call.
 const thinPanelRows = 64
 
 func (s *sampler) addRow(seq, pos int, tok int32) {

@@ -205,6 +205,8 @@ def main():
     ap.add_argument("--kernel-level", choices=sorted(LEVELS), default=None,
                     help="force both sides to this kind of CPU's kernels (default: what each detects)")
     args = ap.parse_args()
+    if args.repeat < 1:
+        ap.error(f"--repeat is {args.repeat}; it must be at least 1")
     if args.kernel_level:
         forced = dict(LEVELS[args.kernel_level])
         forced["OPENBLAS_CORETYPE"] = os.environ.get("OPENBLAS_CORETYPE", forced["OPENBLAS_CORETYPE"])

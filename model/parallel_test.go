@@ -154,6 +154,7 @@ func TestPoolRunGoexit(t *testing.T) {
 // beta 0 and 1.
 func TestGemmPanels(t *testing.T) {
 	forEachLevel(t, func(t *testing.T) {
+		thin := kernel.Level() != kernel.Generic
 		for _, tc := range []struct{ m, k, n int }{{5, 37, 200}, {16, 40, 180}, {64, 24, 2100}} {
 			m, k, n := tc.m, tc.k, tc.n
 			rng := NewRNG(7)
@@ -178,7 +179,6 @@ func TestGemmPanels(t *testing.T) {
 				got := append([]float32(nil), want...)
 				p.gemm(false, false, m, n, k, 0.5, a, k, b, n, beta, want, n)
 				p.gemmPanels(m, n, k, 0.5, a, k, packed, beta, got, n)
-				thin := kernel.Level() != kernel.Generic
 				for i := range want {
 					if d := math.Abs(float64(got[i] - want[i])); d > 1e-4 || thin && got[i] != want[i] {
 						t.Fatalf("%v beta %v: element %d: packed %v, row-major %v", tc, beta, i, got[i], want[i])

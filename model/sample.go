@@ -121,11 +121,10 @@ type sampler struct {
 	// plain product, which the thin GEMM kernel runs without repacking wte.
 	// With at most thinPanelRows sequences, the products of at most that
 	// many rows (every decode step and the LM head) read weights packed
-	// panel by panel instead (see packPanels): panels holds each block's
-	// qkv, attProj, fc and fcProj, and wteT is packed too. Otherwise panels
-	// is nil.
+	// panel by panel instead (see packPanels): panels holds every block
+	// linear's weights, and wteT is packed too. Otherwise panels is nil.
 	wteT   []float32
-	panels [][4][]float32
+	panels map[*linear][]float32
 	rows   []sampleRow
 	want   []int // rows whose logits forward returns, in order
 
@@ -164,11 +163,11 @@ func newSampler(m *Model, S, T, maxRows int) *sampler {
 			}
 		})
 	} else {
-		s.panels = make([][4][]float32, cfg.Layers)
+		s.panels = make(map[*linear][]float32, 4*cfg.Layers)
 		for l := range m.blocks {
 			bl := &m.blocks[l]
-			for i, lin := range [4]*linear{&bl.qkv, &bl.attProj, &bl.fc, &bl.fcProj} {
-				s.panels[l][i] = packPanels(m.pool, lin.w.Data, lin.C, lin.OC, false)
+			for _, lin := range []*linear{&bl.qkv, &bl.attProj, &bl.fc, &bl.fcProj} {
+				s.panels[lin] = packPanels(m.pool, lin.w.Data, lin.C, lin.OC, false)
 			}
 		}
 		s.wteT = packPanels(m.pool, m.wte.Data, C, V, true)
@@ -177,13 +176,13 @@ func newSampler(m *Model, S, T, maxRows int) *sampler {
 	return s
 }
 
-// panel returns block l's packed weight which (0 qkv, 1 attProj, 2 fc,
-// 3 fcProj) for a product of N rows, or nil where the row-major one serves.
-func (s *sampler) panel(l, which, N int) []float32 {
-	if s.panels == nil || N > thinPanelRows {
+// panel returns lin's packed weights for a product of N rows, or nil where
+// the row-major ones serve.
+func (s *sampler) panel(lin *linear, N int) []float32 {
+	if N > thinPanelRows {
 		return nil
 	}
-	return s.panels[l][which]
+	return s.panels[lin] // nil when nothing is packed
 }
 
 // thinPanelRows is the most rows that use the packed weights: the thin
@@ -223,7 +222,7 @@ func (s *sampler) forward() []float32 {
 		bl := &m.blocks[l]
 		kc, vc := s.k[l], s.v[l]
 		layernormForward(p, s.ln, s.mean, s.rstd, s.x, bl.ln1w.Data, bl.ln1b.Data, M, C)
-		linearForward(p, s.qkv, s.u, s.ln, &bl.qkv, s.panel(l, 0, M), M, false)
+		linearForward(p, s.qkv, s.u, s.ln, &bl.qkv, s.panel(&bl.qkv, M), M, false)
 		for i, row := range s.rows {
 			for h := range NH {
 				head := (row.seq*NH + h) * T * hs
@@ -240,11 +239,11 @@ func (s *sampler) forward() []float32 {
 			base := (row.seq*NH + h) * T * hs
 			kernel.Attend(s.atty[i*C+h*hs:], s.qkv[i*3*C+h*hs:], kc[base:], vc[base:], n, hs, T, scale, s.scores[task*T:(task+1)*T])
 		})
-		linearForward(p, s.x, s.u, s.atty, &bl.attProj, s.panel(l, 1, M), M, true)
+		linearForward(p, s.x, s.u, s.atty, &bl.attProj, s.panel(&bl.attProj, M), M, true)
 		layernormForward(p, s.ln, s.mean, s.rstd, s.x, bl.ln2w.Data, bl.ln2b.Data, M, C)
-		linearForward(p, s.fch, s.u, s.ln, &bl.fc, s.panel(l, 2, M), M, false)
+		linearForward(p, s.fch, s.u, s.ln, &bl.fc, s.panel(&bl.fc, M), M, false)
 		geluForward(p, s.fchGelu, s.fch, M*4*C)
-		linearForward(p, s.x, s.u, s.fchGelu, &bl.fcProj, s.panel(l, 3, M), M, true)
+		linearForward(p, s.x, s.u, s.fchGelu, &bl.fcProj, s.panel(&bl.fcProj, M), M, true)
 	}
 	s.sel, s.selLN = grow(s.sel, W*C), grow(s.selLN, W*C)
 	for j, i := range s.want {

@@ -99,7 +99,7 @@ func linearForward(p pool, out, u, inp []float32, l *linear, panels []float32, N
 		kernel.AddRows(out[n0*OC:n1*OC], bias, n1-n0, OC, accumulate)
 	})
 	if panels != nil {
-		p.gemmPanels(N, OC, C, 1, inp, C, panels, 1, out, OC)
+		p.gemmPanels(false, N, OC, C, 1, inp, C, panels, 1, out, OC)
 	} else {
 		p.gemm(false, false, N, OC, C, 1, inp, C, l.w.Data, OC, 1, out, OC)
 	}

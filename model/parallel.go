@@ -185,8 +185,15 @@ func chunks(n, chunk int) int { return (n + chunk - 1) / chunk }
 
 // gemm is kernel.Gemm split into tiles of c that run in parallel:
 // c (m,n) = alpha*op(a) (m,k) @ op(b) (k,n) + beta*c. The tiles (see
-// gemmTiles) depend on the shape alone.
+// gemmTiles) depend on the shape alone. Where kernel.Gemm reads its
+// operands in place, a transposed b is packed once for all tiles instead
+// (packPanels), since the in-place kernel needs b untransposed and BLAS
+// would repack it in every tile.
 func (p pool) gemm(transA, transB bool, m, n, k int, alpha float32, a []float32, lda int, b []float32, ldb int, beta float32, c []float32, ldc int) {
+	if rows, _ := gemmTiles(m, n); transB && k > 0 && ldb == k && kernel.InPlace(transA, rows) {
+		p.gemmPanels(transA, m, n, k, alpha, a, lda, packPanels(p, b, k, n, true), beta, c, ldc)
+		return
+	}
 	rows, cols := gemmTiles(m, n)
 	tn := chunks(n, cols)
 	p.run(chunks(m, rows)*tn, func(t int) {
@@ -205,11 +212,17 @@ func (p pool) gemm(transA, transB bool, m, n, k int, alpha float32, a []float32,
 }
 
 // gemmTiles returns the tile shape for an (m,n) product: about gemmTasks
-// tiles, as large as possible (each call repacks its operands), rows a
-// multiple of 16 and columns of 64 (the kernel's register tiles).
+// tiles, as large as possible (BLAS repacks the operands of each), rows a
+// multiple of 16 and columns of 64 (the kernels' register tiles and
+// packPanels' panels). Products of at most 64 rows are split by columns
+// alone: such a product (a decode step) streams its b from memory, which
+// tiles of rows would read once each.
 func gemmTiles(m, n int) (rows, cols int) {
 	const gemmTasks = 8
 	rows = max(32, (chunks(m, gemmTasks)+15)/16*16)
+	if m <= 64 {
+		rows = m
+	}
 	cols = n
 	if tm := chunks(m, rows); tm < gemmTasks {
 		cols = max(64, (chunks(n, chunks(gemmTasks, tm))+63)/64*64)
@@ -245,17 +258,22 @@ func packPanels(p pool, b []float32, k, n int, trans bool) []float32 {
 	return out
 }
 
-// gemmPanels is p.gemm of a (m,k) and packPanels' bp (k,n), no transposes.
-// Each panel is its own product, so the tiles and bits depend on the shape
-// alone.
-func (p pool) gemmPanels(m, n, k int, alpha float32, a []float32, lda int, bp []float32, beta float32, c []float32, ldc int) {
-	const group = 2 // panels per task
-	np := chunks(n, panelCols)
-	p.run(chunks(np, group), func(t int) {
-		for q := t * group; q < min(np, (t+1)*group); q++ {
-			j0 := q * panelCols
-			w := min(panelCols, n-j0)
-			kernel.Gemm(false, false, m, w, k, alpha, a, lda, bp[j0*k:], w, beta, c[j0:], ldc)
+// gemmPanels is p.gemm of op(a) (m,k) and packPanels' bp (k,n), b not
+// transposed, in gemmTiles' tiles (whose columns are whole panels), one
+// kernel.Gemm call per panel of a tile.
+func (p pool) gemmPanels(transA bool, m, n, k int, alpha float32, a []float32, lda int, bp []float32, beta float32, c []float32, ldc int) {
+	rows, cols := gemmTiles(m, n)
+	tn := chunks(n, cols)
+	p.run(chunks(m, rows)*tn, func(t int) {
+		i0, j0 := (t/tn)*rows, (t%tn)*cols
+		mm := min(rows, m-i0)
+		ao := i0 * lda
+		if transA {
+			ao = i0
+		}
+		for q := j0; q < min(n, j0+cols); q += panelCols {
+			w := min(panelCols, n-q)
+			kernel.Gemm(transA, false, mm, w, k, alpha, a[ao:], lda, bp[q*k:], w, beta, c[i0*ldc+q:], ldc)
 		}
 	})
 }

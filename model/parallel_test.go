@@ -145,22 +145,23 @@ func TestPoolRunGoexit(t *testing.T) {
 }
 
 // TestGemmPanels checks the product on packed weights against the one on
-// row-major weights, on every kernel level and with the transposed pack:
-// the same bits where the thin kernel runs both (p.gemm's column tiles for
-// at most 64 rows start at multiples of 64, like the panels, so the same
+// row-major weights, on every kernel level, with either operand given
+// transposed: the same bits where the in-place kernel runs both (p.gemm's
+// column tiles start at multiples of 64, like the panels, so the same
 // columns take the kernel's vector and scalar paths), and close everywhere.
-// The shapes have decode-step row counts, partial panels of 8 and 52
-// columns (the AVX2 kernel splits the latter into tiles and a tail), and
-// beta 0 and 1.
+// The shapes have decode-step row counts and training ones (200 rows, in
+// row tiles; k 700, in two of the kernel's k blocks), partial panels of 8
+// and 52 columns (the AVX2 kernel splits the latter into tiles and a
+// tail), and beta 0 and 1.
 func TestGemmPanels(t *testing.T) {
 	forEachLevel(t, func(t *testing.T) {
-		thin := kernel.Level() != kernel.Generic
-		for _, tc := range []struct{ m, k, n int }{{5, 37, 200}, {16, 40, 180}, {64, 24, 2100}} {
+		for _, tc := range []struct{ m, k, n int }{{5, 37, 200}, {16, 40, 180}, {64, 24, 2100}, {200, 700, 116}} {
 			m, k, n := tc.m, tc.k, tc.n
 			rng := NewRNG(7)
-			a, b, bT := make([]float32, m*k), make([]float32, k*n), make([]float32, n*k)
+			a, aT, b, bT := make([]float32, m*k), make([]float32, k*m), make([]float32, k*n), make([]float32, n*k)
 			for i := range a {
 				a[i] = rng.Norm()
+				aT[(i%k)*m+i/k] = a[i]
 			}
 			for i := range b {
 				b[i] = rng.Norm()
@@ -172,16 +173,29 @@ func TestGemmPanels(t *testing.T) {
 				t.Fatalf("%v: the transposed pack differs from the pack", tc)
 			}
 			for _, beta := range []float32{0, 1} {
-				want := make([]float32, m*n)
-				for i := range want {
-					want[i] = float32(i % 3)
+				start := make([]float32, m*n)
+				for i := range start {
+					start[i] = float32(i % 3)
 				}
-				got := append([]float32(nil), want...)
+				want := append([]float32(nil), start...)
 				p.gemm(false, false, m, n, k, 0.5, a, k, b, n, beta, want, n)
-				p.gemmPanels(m, n, k, 0.5, a, k, packed, beta, got, n)
-				for i := range want {
-					if d := math.Abs(float64(got[i] - want[i])); d > 1e-4 || thin && got[i] != want[i] {
-						t.Fatalf("%v beta %v: element %d: packed %v, row-major %v", tc, beta, i, got[i], want[i])
+				for _, way := range []struct {
+					name   string
+					transA bool
+					run    func(c []float32)
+				}{
+					{"packed", false, func(c []float32) { p.gemmPanels(false, m, n, k, 0.5, a, k, packed, beta, c, n) }},
+					{"packed, a transposed", true, func(c []float32) { p.gemmPanels(true, m, n, k, 0.5, aT, m, packed, beta, c, n) }},
+					{"b transposed", false, func(c []float32) { p.gemm(false, true, m, n, k, 0.5, a, k, bT, k, beta, c, n) }},
+				} {
+					got := append([]float32(nil), start...)
+					way.run(got)
+					rows, _ := gemmTiles(m, n)
+					exact := kernel.InPlace(false, rows) && kernel.InPlace(way.transA, rows)
+					for i := range want {
+						if d := math.Abs(float64(got[i] - want[i])); d > 1e-4*(1+math.Abs(float64(want[i]))) || exact && got[i] != want[i] {
+							t.Fatalf("%v beta %v: %s: element %d: %v, row-major %v", tc, beta, way.name, i, got[i], want[i])
+						}
 					}
 				}
 			}

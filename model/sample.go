@@ -185,12 +185,12 @@ func (s *sampler) panel(lin *linear, N int) []float32 {
 	return s.panels[lin] // nil when nothing is packed
 }
 
-// thinPanelRows is the most rows that use the packed weights: the thin
-// kernel's limit in kernel.Gemm. gemmPanels does not split rows, so a
-// larger product would go to OpenBLAS panel by panel; it reads the
-// row-major weights instead, in p.gemm's row tiles. A sampler of at most
-// this many sequences packs its weights, a second copy of the model for
-// the call.
+// thinPanelRows is the most rows that use the packed weights. A decode step
+// of at most this many rows streams every weight from memory for little
+// arithmetic, so the layout of the weights sets its speed; one of more rows
+// does enough arithmetic per weight to read the row-major ones in p.gemm's
+// tiles. A sampler of at most this many sequences packs its weights, a
+// second copy of the model for the call.
 const thinPanelRows = 64
 
 func (s *sampler) addRow(seq, pos int, tok int32) {
@@ -252,7 +252,7 @@ func (s *sampler) forward() []float32 {
 	layernormForward(p, s.selLN, s.mean, s.rstd, s.sel, m.lnfw.Data, m.lnfb.Data, W, C)
 	s.logits = grow(s.logits, W*V)
 	if s.panels != nil { // W <= S <= thinPanelRows
-		p.gemmPanels(W, V, C, 1, s.selLN, C, s.wteT, 0, s.logits, V)
+		p.gemmPanels(false, W, V, C, 1, s.selLN, C, s.wteT, 0, s.logits, V)
 	} else {
 		p.gemm(false, false, W, V, C, 1, s.selLN, C, s.wteT, V, 0, s.logits, V)
 	}

@@ -49,7 +49,8 @@ func init() {
 }
 
 func gemm(transA, transB bool, m, n, k int, alpha float32, a []float32, lda int, b []float32, ldb int, beta float32, c []float32, ldc int) {
-	if !transA && !transB && m <= thinRows && k > 0 && thin(m, n, k, alpha, a, lda, b, ldb, beta, c, ldc) {
+	if !transB && k > 0 && InPlace(transA, m) {
+		thin(transA, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
 		return
 	}
 	ta, tb := uint32(C.CblasNoTrans), uint32(C.CblasNoTrans)

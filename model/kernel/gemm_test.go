@@ -43,13 +43,7 @@ func TestGemm(t *testing.T) {
 		}
 		return s
 	}
-	tests := []struct {
-		name           string
-		transA, transB bool
-		m, n, k        int
-		alpha, beta    float32
-		pad            int // extra columns in every stride
-	}{
+	tests := []gemmCase{
 		{"nn", false, false, 7, 5, 9, 1, 0, 0},
 		{"nt", false, true, 8, 13, 6, 1, 0, 0},
 		{"tn", true, false, 5, 7, 11, 0.5, 1, 0},
@@ -60,33 +54,53 @@ func TestGemm(t *testing.T) {
 		{"thin tiles and edges", false, false, 9, 150, 33, 1, 0, 3},
 		{"thin tiles beta", false, false, 16, 128, 40, 0.5, 0.5, 0},
 		{"above thin", false, false, 70, 130, 20, 1, 1, 1},
+		{"in place tn strided", true, false, 70, 150, 45, 0.5, 1, 3},
+		{"in place k blocks", false, false, 13, 70, 1100, 1, 0, 2},
+		{"in place tn k blocks beta", true, false, 9, 100, 1030, 1, 0.5, 0},
 	}
-	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			ar, ac := tc.m, tc.k
-			if tc.transA {
-				ar, ac = tc.k, tc.m
+	start := Level()
+	defer SetLevel(start)
+	for _, level := range Levels() {
+		if err := SetLevel(level); err != nil {
+			t.Fatal(err)
+		}
+		for _, tc := range tests {
+			t.Run(level+"/"+tc.name, func(t *testing.T) { testGemm(t, fill, tc) })
+		}
+	}
+}
+
+type gemmCase struct {
+	name           string
+	transA, transB bool
+	m, n, k        int
+	alpha, beta    float32
+	pad            int // extra columns in every stride
+}
+
+func testGemm(t *testing.T, fill func(int) []float32, tc gemmCase) {
+	ar, ac := tc.m, tc.k
+	if tc.transA {
+		ar, ac = tc.k, tc.m
+	}
+	br, bc := tc.k, tc.n
+	if tc.transB {
+		br, bc = tc.n, tc.k
+	}
+	lda, ldb, ldc := ac+tc.pad, bc+tc.pad, tc.n+tc.pad
+	a, b, c := fill(ar*lda), fill(br*ldb), fill(tc.m*ldc)
+	if tc.beta == 0 {
+		c[0] = float32(math.NaN()) // beta 0 must ignore old contents
+	}
+	want := naive(tc.transA, tc.transB, tc.m, tc.n, tc.k, tc.alpha, a, lda, b, ldb, tc.beta, c, ldc)
+	Gemm(tc.transA, tc.transB, tc.m, tc.n, tc.k, tc.alpha, a, lda, b, ldb, tc.beta, c, ldc)
+	for i := range tc.m {
+		for j := range tc.n {
+			got, w := c[i*ldc+j], want[i*ldc+j]
+			if math.Abs(float64(got-w)) > 1e-4*(1+math.Abs(float64(w))) {
+				t.Fatalf("%s: c[%d,%d] = %v, want %v", Name, i, j, got, w)
 			}
-			br, bc := tc.k, tc.n
-			if tc.transB {
-				br, bc = tc.n, tc.k
-			}
-			lda, ldb, ldc := ac+tc.pad, bc+tc.pad, tc.n+tc.pad
-			a, b, c := fill(ar*lda), fill(br*ldb), fill(tc.m*ldc)
-			if tc.beta == 0 {
-				c[0] = float32(math.NaN()) // beta 0 must ignore old contents
-			}
-			want := naive(tc.transA, tc.transB, tc.m, tc.n, tc.k, tc.alpha, a, lda, b, ldb, tc.beta, c, ldc)
-			Gemm(tc.transA, tc.transB, tc.m, tc.n, tc.k, tc.alpha, a, lda, b, ldb, tc.beta, c, ldc)
-			for i := range tc.m {
-				for j := range tc.n {
-					got, w := c[i*ldc+j], want[i*ldc+j]
-					if math.Abs(float64(got-w)) > 1e-4*(1+math.Abs(float64(w))) {
-						t.Fatalf("%s: c[%d,%d] = %v, want %v", Name, i, j, got, w)
-					}
-				}
-			}
-		})
+		}
 	}
 }
 

@@ -314,69 +314,79 @@ void kernel_attend(float *out, const float *q, const float *kt, long klen, const
 // ---------------------------------------------------------------------------
 // Thin GEMM
 
-// THIN defines c (m,n) = alpha * a (m,k) @ b (k,n) + beta*c for small m
-// under a target attribute. It reads b in place, without the packing copy
-// that dominates BLAS on thin products: register tiles of up to ROWS rows
+// THIN defines c (m,n) = alpha * a (m,k) @ b (k,n) + beta*c, a given as
+// strides (ar between rows, ap between columns, so either a or its
+// transpose), under a target attribute. It reads a and b in place, without
+// the packing copies that dominate BLAS on thin products: register tiles of up to ROWS rows
 // by COLS_V of the level's vectors (see V_avx2), accumulators that stay in
-// registers (ROWS at most 6), and a plain loop for the columns past the
-// last full tile. Column panels are the outer loop: each panel of b comes
-// from memory once and from cache for the other rows, since a decode step
-// streams more weights than the caches hold.
-// Each c element is a sum over k in order, whichever path computes it, so
-// tile shapes do not change the bits.
+// registers (ROWS at most 6), tiles one vector wide for the columns past
+// the last full tile, and a plain loop for the rest. Column panels are the
+// outer loop: each panel of b comes from memory once and from cache for the
+// other rows, since a decode step streams more weights than the caches
+// hold. Outside them, k is cut into blocks of THIN_KBLOCK whose partial
+// sums are added to c in order, so that a panel's block stays in the
+// second-level cache while the rows of a training product sweep it.
+// Each c element is a sum over k in order (in blocks), whichever path
+// computes it, so tile shapes do not change the bits.
 #define THIN(suffix, target, ROWS, COLS_V)                                                         \
 	target static inline __attribute__((always_inline)) void tile##suffix(long i0, long j0,     \
-		long k, float alpha, const float *a, long lda, const float *b, long ldb, float beta,   \
-		float *c, long ldc, long pf, const int nr) {                                            \
+		long k, float alpha, const float *a, long ar, long ap, const float *b, long ldb, float beta, \
+		float *c, long ldc, long pf, const int nr, const int cv) {                              \
 		const long VL = VL##suffix;                                                             \
 		V##suffix acc[ROWS][COLS_V];                                                            \
 		for (int r = 0; r < nr; r++)                                                            \
-			for (int v = 0; v < (COLS_V); v++) acc[r][v] = ZERO##suffix();                  \
+			for (int v = 0; v < cv; v++) acc[r][v] = ZERO##suffix();                        \
 		for (long p = 0; p < k; p++) {                                                          \
 			const float *br = b + p * ldb + j0;                                             \
 			for (long o = 0; o < pf; o += 16) __builtin_prefetch(br + THIN_PREFETCH * ldb + o); \
 			V##suffix bv[COLS_V];                                                           \
-			for (int v = 0; v < (COLS_V); v++) bv[v] = LOAD##suffix(br + VL * v);           \
+			for (int v = 0; v < cv; v++) bv[v] = LOAD##suffix(br + VL * v);                 \
 			for (int r = 0; r < nr; r++) {                                                  \
-				V##suffix x = SET1##suffix(a[(i0 + r) * lda + p]);                      \
-				for (int v = 0; v < (COLS_V); v++) acc[r][v] = FMA##suffix(x, bv[v], acc[r][v]); \
+				V##suffix x = SET1##suffix(a[(i0 + r) * ar + p * ap]);                  \
+				for (int v = 0; v < cv; v++) acc[r][v] = FMA##suffix(x, bv[v], acc[r][v]); \
 			}                                                                               \
 		}                                                                                       \
 		V##suffix va = SET1##suffix(alpha), vb = SET1##suffix(beta);                            \
 		for (int r = 0; r < nr; r++) {                                                          \
 			float *cr = c + (i0 + r) * ldc + j0;                                            \
-			for (int v = 0; v < (COLS_V); v++) {                                            \
+			for (int v = 0; v < cv; v++) {                                                  \
 				V##suffix old = beta == 0.0f ? ZERO##suffix() : MUL##suffix(vb, LOAD##suffix(cr + VL * v)); \
 				STORE##suffix(cr + VL * v, FMA##suffix(va, acc[r][v], old));            \
 			}                                                                               \
 		}                                                                                       \
 	}                                                                                               \
-	target static void thin##suffix(long m, long n, long k, float alpha, const float *a, long lda, \
-		const float *b, long ldb, float beta, float *c, long ldc) {                           \
-		long tn = VL##suffix * (COLS_V), n_full = n - n % tn;                                 \
+	/* tiles##suffix runs the tile of rows i0..i0+ROWS (fewer at the end) */                       \
+	target static inline __attribute__((always_inline)) void tiles##suffix(long m, long i0,     \
+		long j0, long k, float alpha, const float *a, long ar, long ap, const float *b, long ldb, \
+		float beta, float *c, long ldc, long pf, const int cv) {                                \
+		switch (m - i0 < (ROWS) ? m - i0 : (ROWS)) {                                            \
+		case 1: tile##suffix(i0, j0, k, alpha, a, ar, ap, b, ldb, beta, c, ldc, pf, 1, cv); break; \
+		case 2: tile##suffix(i0, j0, k, alpha, a, ar, ap, b, ldb, beta, c, ldc, pf, 2, cv); break; \
+		case 3: tile##suffix(i0, j0, k, alpha, a, ar, ap, b, ldb, beta, c, ldc, pf, 3, cv); break; \
+		case 4: if ((ROWS) > 4) { tile##suffix(i0, j0, k, alpha, a, ar, ap, b, ldb, beta, c, ldc, pf, 4, cv); break; } /* fall through */ \
+		case 5: if ((ROWS) > 5) { tile##suffix(i0, j0, k, alpha, a, ar, ap, b, ldb, beta, c, ldc, pf, 5, cv); break; } /* fall through */ \
+		default: tile##suffix(i0, j0, k, alpha, a, ar, ap, b, ldb, beta, c, ldc, pf, (ROWS), cv); \
+		}                                                                                       \
+	}                                                                                               \
+	target static void block##suffix(long m, long n, long k, float alpha, const float *a, long ar, \
+		long ap, const float *b, long ldb, float beta, float *c, long ldc) {                  \
+		long tn = VL##suffix * (COLS_V), n_full = n - n % tn, n_vec = n - n % VL##suffix;     \
 		for (long p0 = 0; p0 < n_full; p0 += THIN_PANEL) {                                    \
 			long p1 = p0 + THIN_PANEL < n_full ? p0 + THIN_PANEL : n_full;                \
-			for (long i0 = 0; i0 < m; i0 += (ROWS)) {                                     \
-				long nr = m - i0 < (ROWS) ? m - i0 : (ROWS);                          \
-				for (long j0 = p0; j0 < p1; j0 += tn) {                               \
-					long pf = i0 == 0 && j0 == p0 ? p1 - p0 : 0;                  \
-					switch (nr) {                                                 \
-					case 1: tile##suffix(i0, j0, k, alpha, a, lda, b, ldb, beta, c, ldc, pf, 1); break; \
-					case 2: tile##suffix(i0, j0, k, alpha, a, lda, b, ldb, beta, c, ldc, pf, 2); break; \
-					case 3: tile##suffix(i0, j0, k, alpha, a, lda, b, ldb, beta, c, ldc, pf, 3); break; \
-					case 4: if ((ROWS) > 4) { tile##suffix(i0, j0, k, alpha, a, lda, b, ldb, beta, c, ldc, pf, 4); break; } /* fall through */ \
-					case 5: if ((ROWS) > 5) { tile##suffix(i0, j0, k, alpha, a, lda, b, ldb, beta, c, ldc, pf, 5); break; } /* fall through */ \
-					default: tile##suffix(i0, j0, k, alpha, a, lda, b, ldb, beta, c, ldc, pf, (ROWS)); \
-					}                                                             \
-				}                                                                     \
-			}                                                                             \
+			for (long i0 = 0; i0 < m; i0 += (ROWS))                                       \
+				for (long j0 = p0; j0 < p1; j0 += tn)                                 \
+					tiles##suffix(m, i0, j0, k, alpha, a, ar, ap, b, ldb, beta, c, ldc, \
+						i0 == 0 && j0 == p0 ? p1 - p0 : 0, (COLS_V));         \
 		}                                                                                     \
+		for (long j0 = n_full; j0 < n_vec; j0 += VL##suffix)                                  \
+			for (long i0 = 0; i0 < m; i0 += (ROWS))                                       \
+				tiles##suffix(m, i0, j0, k, alpha, a, ar, ap, b, ldb, beta, c, ldc, 0, 1); \
 		for (long i = 0; i < m; i++) {                                                        \
-			for (long j0 = n_full; j0 < n; j0 += 64) {                                    \
+			for (long j0 = n_vec; j0 < n; j0 += 64) {                                     \
 				long w = n - j0 < 64 ? n - j0 : 64;                                   \
 				float acc[64] = {0};                                                  \
 				for (long p = 0; p < k; p++) {                                        \
-					float x = a[i * lda + p];                                     \
+					float x = a[i * ar + p * ap];                                 \
 					const float *br = b + p * ldb + j0;                           \
 					for (long j = 0; j < w; j++) acc[j] += x * br[j];             \
 				}                                                                     \
@@ -385,6 +395,12 @@ void kernel_attend(float *out, const float *q, const float *kt, long klen, const
 					cr[j] = alpha * acc[j] + (beta == 0.0f ? 0.0f : beta * cr[j]); \
 			}                                                                             \
 		}                                                                                     \
+	}                                                                                               \
+	target static void thin##suffix(long m, long n, long k, float alpha, const float *a, long ar, \
+		long ap, const float *b, long ldb, float beta, float *c, long ldc) {                  \
+		for (long q = 0; q < k; q += THIN_KBLOCK)                                             \
+			block##suffix(m, n, k - q < THIN_KBLOCK ? k - q : THIN_KBLOCK, alpha, a + q * ap, ar, ap, \
+				b + q * ldb, ldb, q == 0 ? beta : 1.0f, c, ldc);                      \
 	}
 
 // THIN_PANEL is the width in floats (a multiple of every tile's) of the
@@ -395,6 +411,10 @@ void kernel_attend(float *out, const float *q, const float *kt, long klen, const
 #define THIN_PANEL 64
 #define THIN_PREFETCH 8
 #endif
+// THIN_KBLOCK is the k block: 512 rows of a 64-column panel are 128 KiB.
+#ifndef THIN_KBLOCK
+#define THIN_KBLOCK 512
+#endif
 #ifndef THIN_AVX2_ROWS
 #define THIN_AVX2_ROWS 6
 #define THIN_AVX2_COLS 2
@@ -404,11 +424,12 @@ void kernel_attend(float *out, const float *q, const float *kt, long klen, const
 THIN(_avx512, TARGET_AVX512, THIN_AVX512_ROWS, THIN_AVX512_COLS)
 THIN(_avx2, TARGET_AVX2, THIN_AVX2_ROWS, THIN_AVX2_COLS)
 
-int kernel_thin(long m, long n, long k, float alpha, const float *a, long lda, const float *b, long ldb, float beta,
-	float *c, long ldc) {
+int kernel_thin(long m, long n, long k, float alpha, const float *a, long lda, int trans_a, const float *b, long ldb,
+	float beta, float *c, long ldc) {
+	long ar = trans_a ? 1 : lda, ap = trans_a ? lda : 1;
 	switch (level) {
-	case 2: thin_avx512(m, n, k, alpha, a, lda, b, ldb, beta, c, ldc); return 1;
-	case 1: thin_avx2(m, n, k, alpha, a, lda, b, ldb, beta, c, ldc); return 1;
+	case 2: thin_avx512(m, n, k, alpha, a, ar, ap, b, ldb, beta, c, ldc); return 1;
+	case 1: thin_avx2(m, n, k, alpha, a, ar, ap, b, ldb, beta, c, ldc); return 1;
 	}
 	return 0;
 }

@@ -4,11 +4,11 @@
 //
 // The default build uses cgo. GEMM calls OpenBLAS (libopenblas-dev) pinned to
 // one thread, since the engine splits work into fixed chunks itself so that
-// results do not depend on how many cores run them; products without
-// transposes and with at most 64 rows (sampling's decode steps, small tiles)
-// go instead to a register-tiled C loop that reads its operands in place:
-// OpenBLAS repacks the whole right-hand matrix on every call, which dominates
-// such thin products. The other kernels are small C loops the compiler
+// results do not depend on how many cores run them. Products whose
+// right-hand matrix is not transposed go instead, where InPlace says, to a
+// register-tiled C loop that reads its operands in place: OpenBLAS repacks
+// both operands on every call, which dominates thin products (sampling's
+// decode steps). The other kernels are small C loops the compiler
 // vectorises (kernel.c, declared in kernel.h). All C loops are built for
 // AVX-512, AVX2+FMA and plain x86-64, and the best the CPU supports is picked
 // at start-up. Building with the purego tag, with cgo off (CGO_ENABLED=0,
@@ -32,6 +32,27 @@ func Gemm(transA, transB bool, m, n, k int, alpha float32, a []float32, lda int,
 	}
 	check(transA, transB, m, n, k, a, lda, b, ldb, c, ldc)
 	gemm(transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
+}
+
+// InPlace reports whether Gemm computes a product of m rows whose b is not
+// transposed (op(a) as transA says) with its own register-tiled loop, which
+// reads the operands in place, rather than with BLAS or pure Go. On AVX-512
+// it does so for every such product: OpenBLAS repacks both operands on
+// every call, which costs a tenth to a third of a training product split
+// into the engine's tiles. On AVX2, whose 16 registers hold a tile of 6 rows
+// by 16 columns, only for the thin products it is built for (at most 64
+// rows, a not transposed, such as a decode step's): OpenBLAS's packed
+// kernels are faster on the larger ones. A caller that splits a product by
+// a transposed b into tiles that run in place does better to transpose b
+// once and pass it untransposed.
+func InPlace(transA bool, m int) bool {
+	switch level() {
+	case 2:
+		return true
+	case 1:
+		return !transA && m <= 64
+	}
+	return false
 }
 
 // check panics when a slice is too short for the shape it is said to hold, so

@@ -31,11 +31,12 @@ void kernel_gelu_backward(float *d, const float *inp, long n);
 void kernel_attend(float *out, const float *q, const float *kt, long klen, const float *v, long n, long hs, long ldk,
 	float scale, float *sc);
 
-// kernel_thin computes c (m,n) = alpha * a (m,k) @ b (k,n) + beta*c, reading
-// b in place, for small m. It returns 0, having done nothing, when the CPU
-// has no vector unit it is built for: the caller must then use BLAS.
-int kernel_thin(long m, long n, long k, float alpha, const float *a, long lda, const float *b, long ldb, float beta,
-	float *c, long ldc);
+// kernel_thin computes c (m,n) = alpha * op(a) (m,k) @ b (k,n) + beta*c,
+// reading its operands in place; op(a) is a, or with trans_a a's transpose
+// (a stored (k,m)). It returns 0, having done nothing, when the CPU has no
+// vector unit it is built for: the caller must then use BLAS.
+int kernel_thin(long m, long n, long k, float alpha, const float *a, long lda, int trans_a, const float *b, long ldb,
+	float beta, float *c, long ldc);
 
 // kernel_sums is what kernel_exps returns.
 typedef struct {

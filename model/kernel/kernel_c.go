@@ -40,14 +40,17 @@ func attend(out, q, kt, v []float32, n, hs, ldk int, scale float32, scores []flo
 		C.long(n), C.long(hs), C.long(ldk), C.float(scale), (*C.float)(&scores[0]))
 }
 
-// thinRows is the largest m that goes to the thin kernel.
-const thinRows = 64
-
-// thin computes a product with m <= thinRows and no transposes without
-// BLAS; it reports false when the CPU has no vector unit it is built for.
-func thin(m, n, k int, alpha float32, a []float32, lda int, b []float32, ldb int, beta float32, c []float32, ldc int) bool {
-	return C.kernel_thin(C.long(m), C.long(n), C.long(k), C.float(alpha), (*C.float)(&a[0]), C.long(lda),
-		(*C.float)(&b[0]), C.long(ldb), C.float(beta), (*C.float)(&c[0]), C.long(ldc)) != 0
+// thin computes a product whose b is not transposed in the register-tiled
+// loop of the level; only for levels above generic.
+func thin(transA bool, m, n, k int, alpha float32, a []float32, lda int, b []float32, ldb int, beta float32, c []float32, ldc int) {
+	ta := 0
+	if transA {
+		ta = 1
+	}
+	if C.kernel_thin(C.long(m), C.long(n), C.long(k), C.float(alpha), (*C.float)(&a[0]), C.long(lda), C.int(ta),
+		(*C.float)(&b[0]), C.long(ldb), C.float(beta), (*C.float)(&c[0]), C.long(ldc)) == 0 {
+		panic("kernel: thin product on the generic level")
+	}
 }
 
 func exps(dst, src []float32, shift, scale float32) (sum, wsum float32) {

@@ -1,6 +1,7 @@
 package model
 
 import (
+	"fmt"
 	"os"
 	"strconv"
 	"testing"
@@ -135,6 +136,55 @@ func BenchmarkThinGemm(b *testing.B) {
 				sec := b.Elapsed().Seconds()
 				b.ReportMetric(2*float64(tc.m*tc.n*tc.k)*float64(b.N)/sec/1e9, "GFLOP/s")
 				b.ReportMetric(float64(size)*float64(b.N)/sec/1e9, "GB/s")
+			})
+		}
+	}
+}
+
+// BenchmarkTrainProducts is each matrix product of a training step of the
+// bench package's small preset (2,048 tokens, width 256, vocabulary 2,048)
+// as p.gemm runs it on one thread, on every kernel level: the forward's
+// products (nn), the backward's products by the transposed weights (nt) and
+// its weight gradients (tn).
+func BenchmarkTrainProducts(b *testing.B) {
+	const N, C, V = 2048, 256, 2048
+	products := []struct {
+		transA, transB bool
+		m, n, k        int
+	}{
+		{false, false, N, 3 * C, C}, {false, false, N, C, C}, {false, false, N, 4 * C, C}, {false, false, N, C, 4 * C},
+		{false, true, N, C, 3 * C}, {false, true, N, C, C}, {false, true, N, C, 4 * C}, {false, true, N, 4 * C, C},
+		{true, false, C, 3 * C, N}, {true, false, C, C, N}, {true, false, C, 4 * C, N}, {true, false, 4 * C, C, N},
+		{false, true, N, V, C}, {false, false, N, C, V}, {true, false, V, C, N},
+	}
+	start := kernel.Level()
+	defer kernel.SetLevel(start)
+	for _, level := range kernel.Levels() {
+		if err := kernel.SetLevel(level); err != nil {
+			b.Fatal(err)
+		}
+		for _, pr := range products {
+			ac, bc := pr.k, pr.n
+			if pr.transA {
+				ac = pr.m
+			}
+			if pr.transB {
+				bc = pr.k
+			}
+			rng := NewRNG(1)
+			a, w, c := make([]float32, pr.m*pr.k), make([]float32, pr.k*pr.n), make([]float32, pr.m*pr.n)
+			for _, s := range [][]float32{a, w} {
+				for i := range s {
+					s[i] = rng.Norm()
+				}
+			}
+			name := map[[2]bool]string{{false, false}: "nn", {false, true}: "nt", {true, false}: "tn"}[[2]bool{pr.transA, pr.transB}]
+			b.Run(fmt.Sprintf("%s/%s-%dx%dx%d", level, name, pr.m, pr.n, pr.k), func(b *testing.B) {
+				p := pool{threads: 1}
+				for b.Loop() {
+					p.gemm(pr.transA, pr.transB, pr.m, pr.n, pr.k, 1, a, ac, w, bc, 1, c, pr.n)
+				}
+				b.ReportMetric(2*float64(pr.m*pr.n*pr.k)*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFLOP/s")
 			})
 		}
 	}

@@ -191,7 +191,9 @@ func chunks(n, chunk int) int { return (n + chunk - 1) / chunk }
 // would repack it in every tile.
 func (p pool) gemm(transA, transB bool, m, n, k int, alpha float32, a []float32, lda int, b []float32, ldb int, beta float32, c []float32, ldc int) {
 	if rows, _ := gemmTiles(m, n); transB && k > 0 && ldb == k && kernel.InPlace(transA, rows) {
-		p.gemmPanels(transA, m, n, k, alpha, a, lda, packPanels(p, b, k, n, true), beta, c, ldc)
+		buf := packBuffer(k * n)
+		defer packBuffers.Put(buf)
+		p.gemmPanels(transA, m, n, k, alpha, a, lda, packPanelsInto(p, *buf, b, k, n, true), beta, c, ldc)
 		return
 	}
 	rows, cols := gemmTiles(m, n)
@@ -239,7 +241,12 @@ const panelCols = 64
 // thin kernel reads one panel at a time: a contiguous panel streams faster
 // than one 256-byte piece per row of b (docs/engine-benchmarks.md).
 func packPanels(p pool, b []float32, k, n int, trans bool) []float32 {
-	out := make([]float32, k*n)
+	return packPanelsInto(p, make([]float32, k*n), b, k, n, trans)
+}
+
+// packPanelsInto is packPanels into out, which it returns cut to k*n.
+func packPanelsInto(p pool, out, b []float32, k, n int, trans bool) []float32 {
+	out = out[:k*n]
 	p.run(chunks(n, panelCols), func(t int) {
 		j0 := t * panelCols
 		w := min(panelCols, n-j0)
@@ -256,6 +263,21 @@ func packPanels(p pool, b []float32, k, n int, trans bool) []float32 {
 		}
 	})
 	return out
+}
+
+// packBuffers holds the buffers that p.gemm packs a transposed b into, for
+// the next product: allocating one per product (154 MB for GPT-2's tied
+// embedding) made the kernel clear fresh pages for much of a training step.
+var packBuffers sync.Pool
+
+// packBuffer returns a buffer of at least n floats from packBuffers, or a
+// new one; the caller puts it back when done.
+func packBuffer(n int) *[]float32 {
+	if buf, ok := packBuffers.Get().(*[]float32); ok && cap(*buf) >= n {
+		return buf
+	}
+	buf := make([]float32, n)
+	return &buf
 }
 
 // gemmPanels is p.gemm of op(a) (m,k) and packPanels' bp (k,n), b not

@@ -214,13 +214,16 @@ func (p pool) gemm(transA, transB bool, m, n, k int, alpha float32, a []float32,
 }
 
 // gemmTiles returns the tile shape for an (m,n) product: about gemmTasks
-// tiles, as large as possible (BLAS repacks the operands of each), rows a
-// multiple of 16 and columns of 64 (the kernels' register tiles and
-// packPanels' panels). Products of at most 64 rows are split by columns
+// tiles, as large as possible, rows a multiple of 16 above 64 and columns
+// of 64 (the kernels' register tiles and packPanels' panels). An empty
+// product gets one empty tile. Products of at most 64 rows are split by columns
 // alone: such a product (a decode step) streams its b from memory, which
 // tiles of rows would read once each.
 func gemmTiles(m, n int) (rows, cols int) {
 	const gemmTasks = 8
+	if m == 0 || n == 0 {
+		return 1, 1
+	}
 	rows = max(32, (chunks(m, gemmTasks)+15)/16*16)
 	if m <= 64 {
 		rows = m

@@ -235,3 +235,23 @@ func TestSamplePackedWeights(t *testing.T) {
 		}
 	})
 }
+
+// TestGemmEmpty: a product with no rows or no columns (an empty batch)
+// writes nothing and does not divide by zero choosing its tiles.
+func TestGemmEmpty(t *testing.T) {
+	p := pool{threads: 2}
+	for _, s := range []struct{ m, n, k int }{{0, 8, 4}, {8, 0, 4}, {0, 0, 0}} {
+		for _, transB := range []bool{false, true} {
+			a, b := make([]float32, s.m*s.k+1), make([]float32, s.k*s.n+1)
+			c := []float32{7}
+			ldb := s.n
+			if transB {
+				ldb = s.k
+			}
+			p.gemm(false, transB, s.m, s.n, s.k, 1, a, max(s.k, 1), b, max(ldb, 1), 0, c, max(s.n, 1))
+			if c[0] != 7 && s.m*s.n == 0 {
+				t.Errorf("%+v transB %v: wrote %v to an empty product's c", s, transB, c[0])
+			}
+		}
+	}
+}

@@ -1,16 +1,13 @@
 package preference
 
 import (
-	"bufio"
-	"bytes"
-	"compress/gzip"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
-	"math"
 	"strings"
 	"unicode/utf8"
+
+	"github.com/instructflow/instructflow/internal/jsonl"
 )
 
 // Format is an interchange format of preference data, one JSON object a line.
@@ -65,24 +62,15 @@ type ReaderOptions struct {
 
 // ErrRefused is returned by Reader.Next when a problem refuses the file: at
 // that problem, or at the end of the file with KeepReading.
-var ErrRefused = errors.New("preference: the file is refused")
+var ErrRefused = jsonl.ErrRefused
 
-// Reader reads and validates an interchange file line by line. It reads
-// gzip transparently. It keeps the first problems in Problems and counts
-// all of them in Counts; Next returns only accepted records.
+// Reader reads and validates an interchange file line by line (see
+// jsonl.Reader: Problems, Counts and Rows); Next returns only accepted
+// records.
 type Reader struct {
-	format  Format
-	opts    ReaderOptions
-	sc      *bufio.Scanner
-	line    int
-	refused bool
-	// Problems are the first MaxProblems problems, in line order, and the
-	// first that refuses the file.
-	Problems []Problem
-	// Counts counts every problem found, by rule.
-	Counts map[Rule]int
-	// Rows counts non-blank lines read.
-	Rows int
+	*jsonl.Reader[Record, Rule]
+	format Format
+	opts   ReaderOptions
 }
 
 // NewReader returns a reader of r in the given format.
@@ -96,26 +84,20 @@ func NewReader(r io.Reader, format Format, opts ReaderOptions) (*Reader, error) 
 	if opts.MaxK < 2 || opts.MaxK > MaxMaxK {
 		return nil, fmt.Errorf("preference: a limit of %d responses per ranking: use 2 to %d", opts.MaxK, MaxMaxK)
 	}
-	if opts.MaxProblems <= 0 {
-		opts.MaxProblems = DefaultMaxProblems
-	}
 	if opts.Labeler == "" {
 		opts.Labeler = DefaultLabeler
 	}
 	if strings.TrimSpace(opts.Labeler) == "" || strings.IndexByte(opts.Labeler, 0) >= 0 {
 		return nil, fmt.Errorf("preference: default labeler %q: give a name that is not blank and has no NUL", opts.Labeler)
 	}
-	br := bufio.NewReaderSize(r, 1<<20)
-	if magic, _ := br.Peek(2); len(magic) == 2 && magic[0] == 0x1f && magic[1] == 0x8b {
-		gz, err := gzip.NewReader(br)
-		if err != nil {
-			return nil, fmt.Errorf("preference: gzip: %w", err)
-		}
-		br = bufio.NewReaderSize(gz, 1<<20)
+	rd := &Reader{format: format, opts: opts}
+	var err error
+	rd.Reader, err = jsonl.NewReader(r, rd.parse, func(r Rule) Action { return r.Action(false) },
+		jsonl.Options{SkipInvalid: opts.SkipInvalid, KeepReading: opts.KeepReading, MaxProblems: opts.MaxProblems})
+	if err != nil {
+		return nil, fmt.Errorf("preference: %w", err)
 	}
-	sc := bufio.NewScanner(br)
-	sc.Buffer(make([]byte, 0, 1<<20), 64<<20)
-	return &Reader{format: format, opts: opts, sc: sc, Counts: map[Rule]int{}}, nil
+	return rd, nil
 }
 
 // DefaultMaxChars is the default limit on a prompt or response.
@@ -129,11 +111,7 @@ const DefaultMaxK = 16
 const MaxMaxK = 32767
 
 // DefaultMaxProblems is how many problems a reader keeps by default.
-const DefaultMaxProblems = 20
-
-// maxLines is the most lines a file may have: line numbers are stored as
-// 32-bit integers (a variable for tests).
-var maxLines = math.MaxInt32
+const DefaultMaxProblems = jsonl.DefaultMaxProblems
 
 // DefaultLabeler names rows whose file does not say who labeled them.
 const DefaultLabeler = "unattributed"
@@ -141,77 +119,16 @@ const DefaultLabeler = "unattributed"
 // Next returns the next accepted record; io.EOF at the end of the file; or
 // an error wrapping ErrRefused when a problem refuses the file (see Problems).
 func (rd *Reader) Next() (Record, error) {
-	for !rd.refused || rd.opts.KeepReading {
-		if !rd.sc.Scan() {
-			if err := rd.sc.Err(); err != nil {
-				if errors.Is(err, bufio.ErrTooLong) {
-					return Record{}, fmt.Errorf("preference: line %d is longer than 64 MiB", rd.line+1)
-				}
-				return Record{}, fmt.Errorf("preference: read line %d: %w", rd.line+1, err)
-			}
-			break
-		}
-		rd.line++
-		if rd.line > maxLines {
-			return Record{}, fmt.Errorf("preference: line %d: a file may have at most %d lines; split it", rd.line, maxLines)
-		}
-		raw := bytes.TrimSpace(rd.sc.Bytes())
-		if len(raw) == 0 {
-			continue
-		}
-		rd.Rows++
-		rec, probs := rd.parse(raw)
-		rec.Line = rd.line
-		skip := false
-		for _, p := range probs {
-			p.Line = rd.line
-			rd.Counts[p.Rule]++
-			action := p.Rule.Action(rd.opts.SkipInvalid)
-			// The first refusing problem is kept even past MaxProblems, so
-			// that a refusal can always say where.
-			if len(rd.Problems) < rd.opts.MaxProblems || action == ActionRefuse && !rd.refused {
-				rd.Problems = append(rd.Problems, p)
-			}
-			switch action {
-			case ActionFlag:
-				rec.Flags = append(rec.Flags, p.Rule)
-			case ActionRefuse:
-				rd.refused = true
-				skip = true
-			default:
-				skip = true
-			}
-		}
-		if !skip {
-			return rec, nil
-		}
+	row, err := rd.Reader.Next()
+	if errors.Is(err, io.EOF) {
+		return Record{}, err
 	}
-	if rd.refused {
-		return Record{}, rd.refusal()
+	if err != nil {
+		return Record{}, fmt.Errorf("preference: %w", err)
 	}
-	return Record{}, io.EOF
-}
-
-// refusal is the error of a refused file, naming its first refusing problem.
-func (rd *Reader) refusal() error {
-	for _, p := range rd.Problems {
-		if p.Rule.Action(rd.opts.SkipInvalid) == ActionRefuse {
-			return fmt.Errorf("%w: %s", ErrRefused, p)
-		}
-	}
-	return ErrRefused // every kept problem is a flag or a skip; the refusing one came later
-}
-
-// Refused reports whether a problem refuses the whole file.
-func (rd *Reader) Refused() bool { return rd.refused }
-
-// ProblemCount is the number of problems found, kept or not.
-func (rd *Reader) ProblemCount() int {
-	n := 0
-	for _, c := range rd.Counts {
-		n += c
-	}
-	return n
+	rec := row.Value
+	rec.Line, rec.Flags = row.Line, row.Flags
+	return rec, nil
 }
 
 func (rd *Reader) parse(raw []byte) (Record, []Problem) {
@@ -227,21 +144,7 @@ func (rd *Reader) parse(raw []byte) (Record, []Problem) {
 
 // decode unmarshals a line, turning JSON errors into problems.
 func decode(raw []byte, v any) []Problem {
-	if !utf8.Valid(raw) {
-		return []Problem{{Rule: RuleBadJSON, Detail: "not valid UTF-8"}}
-	}
-	err := json.Unmarshal(raw, v)
-	var typeErr *json.UnmarshalTypeError
-	switch {
-	case err == nil:
-		return nil
-	case errors.As(err, &typeErr) && typeErr.Field == "":
-		return []Problem{{Rule: RuleBadJSON, Detail: fmt.Sprintf("the line is a JSON %s, not an object", typeErr.Value)}}
-	case errors.As(err, &typeErr):
-		return []Problem{{Rule: RuleMissingField, Detail: fmt.Sprintf("field %q must be %s, not JSON %s", typeErr.Field, typeErr.Type, typeErr.Value)}}
-	default:
-		return []Problem{{Rule: RuleBadJSON, Detail: err.Error()}}
-	}
+	return jsonl.Decode(raw, v, RuleBadJSON, RuleMissingField)
 }
 
 type field struct {

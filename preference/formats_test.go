@@ -204,15 +204,6 @@ func TestRefusalAlwaysKept(t *testing.T) {
 	}
 }
 
-func TestTooManyLines(t *testing.T) {
-	defer func(n int) { maxLines = n }(maxLines)
-	maxLines = 3
-	rd, _ := NewReader(strings.NewReader("\n\n\n"+`{"prompt":"p","chosen":"a","rejected":"b"}`), FormatPairwise, ReaderOptions{})
-	if _, err := rd.Next(); err == nil || !strings.Contains(err.Error(), "line 4: a file may have at most 3 lines") {
-		t.Fatalf("Next() = %v, want the line limit", err)
-	}
-}
-
 func TestReaderOptionsChecked(t *testing.T) {
 	for _, opts := range []ReaderOptions{{MaxK: 1}, {MaxK: MaxMaxK + 1}, {Labeler: "  "}, {Labeler: "a\x00"}} {
 		if _, err := NewReader(strings.NewReader(""), FormatPairwise, opts); err == nil {
@@ -386,8 +377,8 @@ func fuzzFormat(f *testing.F, format Format) {
 		}
 		if !keepReading {
 			for _, p := range rd.Problems {
-				if p.Rule.Action(false) == ActionRefuse && p.Line != rd.line {
-					t.Fatalf("read on to line %d after a refusal: %v", rd.line, rd.Problems)
+				if p.Rule.Action(false) == ActionRefuse && p.Line != rd.Line() {
+					t.Fatalf("read on to line %d after a refusal: %v", rd.Line(), rd.Problems)
 				}
 			}
 		}

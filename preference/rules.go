@@ -3,6 +3,8 @@ package preference
 import (
 	"fmt"
 	"strings"
+
+	"github.com/instructflow/instructflow/internal/jsonl"
 )
 
 // Rule names one validation rule of the import.
@@ -26,16 +28,16 @@ const (
 )
 
 // Action is what a problem does to its row and file.
-type Action string
+type Action = jsonl.Action
 
 const (
 	// ActionRefuse refuses the whole file (with --skip-invalid: skips the row);
 	// reading stops at the first such problem unless the reader keeps going.
-	ActionRefuse Action = "refuse file"
+	ActionRefuse = jsonl.Refuse
 	// ActionSkip leaves the row out and imports the rest.
-	ActionSkip Action = "skip row"
+	ActionSkip = jsonl.Skip
 	// ActionFlag keeps the row, marked with the rule's name, for the audit.
-	ActionFlag Action = "keep, flagged"
+	ActionFlag = jsonl.Flag
 )
 
 var rules = []struct {
@@ -81,10 +83,4 @@ func RulesHelp() string {
 }
 
 // Problem is one thing wrong with one line of an import.
-type Problem struct {
-	Line   int    `json:"line"`
-	Rule   Rule   `json:"rule"`
-	Detail string `json:"detail"`
-}
-
-func (p Problem) String() string { return fmt.Sprintf("line %d: %s: %s", p.Line, p.Rule, p.Detail) }
+type Problem = jsonl.Problem[Rule]

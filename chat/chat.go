@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"strings"
 	"text/template"
+	"unicode"
 )
 
 // Role is who speaks a turn.
@@ -152,8 +153,9 @@ type Template interface {
 	// start of the assistant's reply; text is the prompt as stored (see
 	// Identity). Only a user template can fail.
 	Render(msgs []Message, text string) (string, error)
-	// Suffix follows each target, before the tokenizer's end of text.
-	Suffix() string
+	// Target is a target (a demonstration, a label's response, a sample)
+	// as it follows the rendered prompt, before the tokenizer's end of text.
+	Target(t string) string
 }
 
 // The built-in templates.
@@ -191,7 +193,7 @@ func ParseTemplate(s string) (Template, error) {
 type plain struct{}
 
 func (plain) Render(_ []Message, text string) (string, error) { return text, nil }
-func (plain) Suffix() string                                  { return "" }
+func (plain) Target(t string) string                          { return t }
 
 type hh struct{}
 
@@ -215,7 +217,14 @@ func renderHH(msgs []Message) string {
 	return b.String()
 }
 
-func (hh) Suffix() string { return "" }
+// Target starts the reply with a space after "Assistant:", unless it
+// starts with white space already (as HH-RLHF's responses do).
+func (hh) Target(t string) string {
+	if t == "" || unicode.IsSpace(rune(t[0])) {
+		return t
+	}
+	return " " + t
+}
 
 type chatml struct{}
 
@@ -228,7 +237,7 @@ func (chatml) Render(msgs []Message, _ string) (string, error) {
 	return b.String(), nil
 }
 
-func (chatml) Suffix() string { return "<|im_end|>" }
+func (chatml) Target(t string) string { return t + "<|im_end|>" }
 
 type user struct{ t *template.Template }
 
@@ -244,4 +253,4 @@ func (u user) Render(msgs []Message, text string) (string, error) {
 	return b.String(), nil
 }
 
-func (user) Suffix() string { return "" }
+func (user) Target(t string) string { return t }

@@ -82,20 +82,24 @@ func TestTemplates(t *testing.T) {
 	msgs := []Message{{System, "S"}, {User, "a"}, {Assistant, "b"}, {User, "c"}}
 	stored, _ := Identity(msgs)
 	for _, tc := range []struct {
-		name, want, suffix string
+		name, want    string
+		target, space string // Target("d") and Target(" d")
 	}{
-		{"plain", stored, ""},
-		{"hh", "S\n\nHuman: a\n\nAssistant: b\n\nHuman: c\n\nAssistant:", ""},
-		{"chatml", "<|im_start|>system\nS<|im_end|>\n<|im_start|>user\na<|im_end|>\n<|im_start|>assistant\nb<|im_end|>\n<|im_start|>user\nc<|im_end|>\n<|im_start|>assistant\n", "<|im_end|>"},
-		{"{{range .Messages}}[{{.Role}}] {{.Content}}\n{{end}}[assistant] ", "[system] S\n[user] a\n[assistant] b\n[user] c\n[assistant] ", ""},
+		{"plain", stored, "d", " d"},
+		{"hh", "S\n\nHuman: a\n\nAssistant: b\n\nHuman: c\n\nAssistant:", " d", " d"},
+		{"chatml", "<|im_start|>system\nS<|im_end|>\n<|im_start|>user\na<|im_end|>\n<|im_start|>assistant\nb<|im_end|>\n<|im_start|>user\nc<|im_end|>\n<|im_start|>assistant\n", "d<|im_end|>", " d<|im_end|>"},
+		{"{{range .Messages}}[{{.Role}}] {{.Content}}\n{{end}}[assistant] ", "[system] S\n[user] a\n[assistant] b\n[user] c\n[assistant] ", "d", " d"},
 	} {
 		tmpl, err := ParseTemplate(tc.name)
 		if err != nil {
 			t.Fatalf("%s: %v", tc.name, err)
 		}
 		got, err := tmpl.Render(msgs, stored)
-		if err != nil || got != tc.want || tmpl.Suffix() != tc.suffix {
-			t.Errorf("%s: Render = %q, %v, suffix %q; want %q, %q", tc.name, got, err, tmpl.Suffix(), tc.want, tc.suffix)
+		if err != nil || got != tc.want {
+			t.Errorf("%s: Render = %q, %v; want %q", tc.name, got, err, tc.want)
+		}
+		if a, b := tmpl.Target("d"), tmpl.Target(" d"); a != tc.target || b != tc.space {
+			t.Errorf("%s: Target = %q, %q; want %q, %q", tc.name, a, b, tc.target, tc.space)
 		}
 	}
 	for _, bad := range []string{"llama", "{{range .Messages}", "{{.Nope}}"} {

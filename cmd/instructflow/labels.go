@@ -2,7 +2,6 @@ package main
 
 import (
 	"bufio"
-	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -11,8 +10,6 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"slices"
-	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -101,17 +98,17 @@ out of snapshots (--exclude-flagged).`,
 				Name: name, Format: f, DryRun: dryRun,
 				FileSHA256: func() (s [32]byte) { h.Sum(s[:0]); return s },
 			})
-			report := importReport{ImportResult: res, File: name, Rows: rd.Rows, Problems: rd.Problems,
-				ProblemCounts: rd.Counts, ProblemsTotal: rd.ProblemCount()}
+			report := importReport{ImportResult: res,
+				problems: problemsOf(name, rd.Reader, func(r preference.Rule) preference.Action { return r.Action(false) })}
 			refused := errors.Is(err, postgres.ErrImportRefused)
 			// A summary only for an import that worked; a refused one gets
 			// its problems and the reason, any other failure only the error.
 			if err != nil && !refused {
-				report.printProblems(cmd.ErrOrStderr())
+				report.print(cmd.ErrOrStderr())
 				return err
 			}
 			if e := a.printer(cmd).Print(report, func(w io.Writer) error {
-				report.printProblems(cmd.ErrOrStderr())
+				report.print(cmd.ErrOrStderr())
 				if err == nil {
 					report.printSummary(w)
 				}
@@ -120,7 +117,7 @@ out of snapshots (--exclude-flagged).`,
 				return e
 			}
 			if refused {
-				return fmt.Errorf("labels import %s: %s", shown, report.refusal(opts.SkipInvalid))
+				return fmt.Errorf("labels import %s: %s", shown, report.refusal(dryRun))
 			}
 			return err
 		},
@@ -138,63 +135,7 @@ out of snapshots (--exclude-flagged).`,
 
 type importReport struct {
 	postgres.ImportResult
-	File string `json:"file"`
-	Rows int    `json:"rows"`
-	// Problems are the first --show-problems; ProblemCounts counts all.
-	Problems      []preference.Problem    `json:"problems"`
-	ProblemCounts map[preference.Rule]int `json:"problem_counts"`
-	ProblemsTotal int                     `json:"problems_total"`
-}
-
-// refusal says why the file was refused and what to do.
-func (r importReport) refusal(skipInvalid bool) string {
-	n := 0
-	for rule, c := range r.ProblemCounts {
-		if rule.Action(skipInvalid) == preference.ActionRefuse {
-			n += c
-		}
-	}
-	if !r.DryRun {
-		for _, p := range r.Problems {
-			if p.Rule.Action(skipInvalid) == preference.ActionRefuse {
-				return fmt.Sprintf("refused at line %d (%s); nothing was written: fix the line, or import the rest with --skip-invalid (--dry-run lists every problem)", p.Line, p.Rule)
-			}
-		}
-	}
-	if r.DryRun {
-		return fmt.Sprintf("dry run: the file would be refused: %d problems refuse it (%s); fix them, or import the rest with --skip-invalid", n, r.byRule())
-	}
-	return fmt.Sprintf("refused: %d problems refuse the file (%s); nothing was written: fix them, or import the rest with --skip-invalid", n, r.byRule())
-}
-
-// byRule lists the problem counts by rule, most frequent first.
-func (r importReport) byRule() string {
-	rules := make([]preference.Rule, 0, len(r.ProblemCounts))
-	for rule := range r.ProblemCounts {
-		rules = append(rules, rule)
-	}
-	slices.SortFunc(rules, func(a, b preference.Rule) int {
-		if c := cmp.Compare(r.ProblemCounts[b], r.ProblemCounts[a]); c != 0 {
-			return c
-		}
-		return cmp.Compare(a, b)
-	})
-	parts := make([]string, len(rules))
-	for i, rule := range rules {
-		parts[i] = fmt.Sprintf("%s %d", rule, r.ProblemCounts[rule])
-	}
-	return strings.Join(parts, ", ")
-}
-
-// printProblems lists the problems kept, and how many more there were.
-func (r importReport) printProblems(errw io.Writer) {
-	file := printable.String(r.File)
-	for _, p := range r.Problems {
-		fmt.Fprintf(errw, "%s: %s [%s]\n", file, printable.String(p.String()), p.Rule.Action(false))
-	}
-	if more := r.ProblemsTotal - len(r.Problems); more > 0 {
-		fmt.Fprintf(errw, "%s: ... and %d more problems (%s in all; --show-problems N lists more)\n", file, more, r.byRule())
-	}
+	problems[preference.Rule]
 }
 
 // printSummary says what a successful import did.

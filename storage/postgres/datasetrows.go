@@ -1,0 +1,106 @@
+package postgres
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/instructflow/instructflow/chat"
+	"github.com/instructflow/instructflow/dataset"
+)
+
+// DatasetInfo counts a dataset's rows.
+type DatasetInfo struct {
+	Name           string    `json:"name"`
+	Rows           int64     `json:"rows"`
+	Demonstrations int64     `json:"demonstrations"`
+	Prompts        int64     `json:"prompts"` // rows of kind prompt
+	Train          int64     `json:"train"`   // rows by split
+	Heldout        int64     `json:"heldout"`
+	Imports        int64     `json:"imports"`
+	CreatedAt      time.Time `json:"created_at"`
+}
+
+const datasetInfoSQL = `SELECT d.name,
+	count(r.id), count(r.id) FILTER (WHERE r.kind = 'demonstration'), count(r.id) FILTER (WHERE r.kind = 'prompt'),
+	count(r.id) FILTER (WHERE p.split = 'train'), count(r.id) FILTER (WHERE p.split = 'heldout'),
+	(SELECT count(*) FROM imports i WHERE i.dataset_id = d.id), d.created_at
+	FROM datasets d
+	LEFT JOIN dataset_rows r ON r.dataset_id = d.id
+	LEFT JOIN prompts p ON p.id = r.prompt_id`
+
+func scanDatasetInfo(row pgx.CollectableRow) (DatasetInfo, error) {
+	var d DatasetInfo
+	return d, row.Scan(&d.Name, &d.Rows, &d.Demonstrations, &d.Prompts, &d.Train, &d.Heldout, &d.Imports, &d.CreatedAt)
+}
+
+// Datasets lists the datasets by name.
+func (db *DB) Datasets(ctx context.Context) ([]DatasetInfo, error) {
+	rows, err := db.pool.Query(ctx, datasetInfoSQL+` GROUP BY d.id ORDER BY d.name`)
+	if err != nil {
+		return nil, fmt.Errorf("postgres: datasets: %w", err)
+	}
+	out, err := pgx.CollectRows(rows, scanDatasetInfo)
+	if err != nil {
+		return nil, fmt.Errorf("postgres: datasets: %w", err)
+	}
+	return out, nil
+}
+
+// Dataset counts one dataset's rows; errkind.NotFound if there is none of
+// that name.
+func (db *DB) Dataset(ctx context.Context, name string) (DatasetInfo, error) {
+	rows, err := db.pool.Query(ctx, datasetInfoSQL+` WHERE d.name = $1 GROUP BY d.id`, name)
+	if err != nil {
+		return DatasetInfo{}, fmt.Errorf("postgres: dataset %s: %w", name, err)
+	}
+	d, err := pgx.CollectExactlyOneRow(rows, scanDatasetInfo)
+	if err != nil {
+		return DatasetInfo{}, fmt.Errorf("postgres: dataset %s: %w", name, translate(err))
+	}
+	return d, nil
+}
+
+// DatasetRow is one row of a dataset as stored.
+type DatasetRow struct {
+	Kind   dataset.Kind
+	Prompt string
+	Turns  []chat.Message // nil: Prompt is one user turn
+	Target string         // "" in a prompt row
+	Split  dataset.Split
+}
+
+// DatasetRows calls fn with each row of the named dataset in the order
+// the rows were added, streaming them; errkind.NotFound if there is no
+// such dataset. kind "" is every row.
+func (db *DB) DatasetRows(ctx context.Context, name string, kind dataset.Kind, fn func(DatasetRow) error) error {
+	var id int64
+	if err := db.pool.QueryRow(ctx, "SELECT id FROM datasets WHERE name = $1", name).Scan(&id); err != nil {
+		return fmt.Errorf("postgres: dataset %s: %w", name, translate(err))
+	}
+	rows, err := db.pool.Query(ctx, `SELECT r.kind, p.text, p.turns, coalesce(t.text, ''), p.split
+		FROM dataset_rows r JOIN prompts p ON p.id = r.prompt_id LEFT JOIN responses t ON t.id = r.response_id
+		WHERE r.dataset_id = $1 AND ($2 = '' OR r.kind = $2) ORDER BY r.id`, id, string(kind))
+	if err != nil {
+		return fmt.Errorf("postgres: dataset %s: %w", name, err)
+	}
+	defer rows.Close()
+	var r DatasetRow
+	var turns []byte
+	_, err = pgx.ForEachRow(rows, []any{&r.Kind, &r.Prompt, &turns, &r.Target, &r.Split}, func() error {
+		r.Turns = nil
+		if turns != nil {
+			if err := json.Unmarshal(turns, &r.Turns); err != nil {
+				return fmt.Errorf("turns of prompt %.40q: %w", r.Prompt, err)
+			}
+		}
+		return fn(r)
+	})
+	if err != nil {
+		return fmt.Errorf("postgres: dataset %s: %w", name, err)
+	}
+	return nil
+}

@@ -35,6 +35,14 @@ func ParseRole(s string) (Role, error) {
 	return "", fmt.Errorf("unknown role %q: use system, user or assistant", s)
 }
 
+// turn is "a user turn", "an assistant turn", ...
+func (r Role) turn() string {
+	if r == Assistant {
+		return "an assistant"
+	}
+	return "a " + string(r)
+}
+
 // Message is one turn.
 type Message struct {
 	Role    Role   `json:"role"`
@@ -53,7 +61,7 @@ func CheckPrompt(msgs []Message) error {
 		}
 	}
 	if last := msgs[len(msgs)-1]; last.Role != User {
-		return fmt.Errorf("the prompt ends with a %s turn; it must end with a user turn", last.Role)
+		return fmt.Errorf("the prompt ends with %s turn; it must end with a user turn", last.Role.turn())
 	}
 	return nil
 }

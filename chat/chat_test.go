@@ -68,7 +68,7 @@ func TestCheckPrompt(t *testing.T) {
 	}{
 		{nil, "no turns"},
 		{[]Message{{User, "a"}, {System, "s"}, {User, "b"}}, "turn 1 is a system turn"},
-		{[]Message{{User, "a"}, {Assistant, "b"}}, "ends with a assistant turn"},
+		{[]Message{{User, "a"}, {Assistant, "b"}}, "ends with an assistant turn"},
 		{[]Message{{System, "s"}, {User, "a"}}, ""},
 	} {
 		err := CheckPrompt(tc.msgs)

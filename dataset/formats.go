@@ -147,6 +147,8 @@ type Reader struct {
 	*jsonl.Reader[[]Example, Rule]
 	opts    Options
 	pending []Example
+	// Lines counts the lines whose rows were accepted.
+	Lines int
 }
 
 // NewReader returns a reader of r.
@@ -216,6 +218,7 @@ func (rd *Reader) Next() (Example, error) {
 			return Example{}, fmt.Errorf("dataset: %w", err)
 		}
 		rd.pending = row.Value
+		rd.Lines++
 		for i := range rd.pending {
 			rd.pending[i].Line = row.Line
 		}
@@ -302,15 +305,15 @@ func textField(obj map[string]json.RawMessage, key string) (text, []Problem) {
 	if json.Unmarshal(v, &s) == nil {
 		return text{s: &s}, nil
 	}
-	turns, probs := parseTurns(v, key)
+	var raw []map[string]json.RawMessage
+	if json.Unmarshal(v, &raw) != nil {
+		return text{}, []Problem{{Rule: RuleMissingField, Detail: fmt.Sprintf("field %q must be a string or a list of {\"role\", \"content\"} objects, not %s", key, jsonKind(v))}}
+	}
+	turns, probs := parseTurns(raw, key)
 	return text{turns: turns}, probs
 }
 
-func parseTurns(v json.RawMessage, key string) ([]chat.Message, []Problem) {
-	var raw []map[string]json.RawMessage
-	if json.Unmarshal(v, &raw) != nil {
-		return nil, []Problem{{Rule: RuleMissingField, Detail: fmt.Sprintf("field %q must be a string or a list of {\"role\", \"content\"} objects, not %s", key, jsonKind(v))}}
-	}
+func parseTurns(raw []map[string]json.RawMessage, key string) ([]chat.Message, []Problem) {
 	turns := make([]chat.Message, len(raw))
 	for i, m := range raw {
 		where := fmt.Sprintf("%s[%d]", key, i)
@@ -402,14 +405,18 @@ func (rd *Reader) parsePromptCompletion(obj map[string]json.RawMessage) ([]Examp
 	}
 	if c.s != nil {
 		ex.Target = *c.s
-		return []Example{ex}, requireTarget(ex.Target, rd.opts.CompletionKey)
+		return []Example{ex}, requireTarget(ex.Target, fmt.Sprintf("field %q", rd.opts.CompletionKey))
 	}
 	if len(c.turns) != 1 || c.turns[0].Role != chat.Assistant {
+		roles := make([]string, len(c.turns))
+		for i, m := range c.turns {
+			roles[i] = string(m.Role)
+		}
 		return nil, []Problem{{Rule: RuleBadConversation,
-			Detail: fmt.Sprintf("field %q has %d turns; a completion is one assistant turn", rd.opts.CompletionKey, len(c.turns))}}
+			Detail: fmt.Sprintf("field %q is [%s]; a completion is one assistant turn", rd.opts.CompletionKey, strings.Join(roles, ", "))}}
 	}
 	ex.Target = c.turns[0].Content
-	return []Example{ex}, requireTarget(ex.Target, rd.opts.CompletionKey)
+	return []Example{ex}, requireTarget(ex.Target, fmt.Sprintf("field %q", rd.opts.CompletionKey))
 }
 
 // requireTarget refuses an empty target: a demonstration of nothing.
@@ -425,7 +432,11 @@ func (rd *Reader) parseMessages(obj map[string]json.RawMessage) ([]Example, []Pr
 	if probs != nil {
 		return nil, probs
 	}
-	turns, probs := parseTurns(v, rd.opts.MessagesKey)
+	var raw []map[string]json.RawMessage
+	if json.Unmarshal(v, &raw) != nil {
+		return nil, []Problem{{Rule: RuleMissingField, Detail: fmt.Sprintf("field %q must be a list of {\"role\", \"content\"} objects, not %s", rd.opts.MessagesKey, jsonKind(v))}}
+	}
+	turns, probs := parseTurns(raw, rd.opts.MessagesKey)
 	if probs != nil {
 		return nil, probs
 	}

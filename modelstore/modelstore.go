@@ -270,6 +270,24 @@ func loadModel(ctx context.Context, st checkpoint.Store, step int64, manifestSHA
 	return m, nil
 }
 
+// Tokenizer is the tokenizer of the imported model name, read from its
+// verified files.
+func (s Store) Tokenizer(ctx context.Context, name string) (tokenizer.Tokenizer, error) {
+	rec, err := s.DB.GetModel(ctx, name)
+	if err != nil {
+		return nil, err
+	}
+	files, err := Files(ctx, s.Blobs, runspec.Model{Base: name, BaseSHA256: rec.ManifestSHA}, isTokenizerFile)
+	if err != nil {
+		return nil, err
+	}
+	_, tok, err := tokenizerFiles(files)
+	if err != nil {
+		return nil, fmt.Errorf("model %s: %w", name, err)
+	}
+	return tok, nil
+}
+
 func isTokenizerFile(name string) bool { return slices.Contains(tokenizer.FileNames, name) }
 
 // tokenizerFiles picks a checkpoint's tokenizer files and builds the

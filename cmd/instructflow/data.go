@@ -11,7 +11,7 @@ import (
 )
 
 func newDataCmd(a *app) *cobra.Command {
-	cmd := &cobra.Command{Use: "data", Short: "Load prompts and demonstrations for pipeline runs"}
+	cmd := &cobra.Command{Use: "data", Short: "Import, list, show and export datasets of demonstrations and prompts"}
 	var prompts int
 	load := &cobra.Command{
 		Use:   "load-demo",
@@ -47,6 +47,6 @@ the new ones; prompts are never removed.`,
 		},
 	}
 	load.Flags().IntVar(&prompts, "prompts", tasks.DataPrompts, "how many prompts to load (one in five held out)")
-	cmd.AddCommand(load)
+	cmd.AddCommand(load, newDataImportCmd(a), newDataListCmd(a), newDataShowCmd(a), newDataExportCmd(a))
 	return cmd
 }

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -9,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -231,42 +229,22 @@ pair of responses with different ranks; tied pairs are left out and counted.`,
 				return err
 			}
 			defer db.Close()
-			w := cmd.OutOrStdout()
-			var tmp *os.File
-			if output != "" && output != "-" {
-				// Written to a temporary file and renamed: never half a file.
-				if tmp, err = os.CreateTemp(filepath.Dir(output), ".export-*"); err != nil {
-					return fmt.Errorf("labels export: %w", err)
-				}
-				defer os.Remove(tmp.Name())
-				w = tmp
-			}
-			bw := bufio.NewWriter(w)
 			var n, ties int
-			err = db.ExportSnapshot(cmd.Context(), snapshot, func(r postgres.ExportRow) error {
-				lines, t := preference.Export(preference.Format(format), r.Prompt, r.Responses, r.Ranks, r.Labeler)
-				ties += t
-				for _, l := range lines {
-					n++
-					if _, err := bw.Write(l); err != nil {
-						return err
+			err = writeOut(cmd, output, func(w io.Writer) error {
+				return db.ExportSnapshot(cmd.Context(), snapshot, func(r postgres.ExportRow) error {
+					lines, t := preference.Export(preference.Format(format), r.Prompt, r.Responses, r.Ranks, r.Labeler)
+					ties += t
+					for _, l := range lines {
+						n++
+						if _, err := w.Write(l); err != nil {
+							return err
+						}
 					}
-				}
-				return nil
+					return nil
+				})
 			})
-			if err == nil {
-				err = bw.Flush()
-			}
 			if err != nil {
 				return fmt.Errorf("labels export: %w", err)
-			}
-			if tmp != nil {
-				if err := tmp.Close(); err != nil {
-					return fmt.Errorf("labels export: %w", err)
-				}
-				if err := os.Rename(tmp.Name(), output); err != nil {
-					return fmt.Errorf("labels export: %w", err)
-				}
 			}
 			fmt.Fprintf(cmd.ErrOrStderr(), "labels export: %d lines from snapshot %s", n, printable.String(snapshot))
 			if ties > 0 {

@@ -70,7 +70,7 @@ var DatasetNamePattern = regexp.MustCompile(`^[a-z0-9][a-z0-9_.-]{0,62}$`)
 // CheckDatasetName says what is wrong with a dataset name.
 func CheckDatasetName(name string) error {
 	if !DatasetNamePattern.MatchString(name) {
-		return errkind.BadInputf("dataset name %q: use 1 to 63 lower-case letters, digits, '_', '-' or '.', starting with a letter or digit", name)
+		return fmt.Errorf("dataset name %q: use 1 to 63 lower-case letters, digits, '_', '-' or '.', starting with a letter or digit", name)
 	}
 	return nil
 }
@@ -85,7 +85,7 @@ func CheckDatasetName(name string) error {
 func (db *DB) ImportDataset(ctx context.Context, src DatasetSource, info DatasetImportInfo) (DatasetImportResult, error) {
 	res := DatasetImportResult{DryRun: info.DryRun}
 	if err := CheckDatasetName(info.Dataset); err != nil {
-		return res, err
+		return res, errkind.BadInputf("%v", err)
 	}
 	fail := func(what string, err error) (DatasetImportResult, error) {
 		return res, fmt.Errorf("postgres: import into dataset %s: %s: %w", info.Dataset, what, err)

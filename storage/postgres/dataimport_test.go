@@ -26,10 +26,10 @@ func importDataset(t *testing.T, db *DB, name, input string, opts dataset.Option
 	return db.ImportDataset(context.Background(), rd, info)
 }
 
-func rowsOf(t *testing.T, db *DB, name string) []DatasetRow {
+func rowsOf(t *testing.T, db *DB, name string) []dataset.Example {
 	t.Helper()
-	var rows []DatasetRow
-	if err := db.DatasetRows(context.Background(), name, "", func(r DatasetRow) error {
+	var rows []dataset.Example
+	if err := db.DatasetRows(context.Background(), name, "", func(r dataset.Example) error {
 		rows = append(rows, r)
 		return nil
 	}); err != nil {
@@ -60,11 +60,11 @@ func TestImportDataset(t *testing.T) {
 		t.Fatalf("import: %+v, %v; want %+v", res, err, want)
 	}
 	rows := rowsOf(t, db, "chat")
-	wantRows := []DatasetRow{
-		{Kind: dataset.Demonstration, Prompt: "Hi", Target: "Hello!", Split: dataset.Train},
-		{Kind: dataset.Demonstration, Prompt: "Terse.\n\nHuman: 2+2?\n\nAssistant:", Target: "4.", Split: dataset.Train,
+	wantRows := []dataset.Example{
+		{Prompt: "Hi", Target: "Hello!", Split: dataset.Train},
+		{Prompt: "Terse.\n\nHuman: 2+2?\n\nAssistant:", Target: "4.", Split: dataset.Train,
 			Turns: []chat.Message{{Role: chat.System, Content: "Terse."}, {Role: chat.User, Content: "2+2?"}}},
-		{Kind: dataset.Demonstration, Prompt: "Hi", Target: "Hey.", Split: dataset.Train},
+		{Prompt: "Hi", Target: "Hey.", Split: dataset.Train},
 	}
 	if !reflect.DeepEqual(rows, wantRows) {
 		t.Fatalf("rows %+v\nwant %+v", rows, wantRows)

@@ -8,7 +8,6 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
-	"github.com/instructflow/instructflow/chat"
 	"github.com/instructflow/instructflow/dataset"
 )
 
@@ -64,33 +63,24 @@ func (db *DB) Dataset(ctx context.Context, name string) (DatasetInfo, error) {
 	return d, nil
 }
 
-// DatasetRow is one row of a dataset as stored.
-type DatasetRow struct {
-	Kind   dataset.Kind
-	Prompt string
-	Turns  []chat.Message // nil: Prompt is one user turn
-	Target string         // "" in a prompt row
-	Split  dataset.Split
-}
-
-// DatasetRows calls fn with each row of the named dataset in the order
-// the rows were added, streaming them; errkind.NotFound if there is no
-// such dataset. kind "" is every row.
-func (db *DB) DatasetRows(ctx context.Context, name string, kind dataset.Kind, fn func(DatasetRow) error) error {
+// DatasetRows calls fn with each row of the named dataset (of one kind, or
+// all when kind is "") in the order the rows were added, streaming them;
+// errkind.NotFound if there is no such dataset.
+func (db *DB) DatasetRows(ctx context.Context, name string, kind dataset.Kind, fn func(dataset.Example) error) error {
 	var id int64
 	if err := db.pool.QueryRow(ctx, "SELECT id FROM datasets WHERE name = $1", name).Scan(&id); err != nil {
 		return fmt.Errorf("postgres: dataset %s: %w", name, translate(err))
 	}
-	rows, err := db.pool.Query(ctx, `SELECT r.kind, p.text, p.turns, coalesce(t.text, ''), p.split
+	rows, err := db.pool.Query(ctx, `SELECT p.text, p.turns, coalesce(t.text, ''), p.split
 		FROM dataset_rows r JOIN prompts p ON p.id = r.prompt_id LEFT JOIN responses t ON t.id = r.response_id
 		WHERE r.dataset_id = $1 AND ($2 = '' OR r.kind = $2) ORDER BY r.id`, id, string(kind))
 	if err != nil {
 		return fmt.Errorf("postgres: dataset %s: %w", name, err)
 	}
 	defer rows.Close()
-	var r DatasetRow
+	var r dataset.Example
 	var turns []byte
-	_, err = pgx.ForEachRow(rows, []any{&r.Kind, &r.Prompt, &turns, &r.Target, &r.Split}, func() error {
+	_, err = pgx.ForEachRow(rows, []any{&r.Prompt, &turns, &r.Target, &r.Split}, func() error {
 		r.Turns = nil
 		if turns != nil {
 			if err := json.Unmarshal(turns, &r.Turns); err != nil {

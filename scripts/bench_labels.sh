@@ -16,7 +16,7 @@ work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 
 go build -o "$work/instructflow" ./cmd/instructflow
-go run ./scripts/genpairs -n "$n" -jsonl "$work/pairs.jsonl" -csv "$work/pairs.csv"
+go run ./scripts/genrows -kind pairs -n "$n" -jsonl "$work/pairs.jsonl" -csv "$work/pairs.csv"
 ls -l "$work/pairs.jsonl" "$work/pairs.csv" | awk '{print $5, $9}'
 
 base="${url%%\?*}"; base="${base%/*}"; query="${url#*\?}"
@@ -46,4 +46,4 @@ awk -v ti="$(echo "$t1 - $t0" | bc)" -v tp="$(echo "$t2 - $t1" | bc)" -v ta="$(e
 	printf "ratio psql/import = %.2f (target >= 0.8)\n", tp / ti
 	printf "labels audit on %d comparisons: %.1fs (target < 30s)\n", ci, ta
 }'
-for db in bench_import bench_psql; do psql "$url" -qc "DROP DATABASE $db WITH (FORCE)"; done
+for db in bench_import bench_psql; do psql "$owner_url" -qc "DROP DATABASE $db WITH (FORCE)"; done

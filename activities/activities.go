@@ -15,6 +15,7 @@ import (
 	"go.temporal.io/sdk/activity"
 
 	"github.com/instructflow/instructflow/checkpoint"
+	"github.com/instructflow/instructflow/dataset"
 	"github.com/instructflow/instructflow/storage/postgres"
 )
 
@@ -32,6 +33,8 @@ type database interface {
 	CheckpointHashes(ctx context.Context, run, stage string, step int64) ([]string, error)
 	Prompts(ctx context.Context, source, split string) ([]string, error)
 	Demonstrations(ctx context.Context, source, split string) ([]postgres.Pair, error)
+	DatasetPrompts(ctx context.Context, name string, split dataset.Split) ([]postgres.StoredPrompt, error)
+	DatasetDemonstrations(ctx context.Context, name string, split dataset.Split) ([]dataset.Example, error)
 	CreateBatchFrom(ctx context.Context, name, run string, deadline time.Time, n int, fill func(add func([]postgres.BatchItem) error) error) (postgres.Batch, error)
 	GetBatch(ctx context.Context, name string) (postgres.Batch, error)
 	Snapshot(ctx context.Context, name string) (postgres.Snapshot, error)
@@ -45,6 +48,8 @@ type database interface {
 type Activities struct {
 	DB      database
 	Objects checkpoint.Blobs
+	// Models opens models by reference, for eval.judge.
+	Models modelOpener
 	// LabelPoll overrides how often label collection looks for new labels
 	// (2s).
 	LabelPoll time.Duration

@@ -1,17 +1,66 @@
 package activities
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
+	"fmt"
 
+	"github.com/instructflow/instructflow/checkpoint"
+	"github.com/instructflow/instructflow/dataset"
 	"github.com/instructflow/instructflow/errkind"
+	"github.com/instructflow/instructflow/hf"
 	"github.com/instructflow/instructflow/model"
+	"github.com/instructflow/instructflow/modelstore"
+	"github.com/instructflow/instructflow/preference"
+	"github.com/instructflow/instructflow/rewardmodel"
+	"github.com/instructflow/instructflow/runspec"
 	"github.com/instructflow/instructflow/runstate"
 	"github.com/instructflow/instructflow/sampling"
 	"github.com/instructflow/instructflow/stage"
+	"github.com/instructflow/instructflow/tokenizer"
 )
 
-// Evaluate judges the PPO policy against the SFT policy on held-out prompts
-// with the task's gold judge, which no stage saw.
+// modelOpener opens a model by reference (package modelstore): the
+// independent judge of the evaluation.
+type modelOpener interface {
+	Open(ctx context.Context, ref string) (modelstore.Source, error)
+}
+
+// SamplesKey is where the evaluation stores its side-by-side samples.
+func SamplesKey(run string) (string, error) {
+	prefix, err := checkpoint.StagePrefix(run, string(runstate.Eval))
+	if err != nil {
+		return "", err
+	}
+	return prefix + "samples.jsonl", nil
+}
+
+// SideBySide is one held-out prompt with a response of each policy and
+// their scores by each judge (gold: the task's; rm: the run's reward
+// model; judge: eval.judge), as the evaluation stores them.
+type SideBySide struct {
+	Prompt string                `json:"prompt"`
+	SFT    string                `json:"sft"`
+	PPO    string                `json:"ppo"`
+	Scores map[string][2]float64 `json:"scores"` // judge -> [sft, ppo]
+}
+
+// judge scores responses to prompts; name is its metrics' prefix.
+type judge struct {
+	name  string
+	score func(prompts []prompt, responses []string) ([]float64, error)
+	wins  float64
+	ties  int
+	sum   [2]float64 // of the scores of SFT's and PPO's responses
+}
+
+// Evaluate compares the PPO policy with the SFT policy on held-out
+// prompts: both sample eval.samples responses per prompt with the same
+// seeds; the run's reward model, the independent judge (eval.judge) and
+// the task's gold judge, where there are ones, score them; each gives a
+// win rate of PPO over SFT (ties half) with its 95% Wilson interval. The
+// side-by-side samples go to the object store (SamplesKey).
 func (a *Activities) Evaluate(ctx context.Context, in StageInput) (StageResult, error) {
 	return a.runStage(ctx, in.Spec, runstate.Eval, func(ctx context.Context, t *tracker) (StageResult, error) {
 		s := in.Spec
@@ -26,26 +75,154 @@ func (a *Activities) Evaluate(ctx context.Context, in StageInput) (StageResult, 
 			}
 			ms[i].SetThreads(s.Threads)
 		}
-		prompts, err := a.DB.Prompts(ctx, s.Data.Source, "heldout")
+		data, err := a.runData(ctx, s)
 		if err != nil {
 			return StageResult{}, err
 		}
-		tok, err := a.tokenizerOf(ctx, s)
+		prompts, err := data.prompts(ctx, dataset.Heldout, s.PPO.MaxNewTokens+1)
 		if err != nil {
 			return StageResult{}, err
 		}
-		judge, ok := judgeOf(s)
-		if !ok {
-			return StageResult{}, errkind.BadInputf("eval: task %q has no gold judge; set eval.samples: 0", s.Data.Task)
+		if len(prompts) == 0 {
+			return StageResult{}, errkind.BadInputf("eval: %s has no held-out prompts that fit the model (%d cut, %d dropped)", data.promptsWhat(), data.Cut, data.Dropped)
 		}
-		var ev sampling.Eval
+		judges, err := a.judges(ctx, s, in.RM, data)
+		if err != nil {
+			return StageResult{}, err
+		}
+		var out bytes.Buffer
+		enc := json.NewEncoder(&out)
+		enc.SetEscapeHTML(false)
+		var cmp sampling.Comparison
+		n := s.Eval.Samples
 		err = t.timed(ctx, func() error {
-			ev, err = sampling.Evaluate(ms[0], ms[1], tok, judge, prompts, s.Eval.Samples, s.PPO.MaxNewTokens, s.Eval.SampleBatch, s.Seed+10,
-				func(int) error { t.alive(); return ctx.Err() }) // evaluation reports no steps
-			return err
+			cmp, err = sampling.Compare(ms[0], ms[1], data.tok, renderedOf(prompts), n, s.PPO.MaxNewTokens, s.Eval.SampleBatch, s.Seed+10,
+				func(first int, ref, tuned []string) error {
+					ps := make([]prompt, len(ref))
+					for i := range ref {
+						ps[i] = prompts[first+i/n]
+						ref[i], tuned[i] = data.tmpl.Reply(ref[i]), data.tmpl.Reply(tuned[i])
+					}
+					rows := make([]SideBySide, len(ref))
+					for i := range rows {
+						rows[i] = SideBySide{Prompt: ps[i].Text, SFT: ref[i], PPO: tuned[i], Scores: map[string][2]float64{}}
+					}
+					for _, j := range judges {
+						a, err := j.score(ps, ref)
+						if err != nil {
+							return err
+						}
+						b, err := j.score(ps, tuned)
+						if err != nil {
+							return err
+						}
+						for i := range a {
+							j.sum[0], j.sum[1] = j.sum[0]+a[i], j.sum[1]+b[i]
+							switch {
+							case b[i] > a[i]:
+								j.wins++
+							case b[i] == a[i]:
+								j.wins += 0.5
+								j.ties++
+							}
+							rows[i].Scores[j.name] = [2]float64{a[i], b[i]}
+						}
+					}
+					for _, r := range rows {
+						if err := enc.Encode(r); err != nil {
+							return err
+						}
+					}
+					t.alive() // the evaluation reports no steps
+					return ctx.Err()
+				})
+			if err != nil {
+				return err
+			}
+			key, err := SamplesKey(s.ID)
+			if err != nil {
+				return err
+			}
+			return a.Objects.Put(ctx, key, out.Bytes())
 		})
-		return StageResult{Metrics: map[string]float64{
-			"win_rate": ev.WinRate, "sft_gold": ev.RefGold, "ppo_gold": ev.Gold, "kl": ev.KL, "samples": float64(ev.Samples),
-		}}, err
+		if err != nil {
+			return StageResult{}, err
+		}
+		m := data.counts(map[string]float64{"kl": cmp.KL, "samples": float64(cmp.Samples),
+			"sft_tokens": cmp.RefTokens, "ppo_tokens": cmp.TunedTokens})
+		for _, j := range judges {
+			rate := j.wins / float64(cmp.Samples)
+			lo, hi := preference.Wilson95(rate, int64(cmp.Samples))
+			prefix := j.name + "_"
+			if j.name == "gold" {
+				prefix = "" // win_rate, sft_gold, ppo_gold, as runs before other judges reported them
+			}
+			m[prefix+"win_rate"], m[prefix+"win_low"], m[prefix+"win_high"], m[prefix+"ties"] = rate, lo, hi, float64(j.ties)
+			m["sft_"+j.name], m["ppo_"+j.name] = j.sum[0]/float64(cmp.Samples), j.sum[1]/float64(cmp.Samples)
+		}
+		return StageResult{Metrics: m}, nil
 	})
+}
+
+// judges are the evaluation's judges: the run's reward model, the
+// independent one of eval.judge, and the task's gold judge.
+func (a *Activities) judges(ctx context.Context, s runspec.Spec, rmCP *Checkpoint, data *runData) ([]*judge, error) {
+	files, err := a.load(ctx, rmCP)
+	if err != nil {
+		return nil, err
+	}
+	rm, err := stage.LoadModel(files, "")
+	if err != nil {
+		return nil, err
+	}
+	rm.SetThreads(s.Threads)
+	js := []*judge{{name: "rm", score: rmScorer(rm, data.tok, data)}}
+	if s.Eval.Judge != "" {
+		if a.Models == nil {
+			return nil, fmt.Errorf("eval: eval.judge %s: this worker opens no models", s.Eval.Judge)
+		}
+		src, err := a.Models.Open(ctx, s.Eval.Judge)
+		if err != nil {
+			return nil, errkind.BadInputf("eval.judge %s: %v", s.Eval.Judge, err)
+		}
+		if src.Kind != hf.Reward {
+			return nil, errkind.BadInputf("eval.judge %s is a policy, not a reward model: name a run's reward model (RUN_ID:rm) or an imported one with a score head", s.Eval.Judge)
+		}
+		src.Model.SetThreads(s.Threads)
+		tok := data.tok
+		if src.Tokenizer != nil {
+			tok = src.Tokenizer
+		}
+		js = append(js, &judge{name: "judge", score: rmScorer(src.Model, tok, data)})
+	}
+	if gold, ok := judgeOf(s); ok {
+		js = append(js, &judge{name: "gold", score: func(ps []prompt, rs []string) ([]float64, error) {
+			out := make([]float64, len(rs))
+			for i, r := range rs {
+				out[i], _ = gold(ps[i].Text, r)
+			}
+			return out, nil
+		}})
+	}
+	return js, nil
+}
+
+// rmScorer scores responses with a reward model, rendered as it was
+// trained to read them.
+func rmScorer(m *model.Model, tok tokenizer.Tokenizer, data *runData) func([]prompt, []string) ([]float64, error) {
+	return func(ps []prompt, rs []string) ([]float64, error) {
+		exs := make([]stage.Example, len(rs))
+		for i, r := range rs {
+			exs[i] = stage.Example{Prompt: ps[i].Rendered, Response: data.tmpl.Target(r)}
+		}
+		got, err := rewardmodel.ScoreExamples(m, tok, exs, 64)
+		if err != nil {
+			return nil, err
+		}
+		out := make([]float64, len(got))
+		for i, v := range got {
+			out[i] = float64(v)
+		}
+		return out, nil
+	}
 }

@@ -10,6 +10,7 @@ import (
 	"os"
 	"time"
 
+	"github.com/instructflow/instructflow/dataset"
 	"github.com/instructflow/instructflow/errkind"
 	"github.com/instructflow/instructflow/model"
 	"github.com/instructflow/instructflow/runspec"
@@ -97,11 +98,15 @@ func (a *Activities) createBatch(ctx context.Context, t *tracker, s runspec.Spec
 		return postgres.Batch{}, err
 	}
 	policy.SetThreads(s.Threads)
-	train, err := a.DB.Prompts(ctx, s.Data.Source, "train")
+	data, err := a.runData(ctx, s)
 	if err != nil {
 		return postgres.Batch{}, err
 	}
-	heldout, err := a.DB.Prompts(ctx, s.Data.Source, "heldout")
+	train, err := data.prompts(ctx, dataset.Train, s.Labels.MaxNewTokens)
+	if err != nil {
+		return postgres.Batch{}, err
+	}
+	heldout, err := data.prompts(ctx, dataset.Heldout, s.Labels.MaxNewTokens)
 	if err != nil {
 		return postgres.Batch{}, err
 	}
@@ -110,24 +115,21 @@ func (a *Activities) createBatch(ctx context.Context, t *tracker, s runspec.Spec
 	}
 	heldout = heldout[:min(len(heldout), s.Labels.HeldoutPrompts)]
 	if len(train) == 0 || len(heldout) == 0 {
-		return postgres.Batch{}, errkind.BadInputf("labels: source %q has %d train and %d held-out prompts; both are needed", s.Data.Source, len(train), len(heldout))
+		return postgres.Batch{}, errkind.BadInputf("labels: %s has %d train and %d held-out prompts that fit the model (%d cut, %d dropped); both are needed", data.promptsWhat(), len(train), len(heldout), data.Cut, data.Dropped)
 	}
-	tok, err := a.tokenizerOf(ctx, s)
-	if err != nil {
-		return postgres.Batch{}, err
-	}
+	tok := data.tok
 	spool, err := newItemSpool()
 	if err != nil {
 		return postgres.Batch{}, err
 	}
 	defer spool.close()
 	sc := model.SampleConfig{MaxTokens: s.Labels.MaxNewTokens, Temperature: s.Labels.Temperature}
-	add := func(what string, prompts []string, seed uint64) error {
-		err := sampling.Responses(policy, tok, prompts, s.Labels.K, sc, s.Labels.SampleBatch, model.NewRNG(seed),
+	add := func(what string, prompts []prompt, seed uint64) error {
+		err := sampling.Responses(policy, tok, renderedOf(prompts), s.Labels.K, sc, s.Labels.SampleBatch, model.NewRNG(seed),
 			func(first int, resps [][]string) error {
 				for i, rs := range resps {
-					if len(rs) >= 2 {
-						if err := spool.add(postgres.BatchItem{Prompt: prompts[first+i], Responses: rs}); err != nil {
+					if rs = data.replies(rs); len(rs) >= 2 {
+						if err := spool.add(postgres.BatchItem{Prompt: prompts[first+i].Text, Responses: rs}); err != nil {
 							return err
 						}
 					}

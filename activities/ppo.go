@@ -3,6 +3,10 @@ package activities
 import (
 	"context"
 
+	"github.com/instructflow/instructflow/dataset"
+	"github.com/instructflow/instructflow/errkind"
+	"github.com/instructflow/instructflow/stage"
+
 	"github.com/instructflow/instructflow/ppo"
 	"github.com/instructflow/instructflow/runstate"
 )
@@ -19,26 +23,32 @@ func (a *Activities) TrainPPO(ctx context.Context, in StageInput) (StageResult, 
 		if err != nil {
 			return StageResult{}, err
 		}
-		prompts, err := a.DB.Prompts(ctx, s.Data.Source, "train")
+		data, err := a.runData(ctx, s)
 		if err != nil {
 			return StageResult{}, err
 		}
-		demos, err := a.demonstrations(ctx, s.Data.Source, "train")
+		tok := data.tok
+		prompts, err := data.prompts(ctx, dataset.Train, s.PPO.MaxNewTokens+1) // +1: the end of text the reward is read before
 		if err != nil {
 			return StageResult{}, err
 		}
-		tok, err := a.tokenizerOf(ctx, s)
-		if err != nil {
-			return StageResult{}, err
+		if len(prompts) == 0 {
+			return StageResult{}, errkind.BadInputf("ppo: %s has no train prompts that fit the model with ppo.max_new_tokens after them (%d cut, %d dropped)", data.promptsWhat(), data.Cut, data.Dropped)
+		}
+		var demos []stage.Example
+		if s.PPO.PtxCoef > 0 {
+			if demos, err = data.demonstrations(ctx, dataset.Train); err != nil {
+				return StageResult{}, err
+			}
 		}
 		cfg := s.PPO
 		cfg.Seed, cfg.Threads = s.Seed, s.Threads
 		var res ppo.Result
 		err = t.timed(ctx, func() error {
 			res, err = ppo.Train(ctx, ppo.Input{Config: cfg, SFT: sftFiles, RM: rmFiles, Tokenizer: tok,
-				Prompts: prompts, Pretrain: demos}, t.sink, t.progress)
+				Prompts: renderedOf(prompts), Pretrain: demos}, t.sink, t.progress)
 			return err
 		})
-		return StageResult{Checkpoint: t.checkpoint(res.Iteration, res.Checkpoint), Metrics: res.Metrics}, err
+		return StageResult{Checkpoint: t.checkpoint(res.Iteration, res.Checkpoint), Metrics: data.counts(res.Metrics)}, err
 	})
 }

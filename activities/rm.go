@@ -5,13 +5,13 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/instructflow/instructflow/dataset"
 	"github.com/instructflow/instructflow/errkind"
 	"github.com/instructflow/instructflow/rewardmodel"
 	"github.com/instructflow/instructflow/runspec"
 	"github.com/instructflow/instructflow/runstate"
 	"github.com/instructflow/instructflow/stage"
 	"github.com/instructflow/instructflow/storage/postgres"
-	"github.com/instructflow/instructflow/tokenizer"
 )
 
 // TrainRM trains the reward model on the snapshot's train-split comparisons
@@ -22,10 +22,11 @@ func (a *Activities) TrainRM(ctx context.Context, in StageInput) (StageResult, e
 		if err := a.DB.SetStageSnapshot(ctx, s.ID, string(runstate.RM), in.Snapshot); err != nil {
 			return StageResult{}, err
 		}
-		tok, err := a.tokenizerOf(ctx, s)
+		data, err := a.runData(ctx, s)
 		if err != nil {
 			return StageResult{}, err
 		}
+		tok := data.tok
 		// The comparisons go to datasets on disk as they are read: memory
 		// holds an offset per comparison, not the snapshot.
 		var sets [2]*rewardmodel.Dataset // train, held out
@@ -37,7 +38,11 @@ func (a *Activities) TrainRM(ctx context.Context, in StageInput) (StageResult, e
 		}
 		train, heldout := sets[0], sets[1]
 		err = a.DB.ExportSnapshot(ctx, in.Snapshot, func(r postgres.ExportRow) error {
-			c := rewardmodel.Comparison{Prompt: r.Prompt, Responses: r.Responses, Ranks: make([]int, len(r.Ranks)), Labeler: r.Labeler}
+			prompt, resps, ok, err := data.comparison(r.Prompt, r.Turns, r.Responses)
+			if err != nil || !ok {
+				return err
+			}
+			c := rewardmodel.Comparison{Prompt: prompt, Responses: resps, Ranks: make([]int, len(r.Ranks)), Labeler: r.Labeler}
 			for i, rk := range r.Ranks {
 				c.Ranks[i] = int(rk)
 			}
@@ -57,7 +62,7 @@ func (a *Activities) TrainRM(ctx context.Context, in StageInput) (StageResult, e
 		if err != nil {
 			return StageResult{}, err
 		}
-		demos, err := a.demonstrations(ctx, s.Data.Source, "train")
+		demos, err := data.demonstrations(ctx, dataset.Train)
 		if err != nil {
 			return StageResult{}, err
 		}
@@ -69,16 +74,16 @@ func (a *Activities) TrainRM(ctx context.Context, in StageInput) (StageResult, e
 				TrainSet: train, HeldoutSet: heldout, Demonstrations: demos}, t.sink, t.progress); err != nil {
 				return err
 			}
-			return a.scoreResponses(ctx, t, s, tok, in.Snapshot)
+			return a.scoreResponses(ctx, t, s, data, in.Snapshot)
 		})
 		if err != nil {
 			return StageResult{}, err
 		}
-		return StageResult{Snapshot: in.Snapshot, Checkpoint: t.checkpoint(res.Step, res.Checkpoint), Metrics: map[string]float64{
+		return StageResult{Snapshot: in.Snapshot, Checkpoint: t.checkpoint(res.Step, res.Checkpoint), Metrics: data.counts(map[string]float64{
 			"steps": float64(res.Step), "train_loss": res.TrainLoss, "accuracy": res.Heldout.Accuracy,
 			"heldout_pairs": float64(res.Heldout.Pairs), "heldout_loss": res.Heldout.Loss,
 			"length_correlation": res.Heldout.LengthCorr, "train_comparisons": float64(nTrain),
-		}}, err
+		})}, err
 	})
 }
 
@@ -94,7 +99,9 @@ const scoreBatch, scoreChunk = 256, 16 * 256
 // memory does not grow with the snapshot; a response shown in several
 // comparisons is scored each time and stored once. It reports no steps,
 // so it tells the tracker it is alive after each chunk.
-func (a *Activities) scoreResponses(ctx context.Context, t *tracker, s runspec.Spec, tok tokenizer.Tokenizer, snapshot string) error {
+func (a *Activities) scoreResponses(ctx context.Context, t *tracker, s runspec.Spec, data *runData, snapshot string) error {
+	counted := *data // the stage's counts are of the rows it trained on
+	data = &counted
 	cp, ok, err := t.sink.Latest(ctx)
 	if err != nil {
 		return fmt.Errorf("rm: final checkpoint: %w", err)
@@ -112,7 +119,7 @@ func (a *Activities) scoreResponses(ctx context.Context, t *tracker, s runspec.S
 	exs := make([]stage.Example, 0, scoreChunk)
 	scores := make([]float64, 0, scoreChunk)
 	flush := func() error {
-		got, err := rewardmodel.ScoreExamples(rm, tok, exs, scoreBatch)
+		got, err := rewardmodel.ScoreExamples(rm, data.tok, exs, scoreBatch)
 		if err != nil {
 			return err
 		}
@@ -128,8 +135,12 @@ func (a *Activities) scoreResponses(ctx context.Context, t *tracker, s runspec.S
 		return ctx.Err()
 	}
 	err = a.DB.ExportSnapshot(ctx, snapshot, func(r postgres.ExportRow) error {
+		prompt, resps, ok, err := data.comparison(r.Prompt, r.Turns, r.Responses)
+		if err != nil || !ok {
+			return err // a comparison that does not fit was not trained on either
+		}
 		for i, id := range r.ResponseIDs {
-			ids, exs = append(ids, id), append(exs, stage.Example{Prompt: r.Prompt, Response: r.Responses[i]})
+			ids, exs = append(ids, id), append(exs, stage.Example{Prompt: prompt, Response: resps[i]})
 			if len(exs) == scoreChunk {
 				if err := flush(); err != nil {
 					return err

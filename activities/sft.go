@@ -3,6 +3,7 @@ package activities
 import (
 	"context"
 
+	"github.com/instructflow/instructflow/dataset"
 	"github.com/instructflow/instructflow/errkind"
 	"github.com/instructflow/instructflow/runstate"
 	"github.com/instructflow/instructflow/sft"
@@ -12,24 +13,25 @@ import (
 func (a *Activities) TrainSFT(ctx context.Context, in StageInput) (StageResult, error) {
 	return a.runStage(ctx, in.Spec, runstate.SFT, func(ctx context.Context, t *tracker) (StageResult, error) {
 		s := in.Spec
-		tok, err := a.tokenizerOf(ctx, s)
+		data, err := a.runData(ctx, s)
 		if err != nil {
 			return StageResult{}, err
 		}
+		tok := data.tok
 		var base map[string][]byte
 		if s.Model.Base != "" {
 			if base, err = a.baseModel(ctx, s.Model, nil); err != nil {
 				return StageResult{}, err
 			}
 		}
-		train, err := a.demonstrations(ctx, s.Data.Source, "train")
+		train, err := data.demonstrations(ctx, dataset.Train)
 		if err != nil {
 			return StageResult{}, err
 		}
 		if len(train) == 0 {
-			return StageResult{}, errkind.BadInputf("sft: no demonstrations of train prompts with source %q in Postgres; load the demo task with `instructflow data load-demo`, or fix data.source", s.Data.Source)
+			return StageResult{}, errkind.BadInputf("sft: no demonstrations of train prompts in %s that fit the model (%d cut, %d dropped); import some with `instructflow data import`, or fix the data settings", data.what(), data.Cut, data.Dropped)
 		}
-		heldout, err := a.demonstrations(ctx, s.Data.Source, "heldout")
+		heldout, err := data.demonstrations(ctx, dataset.Heldout)
 		if err != nil {
 			return StageResult{}, err
 		}
@@ -45,8 +47,8 @@ func (a *Activities) TrainSFT(ctx context.Context, in StageInput) (StageResult, 
 				t.sink, t.progress)
 			return err
 		})
-		return StageResult{Checkpoint: t.checkpoint(res.Step, res.Checkpoint), Metrics: map[string]float64{
+		return StageResult{Checkpoint: t.checkpoint(res.Step, res.Checkpoint), Metrics: data.counts(map[string]float64{
 			"steps": float64(res.Step), "tokens": float64(res.Tokens), "train_loss": res.TrainLoss, "heldout_loss": res.HeldoutLoss,
-		}}, err
+		})}, err
 	})
 }

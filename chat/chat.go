@@ -164,6 +164,10 @@ type Template interface {
 	// Target is a target (a demonstration, a label's response, a sample)
 	// as it follows the rendered prompt, before the tokenizer's end of text.
 	Target(t string) string
+	// Reply is a sampled continuation of a rendered prompt cut where the
+	// template ends the assistant's turn (hh: at "\n\nHuman:", chatml:
+	// at "<|im_end|>"), as it is stored and shown.
+	Reply(sample string) string
 }
 
 // The built-in templates.
@@ -202,6 +206,7 @@ type plain struct{}
 
 func (plain) Render(_ []Message, text string) (string, error) { return text, nil }
 func (plain) Target(t string) string                          { return t }
+func (plain) Reply(s string) string                           { return s }
 
 type hh struct{}
 
@@ -234,6 +239,16 @@ func (hh) Target(t string) string {
 	return " " + t
 }
 
+func (hh) Reply(s string) string { return cutAt(s, humanTag) }
+
+// cutAt is s up to the first stop.
+func cutAt(s, stop string) string {
+	if i := strings.Index(s, stop); i >= 0 {
+		return s[:i]
+	}
+	return s
+}
+
 type chatml struct{}
 
 func (chatml) Render(msgs []Message, _ string) (string, error) {
@@ -246,6 +261,7 @@ func (chatml) Render(msgs []Message, _ string) (string, error) {
 }
 
 func (chatml) Target(t string) string { return t + "<|im_end|>" }
+func (chatml) Reply(s string) string  { return cutAt(s, "<|im_end|>") }
 
 type user struct{ t *template.Template }
 
@@ -262,3 +278,4 @@ func (u user) Render(msgs []Message, text string) (string, error) {
 }
 
 func (user) Target(t string) string { return t }
+func (user) Reply(s string) string  { return s }

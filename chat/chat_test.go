@@ -98,6 +98,9 @@ func TestTemplates(t *testing.T) {
 		if err != nil || got != tc.want {
 			t.Errorf("%s: Render = %q, %v; want %q", tc.name, got, err, tc.want)
 		}
+		if r := tmpl.Reply(tmpl.Target(" d") + "\n\nHuman: more<|im_end|>"); r != " d" && tc.name != "plain" && !strings.HasPrefix(tc.name, "{{") {
+			t.Errorf("%s: Reply cut the sample to %q, want %q", tc.name, r, " d")
+		}
 		if a, b := tmpl.Target("d"), tmpl.Target(" d"); a != tc.target || b != tc.space {
 			t.Errorf("%s: Target = %q, %q; want %q, %q", tc.name, a, b, tc.target, tc.space)
 		}

@@ -86,8 +86,8 @@ func (c *Client) Report(ctx context.Context, run string) (Report, error) {
 		case runstate.RM:
 			r.Summary["rm_accuracy"] = res.Metrics["accuracy"]
 		case runstate.Eval:
-			for _, k := range []string{"win_rate", "kl", "sft_gold", "ppo_gold"} {
-				r.Summary[k] = res.Metrics[k]
+			for k, v := range res.Metrics {
+				r.Summary[k] = v
 			}
 		}
 	}

@@ -354,14 +354,23 @@ func wilson(k, n int64) Rate {
 	if n == 0 {
 		return r
 	}
+	r.Rate = float64(k) / float64(n)
+	r.Low, r.High = Wilson95(r.Rate, n)
+	return r
+}
+
+// Wilson95 is the 95% Wilson score interval of a rate p observed in n
+// trials (a win rate with ties counted as half a win is one too).
+func Wilson95(p float64, n int64) (low, high float64) {
+	if n == 0 {
+		return 0, 1
+	}
 	const z = 1.959963984540054
-	p := float64(k) / float64(n)
 	nf := float64(n)
 	den := 1 + z*z/nf
 	centre := (p + z*z/(2*nf)) / den
 	half := z * math.Sqrt(p*(1-p)/nf+z*z/(4*nf*nf)) / den
-	r.Rate, r.Low, r.High = p, max(0, centre-half), min(1, centre+half)
-	return r
+	return max(0, centre-half), min(1, centre+half)
 }
 
 // versusRest compares k/n with the rate of everyone else (totK-k)/(totN-n)

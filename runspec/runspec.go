@@ -23,6 +23,7 @@ import (
 	"github.com/mitchellh/mapstructure"
 	"github.com/spf13/viper"
 
+	"github.com/instructflow/instructflow/chat"
 	"github.com/instructflow/instructflow/config"
 	"github.com/instructflow/instructflow/model"
 	"github.com/instructflow/instructflow/ppo"
@@ -68,12 +69,30 @@ type Model struct {
 // ShapeKeys are the model keys that a base model fixes.
 var ShapeKeys = []string{"model.vocab_size", "model.n_positions", "model.n_layer", "model.n_head", "model.n_embd", "model.value_head"}
 
-// Data names the prompts and demonstrations in Postgres.
+// Data names the prompts and demonstrations in Postgres and how the stages
+// read them.
 type Data struct {
-	// Source is the prompts' source column (a task's name when loaded by
-	// quickstart); SFT trains on its demonstrations, PPO samples its train
-	// prompts.
+	// SFT names the dataset (`data import`) whose demonstrations SFT trains
+	// on, and PPO-ptx mixes in.
+	SFT string `json:"sft"`
+	// Prompts names the dataset whose prompts label collection, PPO and the
+	// evaluation sample ("" = data.sft's).
+	Prompts string `json:"prompts"`
+	// Source is the older way to name both: the prompts' source column, as
+	// `data load-demo` stores the demo task ("strops"). Used when data.sft
+	// is "".
 	Source string `json:"source"`
+	// Template renders a conversation to model text in every stage:
+	// plain (the prompt's text as stored; "" too), hh, chatml, or a Go
+	// text/template (see package chat).
+	Template string `json:"template"`
+	// MaxPromptTokens cuts longer prompts from the left (0 = no cut);
+	// MaxResponseTokens cuts longer demonstrations and label responses at
+	// the right. Rows that do not fit the model's context after the cuts
+	// (with room for the sampled tokens, where a stage samples) are
+	// dropped; every stage counts what it cut and dropped.
+	MaxPromptTokens   int `json:"max_prompt_tokens"`
+	MaxResponseTokens int `json:"max_response_tokens"`
 	// Task is the built-in task (package tasks) whose tokenizer and gold
 	// judge the run uses: "strops", or "" for none (then the tokenizer is
 	// the base model's, and the evaluation has no gold judge).
@@ -114,10 +133,14 @@ type Gate struct {
 	MinRMAccuracy float64 `json:"min_rm_accuracy"`
 }
 
-// Eval judges the PPO policy against the SFT policy with the task's gold
-// judge on held-out prompts.
+// Eval compares the PPO policy with the SFT policy on held-out prompts:
+// their win rate under the run's reward model, under an independent judge
+// (Judge) and under the task's gold judge, where there is one.
 type Eval struct {
 	Samples int `json:"samples"` // responses per held-out prompt and policy; 0 = skip
+	// Judge is an independent reward model: another run's ("RUN_ID:rm")
+	// or an imported one ("models/NAME", with a score head). "" = none.
+	Judge string `json:"judge"`
 	// SampleBatch is how many sequences (SampleBatch/Samples prompts) each
 	// policy samples at once, as labels.sample_batch; 0 = all at once.
 	SampleBatch int `json:"sample_batch"`
@@ -349,16 +372,39 @@ func (s Spec) Validate() error {
 		m.Vocab = max(m.Vocab, 1) // from the task's tokenizer
 		bad("model", m.Config.Validate())
 	}
-	if s.Data.Source == "" {
-		bad("data.source", errors.New("empty: name the prompts' source"))
+	if s.Data.Source == "" && s.Data.SFT == "" {
+		bad("data.sft", errors.New("empty, and so is data.source: name the dataset of demonstrations (`instructflow data list`)"))
+	}
+	if s.Data.Prompts != "" && s.Data.SFT == "" {
+		bad("data.prompts", errors.New("set, but data.sft is empty: name the demonstrations' dataset too"))
+	}
+	if _, err := s.Template(); err != nil {
+		errs = append(errs, err)
+	}
+	d := s.Data
+	if d.MaxPromptTokens < 0 || d.MaxResponseTokens < 0 {
+		bad("data.max_prompt_tokens", errors.New("limits must be 0 (none) or more"))
+	} else if shaped && d.MaxPromptTokens+d.MaxResponseTokens > s.Model.Context {
+		bad("data.max_prompt_tokens", fmt.Errorf("%d + data.max_response_tokens %d: more than model.n_positions (%d); no row could use both", d.MaxPromptTokens, d.MaxResponseTokens, s.Model.Context))
 	}
 	switch {
 	case s.Data.Task != "" && !slices.Contains(tasks.Names(), s.Data.Task):
 		bad("data.task", fmt.Errorf("%q: no such task (known: %s; or \"\" for none, with model.base)", s.Data.Task, strings.Join(tasks.Names(), ", ")))
 	case s.Data.Task == "" && s.Model.Base == "":
 		bad("data.task", errors.New("empty, and no model.base: a run's tokenizer comes from its task or its base model; name one"))
-	case s.Data.Task == "" && s.Eval.Samples > 0:
-		bad("eval.samples", fmt.Errorf("%d, but no task (data.task) has a gold judge to score the samples; set eval.samples: 0", s.Eval.Samples))
+	}
+	if j := s.Eval.Judge; j != "" {
+		run, st, ok := strings.Cut(j, ":")
+		switch {
+		case strings.HasPrefix(j, "models/"):
+			bad("eval.judge", storage.ValidateID("model", strings.TrimPrefix(j, "models/")))
+		case !ok || st != "rm":
+			bad("eval.judge", fmt.Errorf("%q: name a run's reward model (RUN_ID:rm) or an imported one (models/NAME)", j))
+		case run == s.ID:
+			bad("eval.judge", fmt.Errorf("%q is this run's own reward model, which the evaluation uses anyway; name another run's or an imported one", j))
+		default:
+			bad("eval.judge", storage.ValidateID("run", run))
+		}
 	}
 	bad("sft", s.SFT.Validate())
 	l := s.Labels
@@ -417,6 +463,22 @@ func (s Spec) Validate() error {
 		return fmt.Errorf("run spec: %w", errors.Join(errs...))
 	}
 	return nil
+}
+
+func cmpOr(s, def string) string {
+	if s == "" {
+		return def
+	}
+	return s
+}
+
+// Template is the spec's chat template (data.template; "" is plain).
+func (s Spec) Template() (chat.Template, error) {
+	t, err := chat.ParseTemplate(cmpOr(s.Data.Template, "plain"))
+	if err != nil {
+		return nil, fmt.Errorf("data.template: %w", err)
+	}
+	return t, nil
 }
 
 // sampleBatch checks a sample_batch setting against the samples per prompt

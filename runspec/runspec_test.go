@@ -257,10 +257,17 @@ func TestBaseModel(t *testing.T) {
 		}
 	}
 	for y, want := range map[string]string{
-		"data: {task: \"\"}\n":                    "a run's tokenizer comes from its task or its base model",
-		"data: {task: nope}\n":                    `"nope": no such task`,
-		"model: {base: \"Bad/Name\"}\n":           "invalid model id",
-		"model: {base: m1}\ndata: {task: \"\"}\n": "eval.samples",
+		"data: {task: \"\"}\n":                                    "a run's tokenizer comes from its task or its base model",
+		"data: {task: nope}\n":                                    `"nope": no such task`,
+		"model: {base: \"Bad/Name\"}\n":                           "invalid model id",
+		"data: {source: \"\"}\n":                                  "data.sft: empty, and so is data.source",
+		"data: {prompts: p}\n":                                    "data.prompts: set, but data.sft is empty",
+		"data: {template: llama}\n":                               `data.template: unknown template "llama"`,
+		"data: {template: \"{{.Nope\"}\n":                         "data.template: template:",
+		"data: {max_prompt_tokens: 30, max_response_tokens: 3}\n": "more than model.n_positions (32)",
+		"data: {max_prompt_tokens: -1}\n":                         "data.max_prompt_tokens: limits must be 0 (none) or more",
+		"eval: {judge: other}\n":                                  "eval.judge: \"other\": name a run's reward model (RUN_ID:rm)",
+		"eval: {judge: \"models/Bad Name\"}\n":                    "eval.judge: invalid model id",
 	} {
 		s, err := read(y)
 		if err == nil {

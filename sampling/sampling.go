@@ -96,44 +96,17 @@ type Eval struct {
 type Judge func(prompt, response string) (float64, error)
 
 // Evaluate samples n responses per prompt from the reference (SFT) and the
-// tuned (PPO) policy with the same seeds, scores them with judge, and
-// measures the tuned policy's KL to the reference on its samples. It samples
-// at most batch sequences (batch/n prompts; 0 = all) per Sample call, each
-// policy's RNG carried through the calls in order, so that memory is bounded
-// by the batch: the results depend on batch, and are the same for the same
-// batch and seed. done, when not nil, is called after each chunk with the
-// prompts evaluated so far; an error from it stops the evaluation.
+// tuned (PPO) policy with the same seeds (see Compare), scores them with
+// judge, and measures the tuned policy's KL to the reference on its
+// samples. done, when not nil, is called after each chunk with the prompts
+// evaluated so far; an error from it stops the evaluation.
 func Evaluate(ref, tuned Policy, tok tokenizer.Tokenizer, judge Judge, prompts []string, n, maxTokens, batch int, seed uint64, done func(prompts int) error) (Eval, error) {
-	sc := model.SampleConfig{MaxTokens: maxTokens, Temperature: 1, StopToken: tok.EOT()}
-	rngRef, rngTuned := model.NewRNG(seed), model.NewRNG(seed)
-	per := promptsPerCall(batch, n, len(prompts))
 	var ev Eval
-	var wins, kl float64
-	for first := 0; first < len(prompts) && n > 0; first += per {
-		part := prompts[first:min(len(prompts), first+per)]
-		ids := make([][]int32, 0, len(part)*n) // n copies of each prompt: ids[i] is part[i/n]
-		for _, p := range part {
-			enc, err := tok.Encode(p)
-			if err != nil {
-				return Eval{}, fmt.Errorf("sampling: evaluate: prompt %d: %w", first+len(ids)/n, err)
-			}
-			for range n {
-				ids = append(ids, enc)
-			}
-		}
-		a, err := ref.Sample(ids, sc, rngRef)
-		if err != nil {
-			return Eval{}, fmt.Errorf("sampling: evaluate: reference: %w", err)
-		}
-		b, err := tuned.Sample(ids, sc, rngTuned)
-		if err != nil {
-			return Eval{}, fmt.Errorf("sampling: evaluate: tuned: %w", err)
-		}
-		for i := range ids {
-			ta, _ := Decode(tok, a[i].Tokens)
-			tb, _ := Decode(tok, b[i].Tokens)
-			ga, _ := judge(part[i/n], ta)
-			gb, _ := judge(part[i/n], tb)
+	var wins float64
+	c, err := Compare(ref, tuned, tok, prompts, n, maxTokens, batch, seed, func(first int, a, b []string) error {
+		for i := range a {
+			ga, _ := judge(prompts[first+i/n], a[i])
+			gb, _ := judge(prompts[first+i/n], b[i])
 			ev.RefGold, ev.Gold = ev.RefGold+ga, ev.Gold+gb
 			switch {
 			case gb > ga:
@@ -142,24 +115,95 @@ func Evaluate(ref, tuned Policy, tok tokenizer.Tokenizer, judge Judge, prompts [
 				wins += 0.5
 			}
 		}
-		ev.Samples += len(ids)
-		sum, err := klOnSamples(tuned, ref, ids, b, tok.EOT())
-		if err != nil {
-			return Eval{}, fmt.Errorf("sampling: evaluate: KL: %w", err)
-		}
-		kl += sum
 		if done != nil {
-			if err := done(first + len(part)); err != nil {
-				return Eval{}, err
+			return done(first + len(a)/n)
+		}
+		return nil
+	})
+	if err != nil || c.Samples == 0 {
+		return ev, err
+	}
+	cnt := float64(c.Samples)
+	ev.Samples, ev.KL = c.Samples, c.KL
+	ev.WinRate, ev.RefGold, ev.Gold = wins/cnt, ev.RefGold/cnt, ev.Gold/cnt
+	return ev, nil
+}
+
+// Comparison is what Compare measured.
+type Comparison struct {
+	Samples int     `json:"samples"` // per policy
+	KL      float64 `json:"kl"`      // per response, tuned vs reference, on the tuned policy's samples
+	// Mean response lengths in tokens (the end of text not counted).
+	RefTokens   float64 `json:"ref_tokens"`
+	TunedTokens float64 `json:"tuned_tokens"`
+}
+
+// Compare samples n responses per prompt from the reference and the tuned
+// policy with the same seeds, at most batch sequences (batch/n prompts;
+// 0 = all) per Sample call, each policy's RNG carried through the calls in
+// order, so that memory is bounded by the batch: the results depend on
+// batch, and are the same for the same batch and seed. It calls each after
+// every chunk with the index of its first prompt and both policies'
+// responses, n per prompt in prompt order (response i answers prompt
+// first+i/n), and measures the tuned policy's KL to the reference on its
+// samples; an error from each stops it.
+func Compare(ref, tuned Policy, tok tokenizer.Tokenizer, prompts []string, n, maxTokens, batch int, seed uint64, each func(first int, ref, tuned []string) error) (Comparison, error) {
+	sc := model.SampleConfig{MaxTokens: maxTokens, Temperature: 1, StopToken: tok.EOT()}
+	rngRef, rngTuned := model.NewRNG(seed), model.NewRNG(seed)
+	per := promptsPerCall(batch, n, len(prompts))
+	var c Comparison
+	var kl float64
+	var lens [2]int
+	for first := 0; first < len(prompts) && n > 0; first += per {
+		part := prompts[first:min(len(prompts), first+per)]
+		ids := make([][]int32, 0, len(part)*n) // n copies of each prompt: ids[i] is part[i/n]
+		for _, p := range part {
+			enc, err := tok.Encode(p)
+			if err != nil {
+				return Comparison{}, fmt.Errorf("sampling: compare: prompt %d: %w", first+len(ids)/n, err)
+			}
+			for range n {
+				ids = append(ids, enc)
 			}
 		}
+		a, err := ref.Sample(ids, sc, rngRef)
+		if err != nil {
+			return Comparison{}, fmt.Errorf("sampling: compare: reference: %w", err)
+		}
+		b, err := tuned.Sample(ids, sc, rngTuned)
+		if err != nil {
+			return Comparison{}, fmt.Errorf("sampling: compare: tuned: %w", err)
+		}
+		ta, tb := make([]string, len(ids)), make([]string, len(ids))
+		for i := range ids {
+			ta[i], _ = Decode(tok, a[i].Tokens)
+			tb[i], _ = Decode(tok, b[i].Tokens)
+			lens[0] += responseLen(a[i].Tokens, tok.EOT())
+			lens[1] += responseLen(b[i].Tokens, tok.EOT())
+		}
+		c.Samples += len(ids)
+		sum, err := klOnSamples(tuned, ref, ids, b, tok.EOT())
+		if err != nil {
+			return Comparison{}, fmt.Errorf("sampling: compare: KL: %w", err)
+		}
+		kl += sum
+		if err := each(first, ta, tb); err != nil {
+			return Comparison{}, err
+		}
 	}
-	if ev.Samples == 0 {
-		return ev, nil
+	if c.Samples > 0 {
+		cnt := float64(c.Samples)
+		c.KL, c.RefTokens, c.TunedTokens = kl/cnt, float64(lens[0])/cnt, float64(lens[1])/cnt
 	}
-	cnt := float64(ev.Samples)
-	ev.WinRate, ev.RefGold, ev.Gold, ev.KL = wins/cnt, ev.RefGold/cnt, ev.Gold/cnt, kl/cnt
-	return ev, nil
+	return c, nil
+}
+
+// responseLen is a sample's length without its end of text.
+func responseLen(toks []int32, eot int32) int {
+	if n := len(toks); n > 0 && toks[n-1] == eot {
+		return n - 1
+	}
+	return len(toks)
 }
 
 // klOnSamples is the sum over samples of sum_t log pi(y_t) - log ref(y_t):

@@ -13,6 +13,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/instructflow/instructflow/control"
+	"github.com/instructflow/instructflow/errkind"
 	"github.com/instructflow/instructflow/internal/printable"
 	"github.com/instructflow/instructflow/preference"
 	"github.com/instructflow/instructflow/storage/postgres"
@@ -39,9 +40,10 @@ func (a *app) openDB(ctx context.Context) (*postgres.DB, error) {
 
 func newLabelsImportCmd(a *app) *cobra.Command {
 	var (
-		format string
-		opts   preference.ReaderOptions
-		dryRun bool
+		format  string
+		opts    preference.ReaderOptions
+		dryRun  bool
+		heldout float64
 	)
 	cmd := &cobra.Command{
 		Use:   "import FILE|-",
@@ -56,6 +58,11 @@ Formats (one JSON object a line):
   hh        {"chosen": transcript, "rejected": transcript}                (Anthropic HH-RLHF;
             prompt = the shared prefix up to the last "\n\nAssistant:")
 
+A new prompt's split comes from the SHA-256 of its text (--heldout-fraction,
+default 5% held out), as 'data import' draws it, so the same prompt lands on
+the same side in labels and datasets; the reward model trains on the
+comparisons of train prompts and is evaluated on the held-out ones.
+
 Validation rules and what each does:
 ` + preference.RulesHelp() + `
 By default the first "refuse file" problem refuses the whole file: reading
@@ -69,6 +76,9 @@ out of snapshots (--exclude-flagged).`,
 			f, err := preference.ParseFormat(format)
 			if err != nil {
 				return fmt.Errorf("labels import: --format: %w", err)
+			}
+			if !(heldout >= 0 && heldout < 1) {
+				return errkind.BadInputf("labels import: --heldout-fraction %v: use 0 or more and less than 1", heldout)
 			}
 			ctx := cmd.Context()
 			db, err := a.openDB(ctx)
@@ -93,7 +103,7 @@ out of snapshots (--exclude-flagged).`,
 				return fmt.Errorf("labels import %s: %w", shown, err)
 			}
 			res, err := db.Import(ctx, rd, postgres.ImportInfo{
-				Name: name, Format: f, DryRun: dryRun,
+				Name: name, Format: f, DryRun: dryRun, HeldoutFraction: heldout,
 				FileSHA256: func() (s [32]byte) { h.Sum(s[:0]); return s },
 			})
 			report := importReport{ImportResult: res,
@@ -123,6 +133,7 @@ out of snapshots (--exclude-flagged).`,
 	cmd.Flags().StringVar(&format, "format", "", "ranking, pairwise or hh (required)")
 	_ = cmd.MarkFlagRequired("format")
 	cmd.Flags().BoolVar(&dryRun, "dry-run", false, "validate and count what would be added, write nothing")
+	cmd.Flags().Float64Var(&heldout, "heldout-fraction", DefaultHeldoutFraction, "share of new prompts held out (the reward model is evaluated on their comparisons), drawn from each prompt's hash as 'data import' draws it")
 	cmd.Flags().BoolVar(&opts.SkipInvalid, "skip-invalid", false, `skip rows with "refuse file" problems instead of refusing the file`)
 	cmd.Flags().IntVar(&opts.MaxChars, "max-chars", preference.DefaultMaxChars, "longest prompt or response accepted, in characters")
 	cmd.Flags().IntVar(&opts.MaxK, "max-k", preference.DefaultMaxK, "most responses in one ranking (audit, reward model and export are quadratic in K)")

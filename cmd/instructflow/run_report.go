@@ -1,29 +1,105 @@
 package main
 
 import (
+	"context"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"maps"
+	"slices"
 	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
 
+	"github.com/instructflow/instructflow/activities"
 	"github.com/instructflow/instructflow/control"
+	"github.com/instructflow/instructflow/errkind"
 	"github.com/instructflow/instructflow/internal/printable"
 	"github.com/instructflow/instructflow/runstate"
+	"github.com/instructflow/instructflow/storage/objectstore"
 	"github.com/instructflow/instructflow/storage/postgres"
 	"github.com/instructflow/instructflow/workflows"
 )
 
 func newRunReportCmd(a *app) *cobra.Command {
-	return runCmd(a, "report", "Show a run's report: per-stage time and results, checkpoints, orchestration overhead",
+	var samples int
+	cmd := runCmd(a, "report", "Show a run's report: per-stage time and results, win rates with intervals, samples, checkpoints, overhead",
 		func(cmd *cobra.Command, c *control.Client, run string) error {
+			if samples < 0 {
+				return errkind.BadInputf("run report: --samples %d: use 0 or more", samples)
+			}
 			r, err := c.Report(cmd.Context(), run)
 			if err != nil {
 				return err
 			}
-			return a.printer(cmd).Print(r, func(w io.Writer) error { return writeReport(w, r) })
+			out := struct {
+				control.Report
+				Samples []activities.SideBySide `json:"samples,omitempty"`
+			}{Report: r}
+			if samples > 0 {
+				if out.Samples, err = a.evalSamples(cmd.Context(), run, samples); err != nil {
+					return err
+				}
+			}
+			return a.printer(cmd).Print(out, func(w io.Writer) error {
+				if err := writeReport(w, r); err != nil {
+					return err
+				}
+				return writeSamples(w, out.Samples)
+			})
 		})
+	cmd.Flags().IntVar(&samples, "samples", 0, "also show the first N side-by-side samples of the evaluation (prompt, SFT and PPO responses, scores)")
+	return cmd
+}
+
+// evalSamples reads the first n side-by-side samples the run's evaluation
+// stored.
+func (a *app) evalSamples(ctx context.Context, run string, n int) ([]activities.SideBySide, error) {
+	cfg, err := a.config()
+	if err != nil {
+		return nil, err
+	}
+	objects, err := objectstore.Open(ctx, cfg.S3)
+	if err != nil {
+		return nil, err
+	}
+	key, err := activities.SamplesKey(run)
+	if err != nil {
+		return nil, errkind.BadInputf("run report: %v", err)
+	}
+	rc, err := objects.Open(ctx, key)
+	if errors.Is(err, errkind.NotFound) {
+		return nil, errkind.BadInputf("run report: run %s has no evaluation samples (its eval stage has not finished, or eval.samples is 0)", run)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("run report: samples: %w", err)
+	}
+	defer rc.Close()
+	dec := json.NewDecoder(rc)
+	var out []activities.SideBySide
+	for len(out) < n {
+		var r activities.SideBySide
+		if err := dec.Decode(&r); errors.Is(err, io.EOF) {
+			break
+		} else if err != nil {
+			return nil, fmt.Errorf("run report: samples %s: %w", key, err)
+		}
+		out = append(out, r)
+	}
+	return out, nil
+}
+
+// writeSamples prints side-by-side samples.
+func writeSamples(w io.Writer, rows []activities.SideBySide) error {
+	for i, r := range rows {
+		fmt.Fprintf(w, "sample %d\n  prompt: %s\n  sft:    %s\n  ppo:    %s\n", i+1, clip(r.Prompt), clip(r.SFT), clip(r.PPO))
+		for _, j := range slices.Sorted(maps.Keys(r.Scores)) {
+			fmt.Fprintf(w, "  %-6s  sft %.3f  ppo %.3f\n", j+":", r.Scores[j][0], r.Scores[j][1])
+		}
+	}
+	return nil
 }
 
 func writeReport(out io.Writer, r control.Report) error {
@@ -68,9 +144,18 @@ func writeReport(out io.Writer, r control.Report) error {
 	if v, ok := sum["rm_accuracy"]; ok {
 		fmt.Fprintf(out, "reward model: held-out accuracy %.1f%% (pairs ordered as labeled)\n", 100*v)
 	}
-	if v, ok := sum["win_rate"]; ok {
-		fmt.Fprintf(out, "PPO vs SFT: gold-judge win rate %.1f%% on held-out prompts (mean gold %.3f -> %.3f), KL to SFT %.2f nats\n",
-			100*v, sum["sft_gold"], sum["ppo_gold"], sum["kl"])
+	for _, j := range []struct{ prefix, name, score string }{
+		{"rm_", "the run's reward model", "rm"}, {"judge_", "the independent judge (eval.judge)", "judge"}, {"", "the task's gold judge", "gold"},
+	} {
+		v, ok := sum[j.prefix+"win_rate"]
+		if !ok {
+			continue
+		}
+		fmt.Fprintf(out, "PPO vs SFT under %s: win rate %.1f%% (95%% CI %.1f-%.1f%%, %.0f ties of %.0f samples), mean score %.3f -> %.3f\n",
+			j.name, 100*v, 100*sum[j.prefix+"win_low"], 100*sum[j.prefix+"win_high"], sum[j.prefix+"ties"], sum["samples"], sum["sft_"+j.score], sum["ppo_"+j.score])
+	}
+	if v, ok := sum["kl"]; ok {
+		fmt.Fprintf(out, "PPO vs SFT: KL to SFT %.2f nats per response; mean response length %.1f -> %.1f tokens\n", v, sum["sft_tokens"], sum["ppo_tokens"])
 	}
 	if p := r.Pipeline; p != nil {
 		fmt.Fprintf(out, "time: %.1fs wall, %.1fs in trainers, %.1fs waiting for people; orchestration overhead %.1fs = %.1f%% of the run\n",

@@ -21,6 +21,7 @@ import (
 	"github.com/instructflow/instructflow/config"
 	"github.com/instructflow/instructflow/control"
 	"github.com/instructflow/instructflow/model/kernel"
+	"github.com/instructflow/instructflow/modelstore"
 	"github.com/instructflow/instructflow/storage/objectstore"
 	"github.com/instructflow/instructflow/storage/postgres"
 	"github.com/instructflow/instructflow/workflows"
@@ -115,6 +116,6 @@ func startWorker(ctx context.Context, cfg config.Config, metrics *activities.Met
 // worker.max_concurrent_stages stages computing at once, and the stall
 // timeout.
 func newActivities(cfg config.Worker, db *postgres.DB, store *objectstore.Store, metrics *activities.Metrics) *activities.Activities {
-	return &activities.Activities{DB: db, Objects: store, Metrics: metrics,
+	return &activities.Activities{DB: db, Objects: store, Metrics: metrics, Models: modelstore.Store{DB: db, Blobs: store},
 		StallTimeout: cfg.StallTimeout, Slots: activities.NewSlots(cfg.MaxConcurrentStages)}
 }

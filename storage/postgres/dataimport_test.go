@@ -111,15 +111,30 @@ func TestImportDataset(t *testing.T) {
 }
 
 // TestImportDatasetFillsTurns: an HH pair imported as labels stores its
-// prompt as text; the same transcript imported into a dataset is the same
-// prompt and brings its turns.
+// prompt's turns (filled in by a dataset import where an older import
+// stored none); the same transcript imported into a dataset is the same
+// prompt, in the same split.
 func TestImportDatasetFillsTurns(t *testing.T) {
 	db := openFresh(t)
+	ctx := context.Background()
 	const hh = `{"chosen": "\n\nHuman: Hi\n\nAssistant: Hello.", "rejected": "\n\nHuman: Hi\n\nAssistant: Go away."}` + "\n"
-	if _, _, err := importString(t, db, hh, preference.FormatHH, preference.ReaderOptions{}, false); err != nil {
+	rd, err := preference.NewReader(strings.NewReader(hh), preference.FormatHH, preference.ReaderOptions{})
+	if err != nil {
 		t.Fatal(err)
 	}
-	res, err := importDataset(t, db, "hh", hh, dataset.Options{Format: dataset.FormatHH}, DatasetImportInfo{})
+	if _, err := db.Import(ctx, rd, ImportInfo{Name: "hh", Format: preference.FormatHH, HeldoutFraction: 0.999}); err != nil {
+		t.Fatal(err)
+	}
+	var split string
+	var turns []byte
+	if err := db.pool.QueryRow(ctx, "SELECT split, turns FROM prompts").Scan(&split, &turns); err != nil || split != "heldout" || string(turns) != `[{"role": "user", "content": "Hi"}]` {
+		t.Fatalf("labels' prompt: split %q turns %s, %v; want held out (0.999) with its turn", split, turns, err)
+	}
+	// An older import stored no turns: the dataset import fills them in.
+	if _, err := db.pool.Exec(ctx, "UPDATE prompts SET turns = NULL"); err != nil {
+		t.Fatal(err)
+	}
+	res, err := importDataset(t, db, "hh", hh, dataset.Options{Format: dataset.FormatHH, Split: dataset.Heldout}, DatasetImportInfo{})
 	if err != nil || res.Inserted != 1 || res.PromptsAdded != 0 {
 		t.Fatalf("import: %+v, %v", res, err)
 	}

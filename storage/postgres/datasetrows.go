@@ -8,6 +8,8 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/instructflow/instructflow/chat"
+
 	"github.com/instructflow/instructflow/dataset"
 )
 
@@ -81,11 +83,9 @@ func (db *DB) DatasetRows(ctx context.Context, name string, kind dataset.Kind, f
 	var r dataset.Example
 	var turns []byte
 	_, err = pgx.ForEachRow(rows, []any{&r.Prompt, &turns, &r.Target, &r.Split}, func() error {
-		r.Turns = nil
-		if turns != nil {
-			if err := json.Unmarshal(turns, &r.Turns); err != nil {
-				return fmt.Errorf("turns of prompt %.40q: %w", r.Prompt, err)
-			}
+		var err error
+		if r.Turns, err = parseTurns(turns); err != nil {
+			return fmt.Errorf("prompt %.40q: %w", r.Prompt, err)
 		}
 		return fn(r)
 	})
@@ -93,4 +93,62 @@ func (db *DB) DatasetRows(ctx context.Context, name string, kind dataset.Kind, f
 		return fmt.Errorf("postgres: dataset %s: %w", name, err)
 	}
 	return nil
+}
+
+// parseTurns reads a prompt's turns column (NULL: none).
+func parseTurns(b []byte) ([]chat.Message, error) {
+	if b == nil {
+		return nil, nil
+	}
+	var turns []chat.Message
+	if err := json.Unmarshal(b, &turns); err != nil {
+		return nil, fmt.Errorf("turns: %w", err)
+	}
+	return turns, nil
+}
+
+// StoredPrompt is a prompt as stored: its text and, for a conversation,
+// its turns.
+type StoredPrompt struct {
+	Text  string
+	Turns []chat.Message
+}
+
+// DatasetPrompts returns the distinct prompts of a dataset's rows (of
+// every kind) in one split, in the order of their first row.
+func (db *DB) DatasetPrompts(ctx context.Context, name string, split dataset.Split) ([]StoredPrompt, error) {
+	rows, err := db.pool.Query(ctx, `SELECT p.text, p.turns FROM prompts p
+		JOIN (SELECT r.prompt_id, min(r.id) AS first FROM dataset_rows r JOIN datasets d ON d.id = r.dataset_id
+		      WHERE d.name = $1 GROUP BY r.prompt_id) f ON f.prompt_id = p.id
+		WHERE p.split = $2 ORDER BY f.first`, name, string(split))
+	if err != nil {
+		return nil, fmt.Errorf("postgres: prompts of dataset %s: %w", name, err)
+	}
+	out, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (StoredPrompt, error) {
+		var p StoredPrompt
+		var turns []byte
+		if err := row.Scan(&p.Text, &turns); err != nil {
+			return p, err
+		}
+		var err error
+		p.Turns, err = parseTurns(turns)
+		return p, err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("postgres: prompts of dataset %s: %w", name, err)
+	}
+	return out, nil
+}
+
+// DatasetDemonstrations returns a dataset's demonstrations of one split in
+// the order they were added.
+func (db *DB) DatasetDemonstrations(ctx context.Context, name string, split dataset.Split) ([]dataset.Example, error) {
+	var out []dataset.Example
+	err := db.DatasetRows(ctx, name, dataset.Demonstration, func(ex dataset.Example) error {
+		if ex.Split == split {
+			out = append(out, ex)
+		}
+		return nil
+	})
+	return out, err
 }

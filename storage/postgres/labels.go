@@ -3,6 +3,7 @@ package postgres
 import (
 	"context"
 	"crypto/sha256"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -10,6 +11,8 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/instructflow/instructflow/chat"
+	"github.com/instructflow/instructflow/dataset"
 	"github.com/instructflow/instructflow/preference"
 )
 
@@ -26,6 +29,10 @@ type ImportInfo struct {
 	// FileSHA256 is computed by the caller as it reads (see HashingReader).
 	FileSHA256 func() [32]byte
 	DryRun     bool
+	// HeldoutFraction is the share of new prompts held out, drawn from each
+	// prompt's hash as data import draws it (dataset.SplitOf); a prompt
+	// stored before keeps its split.
+	HeldoutFraction float64
 }
 
 // ImportResult counts what an import did (or, dry, would do).
@@ -63,6 +70,8 @@ func (db *DB) Import(ctx context.Context, src ImportSource, info ImportInfo) (Im
 		prompt text NOT NULL,
 		prompt_sha bytea NOT NULL,
 		prompt_norm bytea NOT NULL,
+		prompt_split text NOT NULL,
+		prompt_turns jsonb,
 		responses text[] NOT NULL,
 		response_shas bytea[] NOT NULL,
 		response_norms bytea[] NOT NULL,
@@ -74,9 +83,9 @@ func (db *DB) Import(ctx context.Context, src ImportSource, info ImportInfo) (Im
 	) ON COMMIT DROP`); err != nil {
 		return res, fmt.Errorf("postgres: import: staging table: %w", err)
 	}
-	rows := &stagingRows{src: src}
+	rows := &stagingRows{src: src, hh: info.Format == preference.FormatHH, heldout: info.HeldoutFraction}
 	_, err = tx.CopyFrom(ctx, pgx.Identifier{"import_staging"},
-		[]string{"line", "labeler", "prompt", "prompt_sha", "prompt_norm", "responses", "response_shas", "response_norms", "response_chars", "ranks", "content_sha", "flags", "order_known"}, rows)
+		[]string{"line", "labeler", "prompt", "prompt_sha", "prompt_norm", "prompt_split", "prompt_turns", "responses", "response_shas", "response_norms", "response_chars", "ranks", "content_sha", "flags", "order_known"}, rows)
 	res.Accepted, res.Flagged = rows.accepted, rows.flagged
 	// A refusal or a read error ends the COPY with the reader's error, which
 	// pgx reports as Postgres's "COPY from stdin failed": ask the reader.
@@ -108,10 +117,11 @@ func (db *DB) Import(ctx context.Context, src ImportSource, info ImportInfo) (Im
 		{"labelers", `INSERT INTO labelers (name, kind)
 			SELECT DISTINCT labeler, 'imported' FROM import_staging
 			ON CONFLICT (name) DO NOTHING`, nil},
-		{"prompts", `INSERT INTO prompts (text, sha256, norm_sha256, source)
-			SELECT DISTINCT ON (prompt_sha) prompt, prompt_sha, prompt_norm, $1 FROM import_staging
+		{"prompts", `INSERT INTO prompts (text, sha256, norm_sha256, split, turns, source)
+			SELECT DISTINCT ON (prompt_sha) prompt, prompt_sha, prompt_norm, prompt_split, prompt_turns, $1 FROM import_staging
 			ORDER BY prompt_sha
-			ON CONFLICT (sha256) DO NOTHING`, []any{fmt.Sprintf("import:%d", res.ImportID)}},
+			ON CONFLICT (sha256) DO UPDATE SET turns = EXCLUDED.turns
+			WHERE prompts.turns IS NULL AND EXCLUDED.turns IS NOT NULL`, []any{fmt.Sprintf("import:%d", res.ImportID)}},
 		{"responses", `INSERT INTO responses (prompt_id, text, sha256, norm_sha256, chars, source)
 			SELECT DISTINCT ON (p.id, r.sha) p.id, r.text, r.sha, r.norm, r.chars, $1
 			FROM import_staging s
@@ -164,6 +174,8 @@ func (db *DB) Import(ctx context.Context, src ImportSource, info ImportInfo) (Im
 // hashes as rows stream by.
 type stagingRows struct {
 	src      ImportSource
+	hh       bool    // HH transcripts: the prompts' turns are parsed
+	heldout  float64 // share of prompts held out
 	cur      preference.Record
 	err      error
 	accepted int64
@@ -205,7 +217,18 @@ func (s *stagingRows) Values() ([]any, error) {
 		flags[i] = string(f)
 	}
 	content := r.ContentHash()
-	return []any{r.Line, r.Labeler, r.Prompt, psum[:], pnorm[:], r.Responses, shas, norms, chars, ranks, content[:], flags, r.OrderKnown}, nil
+	var turns any // NULL: a plain prompt
+	if s.hh {
+		if t, err := chat.ParseHHPrompt(r.Prompt); err == nil && len(t) > 0 {
+			b, err := json.Marshal(t)
+			if err != nil {
+				return nil, err
+			}
+			turns = b
+		}
+	}
+	split := string(dataset.SplitOf(r.Prompt, s.heldout))
+	return []any{r.Line, r.Labeler, r.Prompt, psum[:], pnorm[:], split, turns, r.Responses, shas, norms, chars, ranks, content[:], flags, r.OrderKnown}, nil
 }
 
 func (s *stagingRows) Err() error { return s.err }

@@ -9,6 +9,8 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/instructflow/instructflow/chat"
+
 	"github.com/instructflow/instructflow/errkind"
 )
 
@@ -162,6 +164,9 @@ type ExportRow struct {
 	Labeler     string
 	Split       string  // the prompt's split
 	ResponseIDs []int64 // shown order
+	// Turns are the prompt's, when it is a conversation (not hashed: the
+	// text determines them).
+	Turns []chat.Message
 }
 
 // ExportSnapshot streams a snapshot's comparisons in id order to fn, after
@@ -204,7 +209,7 @@ func snapshotRows(ctx context.Context, q querier, ids []int64, fn func(ExportRow
 		       (SELECT array_agg(r.text ORDER BY u.ord)
 		          FROM unnest(c.response_ids) WITH ORDINALITY AS u (rid, ord)
 		          JOIN responses r ON r.id = u.rid),
-		       c.ranks, l.name, p.split, c.response_ids
+		       c.ranks, l.name, p.split, c.response_ids, p.turns
 		FROM unnest($1::bigint[]) AS s (id)
 		JOIN comparisons c ON c.id = s.id
 		JOIN prompts p ON p.id = c.prompt_id
@@ -216,8 +221,12 @@ func snapshotRows(ctx context.Context, q querier, ids []int64, fn func(ExportRow
 	defer rows.Close()
 	for rows.Next() {
 		var r ExportRow
-		if err := rows.Scan(&r.ID, &r.Prompt, &r.Responses, &r.Ranks, &r.Labeler, &r.Split, &r.ResponseIDs); err != nil {
+		var turns []byte
+		if err := rows.Scan(&r.ID, &r.Prompt, &r.Responses, &r.Ranks, &r.Labeler, &r.Split, &r.ResponseIDs, &turns); err != nil {
 			return err
+		}
+		if r.Turns, err = parseTurns(turns); err != nil {
+			return fmt.Errorf("comparison %d: %w", r.ID, err)
 		}
 		if err := fn(r); err != nil {
 			return err

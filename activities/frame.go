@@ -13,7 +13,6 @@ import (
 	"github.com/instructflow/instructflow/errkind"
 	"github.com/instructflow/instructflow/runspec"
 	"github.com/instructflow/instructflow/runstate"
-	"github.com/instructflow/instructflow/stage"
 )
 
 // runStage is the frame of every stage activity: reuse the stored result
@@ -147,16 +146,4 @@ func (a *Activities) watched(ctx context.Context, t *tracker, work func(context.
 // badInput makes err a non-retryable application error with its message.
 func badInput(err error) error {
 	return temporal.NewNonRetryableApplicationError(err.Error(), ErrTypeBadInput, err)
-}
-
-func (a *Activities) demonstrations(ctx context.Context, source, split string) ([]stage.Example, error) {
-	ps, err := a.DB.Demonstrations(ctx, source, split)
-	if err != nil {
-		return nil, err
-	}
-	out := make([]stage.Example, len(ps))
-	for i, p := range ps {
-		out[i] = stage.Example{Prompt: p.Prompt, Response: p.Response}
-	}
-	return out, nil
 }

@@ -20,6 +20,17 @@ func TestDataLoadDemoIsIdempotent(t *testing.T) {
 			t.Fatalf("load %d: %v %q, want %d prompts added", i+1, err, out, want)
 		}
 	}
+	// The demo task is one more dataset: a row per prompt, a demonstration
+	// where it has one (every train prompt, the first 200 held-out ones).
+	out, _, err := runCLI(t, "data", "list", "--json")
+	var list []struct {
+		Name                                 string
+		Rows, Demonstrations, Train, Heldout int
+	}
+	if err != nil || json.Unmarshal([]byte(out), &list) != nil || len(list) != 1 || list[0].Name != "strops" ||
+		list[0].Rows != tasks.DataPrompts || list[0].Train != tasks.DataPrompts*4/5 || list[0].Demonstrations != tasks.DataPrompts*4/5+200 {
+		t.Fatalf("data list after load-demo: %v\n%s", err, out)
+	}
 }
 
 // --prompts loads that many; a larger count later adds only the new ones

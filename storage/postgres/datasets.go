@@ -8,6 +8,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/instructflow/instructflow/dataset"
 	"github.com/instructflow/instructflow/preference"
 )
 
@@ -22,8 +23,11 @@ type SourcePrompt struct {
 type Pair struct{ Prompt, Response string }
 
 // LoadSource stores a data source's prompts and demonstrations (written by
-// labeler) in one transaction. Rows that exist are kept as they are, so
-// loading the same source again adds nothing. It returns the prompts added.
+// labeler) in one transaction, and the same rows as the dataset named
+// source (a demonstration row for each demonstration, a prompt row for each
+// prompt without one), so that a run may name it as data.source or as
+// data.sft. Rows that exist are kept as they are, so loading the same
+// source again adds nothing. It returns the prompts added.
 func (db *DB) LoadSource(ctx context.Context, source, labeler string, ps []SourcePrompt) (int64, error) {
 	var added int64
 	err := pgx.BeginFunc(ctx, db.pool, func(tx pgx.Tx) error {
@@ -56,7 +60,7 @@ func (db *DB) LoadSource(ctx context.Context, source, labeler string, ps []Sourc
 			demoChars = append(demoChars, int32(utf8.RuneCountInString(p.Demonstration)))
 		}
 		if len(demoTexts) == 0 {
-			return nil
+			return loadSourceDataset(ctx, tx, source, ps, sums)
 		}
 		if _, err := tx.Exec(ctx,
 			"INSERT INTO labelers (name, kind) VALUES ($1, 'simulated') ON CONFLICT (name) DO NOTHING", labeler); err != nil {
@@ -82,7 +86,7 @@ func (db *DB) LoadSource(ctx context.Context, source, labeler string, ps []Sourc
 		if err != nil {
 			return fmt.Errorf("demonstrations: %w", err)
 		}
-		return nil
+		return loadSourceDataset(ctx, tx, source, ps, sums)
 	})
 	if err != nil {
 		return 0, fmt.Errorf("postgres: load source %q: %w", source, translate(err))
@@ -123,4 +127,37 @@ func (db *DB) Demonstrations(ctx context.Context, source, split string) ([]Pair,
 		return nil, fmt.Errorf("postgres: demonstrations of %q: %w", source, err)
 	}
 	return out, nil
+}
+
+// loadSourceDataset adds a source's rows to the dataset of its name, in the
+// order given.
+func loadSourceDataset(ctx context.Context, tx pgx.Tx, source string, ps []SourcePrompt, promptSums [][]byte) error {
+	if err := CheckDatasetName(source); err != nil {
+		return err
+	}
+	kinds, demoSums, contents := make([]string, len(ps)), make([][]byte, len(ps)), make([][]byte, len(ps))
+	for i, p := range ps {
+		ex := dataset.Example{Prompt: p.Text, Target: p.Demonstration}
+		c := ex.ContentHash()
+		kinds[i], contents[i] = string(ex.Kind()), c[:]
+		if p.Demonstration != "" {
+			d := sha256.Sum256([]byte(p.Demonstration))
+			demoSums[i] = d[:]
+		}
+	}
+	if _, err := tx.Exec(ctx, "INSERT INTO datasets (name) VALUES ($1) ON CONFLICT (name) DO NOTHING", source); err != nil {
+		return fmt.Errorf("dataset %s: %w", source, err)
+	}
+	_, err := tx.Exec(ctx, `INSERT INTO dataset_rows (dataset_id, kind, prompt_id, response_id, content_sha256)
+		SELECT d.id, u.k, p.id, r.id, u.c
+		FROM unnest($2::text[], $3::bytea[], $4::bytea[], $5::bytea[]) WITH ORDINALITY AS u (k, ps, rs, c, ord)
+		JOIN datasets d ON d.name = $1
+		JOIN prompts p ON p.sha256 = u.ps
+		LEFT JOIN responses r ON u.rs IS NOT NULL AND r.prompt_id = p.id AND r.sha256 = u.rs
+		ORDER BY u.ord
+		ON CONFLICT (dataset_id, content_sha256) DO NOTHING`, source, kinds, promptSums, demoSums, contents)
+	if err != nil {
+		return fmt.Errorf("dataset %s: %w", source, err)
+	}
+	return nil
 }

@@ -37,6 +37,7 @@ type database interface {
 	DatasetDemonstrations(ctx context.Context, name string, split dataset.Split) ([]dataset.Example, error)
 	CreateBatchFrom(ctx context.Context, name, run string, deadline time.Time, n int, fill func(add func([]postgres.BatchItem) error) error) (postgres.Batch, error)
 	GetBatch(ctx context.Context, name string) (postgres.Batch, error)
+	BatchRanks(ctx context.Context, name string) ([]postgres.ItemRanks, error)
 	Snapshot(ctx context.Context, name string) (postgres.Snapshot, error)
 	SnapshotWhere(ctx context.Context, name string, f postgres.SnapshotFilter) (postgres.Snapshot, error)
 	ExportSnapshot(ctx context.Context, name string, fn func(postgres.ExportRow) error) error

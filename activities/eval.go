@@ -4,7 +4,10 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"math/rand/v2"
+	"time"
 
 	"github.com/instructflow/instructflow/checkpoint"
 	"github.com/instructflow/instructflow/dataset"
@@ -18,6 +21,7 @@ import (
 	"github.com/instructflow/instructflow/runstate"
 	"github.com/instructflow/instructflow/sampling"
 	"github.com/instructflow/instructflow/stage"
+	"github.com/instructflow/instructflow/storage/postgres"
 	"github.com/instructflow/instructflow/tokenizer"
 )
 
@@ -44,6 +48,11 @@ type SideBySide struct {
 	SFT    string                `json:"sft"`
 	PPO    string                `json:"ppo"`
 	Scores map[string][2]float64 `json:"scores"` // judge -> [sft, ppo]
+	// Item is the pair's item in the human evaluation's batch (eval.human;
+	// pairs of identical responses are not shown), and PPOFirst whether the
+	// PPO response was shown first, drawn per item.
+	Item     *int `json:"item,omitempty"`
+	PPOFirst bool `json:"ppo_first,omitempty"`
 }
 
 // judge scores responses to prompts; name is its metrics' prefix.
@@ -95,6 +104,13 @@ func (a *Activities) Evaluate(ctx context.Context, in StageInput) (StageResult, 
 		enc.SetEscapeHTML(false)
 		var cmp sampling.Comparison
 		n := s.Eval.Samples
+		var human *humanEval
+		if s.Eval.Human {
+			if human, err = newHumanEval(s.Seed); err != nil {
+				return StageResult{}, err
+			}
+			defer human.spool.close()
+		}
 		err = t.timed(ctx, func() error {
 			cmp, err = sampling.Compare(ms[0], ms[1], data.tok, renderedOf(prompts), n, s.PPO.MaxNewTokens, s.Eval.SampleBatch, s.Seed+10,
 				func(first int, ref, tuned []string) error {
@@ -128,8 +144,13 @@ func (a *Activities) Evaluate(ctx context.Context, in StageInput) (StageResult, 
 							rows[i].Scores[j.name] = [2]float64{a[i], b[i]}
 						}
 					}
-					for _, r := range rows {
-						if err := enc.Encode(r); err != nil {
+					for i := range rows {
+						if human != nil {
+							if err := human.add(&rows[i]); err != nil {
+								return err
+							}
+						}
+						if err := enc.Encode(rows[i]); err != nil {
 							return err
 						}
 					}
@@ -159,6 +180,13 @@ func (a *Activities) Evaluate(ctx context.Context, in StageInput) (StageResult, 
 			}
 			m[prefix+"win_rate"], m[prefix+"win_low"], m[prefix+"win_high"], m[prefix+"ties"] = rate, lo, hi, float64(j.ties)
 			m["sft_"+j.name], m["ppo_"+j.name] = j.sum[0]/float64(cmp.Samples), j.sum[1]/float64(cmp.Samples)
+		}
+		if human != nil {
+			name := s.ID + "-eval"
+			if err := a.humanVerdict(ctx, t, s, human, name, in.Deadline, m); err != nil {
+				return StageResult{Batch: name}, err
+			}
+			return StageResult{Batch: name, Metrics: m}, nil
 		}
 		return StageResult{Metrics: m}, nil
 	})
@@ -225,4 +253,87 @@ func rmScorer(m *model.Model, tok tokenizer.Tokenizer, data *runData) func([]pro
 		}
 		return out, nil
 	}
+}
+
+// humanEval is the human evaluation of eval.human: the pairs of different
+// responses, each shown in an order drawn for it, put in a labeling batch.
+type humanEval struct {
+	spool     *itemSpool
+	rng       *rand.Rand
+	ppoFirst  []bool // by item
+	identical int    // pairs of identical responses: ties, not shown
+}
+
+func newHumanEval(seed uint64) (*humanEval, error) {
+	spool, err := newItemSpool()
+	if err != nil {
+		return nil, err
+	}
+	return &humanEval{spool: spool, rng: rand.New(rand.NewPCG(seed, 0xe7a1))}, nil
+}
+
+// add makes the pair of r an item of the batch (r records which).
+func (h *humanEval) add(r *SideBySide) error {
+	if r.SFT == r.PPO {
+		h.identical++
+		return nil
+	}
+	item, first := h.spool.items, h.rng.IntN(2) == 0
+	resps := []string{r.SFT, r.PPO}
+	if first {
+		resps = []string{r.PPO, r.SFT}
+	}
+	if err := h.spool.add(postgres.BatchItem{Prompt: r.Prompt, Responses: resps}); err != nil {
+		return err
+	}
+	h.ppoFirst = append(h.ppoFirst, first)
+	r.Item, r.PPOFirst = &item, first
+	return nil
+}
+
+// humanVerdict stores the human evaluation's batch (a retried attempt
+// finds it), waits for its labels as the labels stage does, and adds the
+// human win rate of PPO over SFT to m: ties and identical pairs count
+// half, with its 95% Wilson interval.
+func (a *Activities) humanVerdict(ctx context.Context, t *tracker, s runspec.Spec, h *humanEval, name string, deadline time.Time, m map[string]float64) error {
+	if h.spool.items == 0 {
+		return errkind.BadInputf("eval: every PPO response is identical to its SFT response; there is nothing for people to compare (set eval.human: false)")
+	}
+	b, err := a.DB.GetBatch(ctx, name)
+	if errors.Is(err, errkind.NotFound) {
+		b, err = a.DB.CreateBatchFrom(ctx, name, s.ID, deadline, h.spool.items, h.spool.replay)
+	}
+	if err != nil {
+		return err
+	}
+	if b, err = a.awaitLabels(ctx, t, s, b, deadline); err != nil {
+		return err
+	}
+	labels, err := a.DB.BatchRanks(ctx, name)
+	if err != nil {
+		return err
+	}
+	var wins float64
+	ties := 0
+	for _, l := range labels {
+		if l.Item < 0 || l.Item >= len(h.ppoFirst) || len(l.Ranks) != 2 {
+			return fmt.Errorf("eval: batch %s has a comparison of item %d with %d ranks, not one of its pairs", name, l.Item, len(l.Ranks))
+		}
+		ppo, sft := l.Ranks[1], l.Ranks[0]
+		if h.ppoFirst[l.Item] {
+			ppo, sft = sft, ppo
+		}
+		switch {
+		case ppo < sft:
+			wins++
+		case ppo == sft:
+			ties++
+		}
+	}
+	n := len(labels) + h.identical
+	rate := (wins + 0.5*float64(ties+h.identical)) / float64(n)
+	lo, hi := preference.Wilson95(rate, int64(n))
+	m["human_win_rate"], m["human_win_low"], m["human_win_high"] = rate, lo, hi
+	m["human_labels"], m["human_ties"], m["human_identical"], m["human_items"] = float64(len(labels)), float64(ties), float64(h.identical), float64(b.Items)
+	return nil
 }

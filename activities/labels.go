@@ -42,37 +42,48 @@ func (a *Activities) CollectLabels(ctx context.Context, in StageInput) (StageRes
 		if err != nil {
 			return res, err
 		}
-		stopWaiting := t.waiting()
-		defer stopWaiting()
-		reported := -1
-		for {
-			if b.Labeled != reported { // a report (metrics row, step counter) only when labels came
-				_ = t.progress(stage.Report{Step: int64(b.Labeled), Total: int64(b.Items),
-					Metrics: map[string]float64{"labeled": float64(b.Labeled), "items": float64(b.Items)}})
-				reported = b.Labeled
-			}
-			if b.Labeled >= b.Items {
-				break
-			}
-			if !time.Now().Before(in.Deadline) {
-				if float64(b.Labeled) < s.Labels.MinLabeled*float64(b.Items) {
-					return res, errkind.BadInputf("labels: %d of %d items of batch %s labeled by the deadline %s, below labels.min_labeled %.2f; add labels (e.g. `instructflow labels simulate --batch %s`) and `instructflow run resume %s`",
-						b.Labeled, b.Items, name, in.Deadline.Format(time.RFC3339), s.Labels.MinLabeled, name, s.ID)
-				}
-				break
-			}
-			select {
-			case <-ctx.Done():
-				return res, ctx.Err()
-			case <-time.After(a.poll()):
-			}
-			if b, err = a.DB.GetBatch(ctx, name); err != nil {
-				return res, err
-			}
+		if b, err = a.awaitLabels(ctx, t, s, b, in.Deadline); err != nil {
+			return res, err
 		}
 		res.Metrics = map[string]float64{"items": float64(b.Items), "labeled": float64(b.Labeled)}
 		return res, nil
 	})
+}
+
+// awaitLabels waits until every item of batch b has a comparison, or the
+// deadline passes with at least labels.min_labeled of them labeled (else it
+// fails: more labels and `run resume` continue the run), reporting the
+// count as the stage's progress.
+func (a *Activities) awaitLabels(ctx context.Context, t *tracker, s runspec.Spec, b postgres.Batch, deadline time.Time) (postgres.Batch, error) {
+	stopWaiting := t.waiting()
+	defer stopWaiting()
+	reported := -1
+	for {
+		if b.Labeled != reported { // a report (metrics row, step counter) only when labels came
+			_ = t.progress(stage.Report{Step: int64(b.Labeled), Total: int64(b.Items),
+				Metrics: map[string]float64{"labeled": float64(b.Labeled), "items": float64(b.Items)}})
+			reported = b.Labeled
+		}
+		if b.Labeled >= b.Items {
+			return b, nil
+		}
+		if !time.Now().Before(deadline) {
+			if float64(b.Labeled) < s.Labels.MinLabeled*float64(b.Items) {
+				return b, errkind.BadInputf("%s: %d of %d items of batch %s labeled by the deadline %s, below labels.min_labeled %.2f; add labels (e.g. `instructflow labels simulate --batch %s`) and `instructflow run resume %s`",
+					t.stage, b.Labeled, b.Items, b.Name, deadline.Format(time.RFC3339), s.Labels.MinLabeled, b.Name, s.ID)
+			}
+			return b, nil
+		}
+		select {
+		case <-ctx.Done():
+			return b, ctx.Err()
+		case <-time.After(a.poll()):
+		}
+		var err error
+		if b, err = a.DB.GetBatch(ctx, b.Name); err != nil {
+			return b, err
+		}
+	}
 }
 
 func (a *Activities) poll() time.Duration {

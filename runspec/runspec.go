@@ -141,6 +141,11 @@ type Eval struct {
 	// Judge is an independent reward model: another run's ("RUN_ID:rm")
 	// or an imported one ("models/NAME", with a score head). "" = none.
 	Judge string `json:"judge"`
+	// Human puts the PPO-vs-SFT pairs in a labeling batch (which side is
+	// shown first drawn per pair) and waits for people's labels as the
+	// labels stage does (labels.deadline, labels.min_labeled): the human
+	// win rate, InstructGPT's headline measure.
+	Human bool `json:"human"`
 	// SampleBatch is how many sequences (SampleBatch/Samples prompts) each
 	// policy samples at once, as labels.sample_batch; 0 = all at once.
 	SampleBatch int `json:"sample_batch"`
@@ -392,6 +397,12 @@ func (s Spec) Validate() error {
 		bad("data.task", fmt.Errorf("%q: no such task (known: %s; or \"\" for none, with model.base)", s.Data.Task, strings.Join(tasks.Names(), ", ")))
 	case s.Data.Task == "" && s.Model.Base == "":
 		bad("data.task", errors.New("empty, and no model.base: a run's tokenizer comes from its task or its base model; name one"))
+	}
+	if s.Eval.Human && s.Eval.Samples == 0 {
+		bad("eval.human", errors.New("true, but eval.samples is 0: sample at least 1 response per prompt to compare"))
+	}
+	if s.Eval.Human && (s.Labels.Deadline <= 0 || !(s.Labels.MinLabeled > 0 && s.Labels.MinLabeled <= 1)) {
+		bad("eval.human", errors.New("waits as labels collection does: set labels.deadline (e.g. 24h) and labels.min_labeled (a share in (0, 1])"))
 	}
 	if j := s.Eval.Judge; j != "" {
 		run, st, ok := strings.Cut(j, ":")

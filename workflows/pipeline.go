@@ -176,7 +176,11 @@ func (p *pipeline) run(ctx workflow.Context) error {
 	}
 	in.PPO = ppo.Checkpoint
 	if s.Eval.Samples > 0 {
-		if _, err := p.stage(ctx, runstate.Eval, a.Evaluate, in, s.Queues.Eval, 0); err != nil {
+		var timeout time.Duration
+		if s.Eval.Human { // the evaluation waits for people's labels, as label collection does
+			in.Deadline, timeout = workflow.Now(ctx).Add(s.Labels.Deadline), s.Labels.Deadline+time.Hour
+		}
+		if _, err := p.stage(ctx, runstate.Eval, a.Evaluate, in, s.Queues.Eval, timeout); err != nil {
 			return err
 		}
 	}

@@ -154,6 +154,10 @@ func writeReport(out io.Writer, r control.Report) error {
 		fmt.Fprintf(out, "PPO vs SFT under %s: win rate %.1f%% (95%% CI %.1f-%.1f%%, %.0f ties of %.0f samples), mean score %.3f -> %.3f\n",
 			j.name, 100*v, 100*sum[j.prefix+"win_low"], 100*sum[j.prefix+"win_high"], sum[j.prefix+"ties"], sum["samples"], sum["sft_"+j.score], sum["ppo_"+j.score])
 	}
+	if v, ok := sum["human_win_rate"]; ok {
+		fmt.Fprintf(out, "PPO vs SFT by people (eval.human): win rate %.1f%% (95%% CI %.1f-%.1f%%) from %.0f labels of %.0f items, %.0f ties, %.0f identical pairs counted as ties\n",
+			100*v, 100*sum["human_win_low"], 100*sum["human_win_high"], sum["human_labels"], sum["human_items"], sum["human_ties"], sum["human_identical"])
+	}
 	if v, ok := sum["kl"]; ok {
 		fmt.Fprintf(out, "PPO vs SFT: KL to SFT %.2f nats per response; mean response length %.1f -> %.1f tokens\n", v, sum["sft_tokens"], sum["ppo_tokens"])
 	}

@@ -289,3 +289,29 @@ func batchLabelHash(batch string, l BatchLabel) [32]byte {
 	h.Sum(out[:0])
 	return out
 }
+
+// ItemRanks is one comparison in force of a batch item: its ranks in the
+// shown order.
+type ItemRanks struct {
+	Item  int
+	Ranks []int16
+}
+
+// BatchRanks returns the comparisons in force (not superseded) of a
+// batch's items, by item and then comparison id.
+func (db *DB) BatchRanks(ctx context.Context, name string) ([]ItemRanks, error) {
+	rows, err := db.pool.Query(ctx, `SELECT c.batch_item, c.ranks FROM current_comparisons c
+		JOIN labeling_batches b ON b.id = c.batch_id
+		WHERE b.name = $1 ORDER BY c.batch_item, c.id`, name)
+	if err != nil {
+		return nil, fmt.Errorf("postgres: ranks of batch %s: %w", name, err)
+	}
+	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (ItemRanks, error) {
+		var it ItemRanks
+		return it, r.Scan(&it.Item, &it.Ranks)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("postgres: ranks of batch %s: %w", name, err)
+	}
+	return out, nil
+}

@@ -204,7 +204,7 @@ func (a *Activities) judges(ctx context.Context, s runspec.Spec, rmCP *Checkpoin
 		return nil, err
 	}
 	rm.SetThreads(s.Threads)
-	js := []*judge{{name: "rm", score: rmScorer(rm, data.tok, data)}}
+	js := []*judge{{name: string(runstate.RM), score: rmScorer(rm, data.tok, data)}}
 	if s.Eval.Judge != "" {
 		if a.Models == nil {
 			return nil, fmt.Errorf("eval: eval.judge %s: this worker opens no models", s.Eval.Judge)

@@ -7,6 +7,7 @@ import (
 	"maps"
 	"slices"
 
+	"github.com/instructflow/instructflow/chat"
 	"github.com/instructflow/instructflow/hf"
 	"github.com/instructflow/instructflow/model"
 	"github.com/instructflow/instructflow/runspec"
@@ -45,6 +46,9 @@ func modelCard(in cardInput) []byte {
 	if in.Base == nil && in.Task != "" {
 		fmt.Fprintf(&b, "Its tokenizer is the built-in `%s` task's character tokenizer, which has no Hugging Face form: no tokenizer files are included.\n\n", in.Task)
 	}
+	if in.Spec != nil {
+		writePromptFormat(&b, *in.Spec)
+	}
 	b.WriteString("## Lineage\n\n")
 	if in.Spec != nil {
 		fmt.Fprintf(&b, "- run: `%s`, stage `%s`, checkpoint `%s` (manifest SHA-256 `%s`)\n", in.Spec.ID, in.Stage.Name, in.Stage.CheckpointKey, in.Stage.CheckpointSHA)
@@ -69,4 +73,33 @@ func modelCard(in cardInput) []byte {
 		fmt.Fprintf(&b, "\n## Run spec\n\n```json\n%s\n```\n", spec)
 	}
 	return b.Bytes()
+}
+
+// writePromptFormat says how the run rendered text (data.template), so
+// that the model is prompted as it was trained.
+func writePromptFormat(b *bytes.Buffer, s runspec.Spec) {
+	tmpl, err := s.Template()
+	if err != nil {
+		return
+	}
+	name := s.Data.Template
+	if name == "" {
+		name = "plain"
+	}
+	turns := []chat.Message{{Role: chat.User, Content: "What is RLHF?"}}
+	text, stored := chat.Identity(turns)
+	prompt, err := tmpl.Render(chat.Turns(text, stored), text)
+	if err != nil {
+		return
+	}
+	var example bytes.Buffer
+	enc := json.NewEncoder(&example)
+	enc.SetEscapeHTML(false) // chatml's <|im_start|> as written
+	if err := enc.Encode(prompt + tmpl.Target("Reinforcement learning from human feedback.")); err != nil {
+		return
+	}
+	fmt.Fprintf(b, "## Prompt format\n\nThe run rendered every conversation with the chat template `%s` (data.template), in every stage; prompt it the same way. A one-turn conversation and its reply are the text (as a JSON string)\n\n```json\n%s```\n\n", name, example.Bytes())
+	if s.Data.MaxPromptTokens > 0 || s.Data.MaxResponseTokens > 0 {
+		fmt.Fprintf(b, "Prompts were cut from the left to %d tokens and replies at %d tokens (0: no cut).\n\n", s.Data.MaxPromptTokens, s.Data.MaxResponseTokens)
+	}
 }

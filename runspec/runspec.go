@@ -409,7 +409,7 @@ func (s Spec) Validate() error {
 		switch {
 		case strings.HasPrefix(j, "models/"):
 			bad("eval.judge", storage.ValidateID("model", strings.TrimPrefix(j, "models/")))
-		case !ok || st != "rm":
+		case !ok || st != string(runstate.RM):
 			bad("eval.judge", fmt.Errorf("%q: name a run's reward model (RUN_ID:rm) or an imported one (models/NAME)", j))
 		case run == s.ID:
 			bad("eval.judge", fmt.Errorf("%q is this run's own reward model, which the evaluation uses anyway; name another run's or an imported one", j))

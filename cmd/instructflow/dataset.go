@@ -103,7 +103,7 @@ the rest instead (and leaves out rows whose prompt is in the other split).`,
 				FileSHA256: func() (s [32]byte) { h.Sum(s[:0]); return s },
 			})
 			report := dataImportReport{DatasetImportResult: res, Dataset: name, AcceptedLines: rd.Lines,
-				problems: problemsOf(file, rd.Reader, func(r dataset.Rule) jsonl.Action { return r.Action(false) })}
+				problems: problemsOf(file, rd.Reader)}
 			refused := errors.Is(err, postgres.ErrImportRefused)
 			if err != nil && !refused {
 				report.print(cmd.ErrOrStderr())

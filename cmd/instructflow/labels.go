@@ -107,7 +107,7 @@ out of snapshots (--exclude-flagged).`,
 				FileSHA256: func() (s [32]byte) { h.Sum(s[:0]); return s },
 			})
 			report := importReport{ImportResult: res,
-				problems: problemsOf(name, rd.Reader, func(r preference.Rule) preference.Action { return r.Action(false) })}
+				problems: problemsOf(name, rd.Reader)}
 			refused := errors.Is(err, postgres.ErrImportRefused)
 			// A summary only for an import that worked; a refused one gets
 			// its problems and the reason, any other failure only the error.

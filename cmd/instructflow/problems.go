@@ -22,11 +22,11 @@ type problems[K ~string] struct {
 	action        func(K) jsonl.Action
 }
 
-// problemsOf takes what rd found; action is what a rule does without
-// --skip-invalid.
-func problemsOf[R any, K ~string](file string, rd *jsonl.Reader[R, K], action func(K) jsonl.Action) problems[K] {
+// problemsOf takes what rd found, each problem with what it did in rd
+// (--skip-invalid turns refusals into skips).
+func problemsOf[R any, K ~string](file string, rd *jsonl.Reader[R, K]) problems[K] {
 	return problems[K]{File: file, Rows: rd.Rows, Problems: rd.Problems, ProblemCounts: rd.Counts,
-		ProblemsTotal: rd.ProblemCount(), action: action}
+		ProblemsTotal: rd.ProblemCount(), action: rd.Action}
 }
 
 // refusal says why the file was refused and what to do.

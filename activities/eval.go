@@ -3,10 +3,13 @@ package activities
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"math/rand/v2"
+	"slices"
 	"time"
 
 	"github.com/instructflow/instructflow/checkpoint"
@@ -62,6 +65,7 @@ type judge struct {
 	wins  float64
 	ties  int
 	sum   [2]float64 // of the scores of SFT's and PPO's responses
+	cut   int        // prompts cut from the left to fit the judge's context
 }
 
 // Evaluate compares the PPO policy with the SFT policy on held-out
@@ -180,6 +184,9 @@ func (a *Activities) Evaluate(ctx context.Context, in StageInput) (StageResult, 
 			}
 			m[prefix+"win_rate"], m[prefix+"win_low"], m[prefix+"win_high"], m[prefix+"ties"] = rate, lo, hi, float64(j.ties)
 			m["sft_"+j.name], m["ppo_"+j.name] = j.sum[0]/float64(cmp.Samples), j.sum[1]/float64(cmp.Samples)
+			if j.name != "gold" {
+				m[j.name+"_prompts_cut"] = float64(j.cut)
+			}
 		}
 		if human != nil {
 			name := s.ID + "-eval"
@@ -204,7 +211,9 @@ func (a *Activities) judges(ctx context.Context, s runspec.Spec, rmCP *Checkpoin
 		return nil, err
 	}
 	rm.SetThreads(s.Threads)
-	js := []*judge{{name: string(runstate.RM), score: rmScorer(rm, data.tok, data)}}
+	j := &judge{name: string(runstate.RM)}
+	j.score = rmScorer(rm, data.tok, data, &j.cut)
+	js := []*judge{j}
 	if s.Eval.Judge != "" {
 		if a.Models == nil {
 			return nil, fmt.Errorf("eval: eval.judge %s: this worker opens no models", s.Eval.Judge)
@@ -221,7 +230,9 @@ func (a *Activities) judges(ctx context.Context, s runspec.Spec, rmCP *Checkpoin
 		if src.Tokenizer != nil {
 			tok = src.Tokenizer
 		}
-		js = append(js, &judge{name: "judge", score: rmScorer(src.Model, tok, data)})
+		j := &judge{name: "judge"}
+		j.score = rmScorer(src.Model, tok, data, &j.cut)
+		js = append(js, j)
 	}
 	if gold, ok := judgeOf(s); ok {
 		js = append(js, &judge{name: "gold", score: func(ps []prompt, rs []string) ([]float64, error) {
@@ -236,12 +247,24 @@ func (a *Activities) judges(ctx context.Context, s runspec.Spec, rmCP *Checkpoin
 }
 
 // rmScorer scores responses with a reward model, rendered as it was
-// trained to read them.
-func rmScorer(m *model.Model, tok tokenizer.Tokenizer, data *runData) func([]prompt, []string) ([]float64, error) {
+// trained to read them. A prompt that leaves the reply and its end of
+// text no room in the model's context (another tokenizer's, for
+// eval.judge, or the template's end of turn after a reply cut at
+// ppo.max_new_tokens) is cut from the left, as data.max_prompt_tokens
+// cuts; cut counts them.
+func rmScorer(m *model.Model, tok tokenizer.Tokenizer, data *runData, cut *int) func([]prompt, []string) ([]float64, error) {
+	fit := &runData{tmpl: data.tmpl, tok: tok, context: m.Config.Context}
 	return func(ps []prompt, rs []string) ([]float64, error) {
 		exs := make([]stage.Example, len(rs))
 		for i, r := range rs {
-			exs[i] = stage.Example{Prompt: ps[i].Rendered, Response: data.tmpl.Target(r)}
+			ex, wasCut, err := fit.scored(ps[i].Rendered, r)
+			if err != nil {
+				return nil, err
+			}
+			if wasCut {
+				*cut++
+			}
+			exs[i] = ex
 		}
 		got, err := rewardmodel.ScoreExamples(m, tok, exs, 64)
 		if err != nil {
@@ -260,8 +283,8 @@ func rmScorer(m *model.Model, tok tokenizer.Tokenizer, data *runData) func([]pro
 type humanEval struct {
 	spool     *itemSpool
 	rng       *rand.Rand
-	ppoFirst  []bool // by item
-	identical int    // pairs of identical responses: ties, not shown
+	ppo       [][32]byte // SHA-256 of the PPO response, by item
+	identical int        // pairs of identical responses: ties, not shown
 }
 
 func newHumanEval(seed uint64) (*humanEval, error) {
@@ -286,15 +309,16 @@ func (h *humanEval) add(r *SideBySide) error {
 	if err := h.spool.add(postgres.BatchItem{Prompt: r.Prompt, Responses: resps}); err != nil {
 		return err
 	}
-	h.ppoFirst = append(h.ppoFirst, first)
+	h.ppo = append(h.ppo, sha256.Sum256([]byte(r.PPO)))
 	r.Item, r.PPOFirst = &item, first
 	return nil
 }
 
 // humanVerdict stores the human evaluation's batch (a retried attempt
 // finds it), waits for its labels as the labels stage does, and adds the
-// human win rate of PPO over SFT to m: ties and identical pairs count
-// half, with its 95% Wilson interval.
+// human win rate of PPO over SFT to m, by item (ties and identical pairs
+// count half, several labelers of an item are averaged), with its 95%
+// Wilson interval over the items.
 func (a *Activities) humanVerdict(ctx context.Context, t *tracker, s runspec.Spec, h *humanEval, name string, deadline time.Time, m map[string]float64) error {
 	if h.spool.items == 0 {
 		return errkind.BadInputf("eval: every PPO response is identical to its SFT response; there is nothing for people to compare (set eval.human: false)")
@@ -313,27 +337,44 @@ func (a *Activities) humanVerdict(ctx context.Context, t *tracker, s runspec.Spe
 	if err != nil {
 		return err
 	}
-	var wins float64
+	return h.verdict(name, labels, b.Items, m)
+}
+
+// verdict adds to m the human win rate of the batch's labels: each labeled
+// item scores 1 (PPO better), 1/2 (a tie) or 0, averaged over its
+// labelers; identical pairs are ties. The side that is PPO's is read from
+// the stored responses, not from this attempt's memory of the order.
+func (h *humanEval) verdict(name string, labels []postgres.ItemRanks, items int, m map[string]float64) error {
+	score := map[int]float64{}
+	per := map[int]int{}
 	ties := 0
 	for _, l := range labels {
-		if l.Item < 0 || l.Item >= len(h.ppoFirst) || len(l.Ranks) != 2 {
+		if l.Item < 0 || l.Item >= len(h.ppo) || len(l.Ranks) != 2 || len(l.Responses) != 2 {
 			return fmt.Errorf("eval: batch %s has a comparison of item %d with %d ranks, not one of its pairs", name, l.Item, len(l.Ranks))
 		}
-		ppo, sft := l.Ranks[1], l.Ranks[0]
-		if h.ppoFirst[l.Item] {
-			ppo, sft = sft, ppo
+		side := slices.IndexFunc(l.Responses, func(sum []byte) bool { return bytes.Equal(sum, h.ppo[l.Item][:]) })
+		if side < 0 {
+			return errkind.BadInputf("eval: batch %s item %d does not show this evaluation's PPO response: the batch was stored by an attempt that sampled differently (another build or CPU); start the run again under a new id", name, l.Item)
 		}
+		ppo, sft := l.Ranks[side], l.Ranks[1-side]
 		switch {
 		case ppo < sft:
-			wins++
+			score[l.Item]++
 		case ppo == sft:
+			score[l.Item] += 0.5
 			ties++
 		}
+		per[l.Item]++
 	}
-	n := len(labels) + h.identical
-	rate := (wins + 0.5*float64(ties+h.identical)) / float64(n)
+	var wins float64
+	for _, item := range slices.Sorted(maps.Keys(per)) { // in order: the sum is the same bits on every attempt
+		wins += score[item] / float64(per[item])
+	}
+	n := len(per) + h.identical
+	rate := (wins + 0.5*float64(h.identical)) / float64(n)
 	lo, hi := preference.Wilson95(rate, int64(n))
 	m["human_win_rate"], m["human_win_low"], m["human_win_high"] = rate, lo, hi
-	m["human_labels"], m["human_ties"], m["human_identical"], m["human_items"] = float64(len(labels)), float64(ties), float64(h.identical), float64(b.Items)
+	m["human_labels"], m["human_ties"], m["human_identical"], m["human_items"] = float64(len(labels)), float64(ties), float64(h.identical), float64(items)
+	m["human_labeled_items"] = float64(len(per))
 	return nil
 }

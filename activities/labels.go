@@ -29,12 +29,23 @@ func (a *Activities) CollectLabels(ctx context.Context, in StageInput) (StageRes
 		s := in.Spec
 		name := s.ID + "-labels"
 		res := StageResult{Batch: name}
+		data, err := a.runData(ctx, s)
+		if err != nil {
+			return res, err
+		}
 		b, err := a.DB.GetBatch(ctx, name)
-		if errors.Is(err, errkind.NotFound) {
+		switch {
+		case errors.Is(err, errkind.NotFound):
 			err = t.timed(ctx, func() error {
-				b, err = a.createBatch(ctx, t, s, name, in.SFT, in.Deadline)
+				b, err = a.createBatch(ctx, t, s, data, name, in.SFT, in.Deadline)
 				return err
 			})
+		case err == nil: // a retried attempt: the counts of the prompts the batch was sampled from
+			for _, split := range []dataset.Split{dataset.Train, dataset.Heldout} {
+				if _, err = data.prompts(ctx, split, s.Labels.MaxNewTokens); err != nil {
+					break
+				}
+			}
 		}
 		if errors.Is(err, errkind.Conflict) {
 			return res, errkind.BadInputf("labels: %v; start a new run to sample again", err)
@@ -45,7 +56,7 @@ func (a *Activities) CollectLabels(ctx context.Context, in StageInput) (StageRes
 		if b, err = a.awaitLabels(ctx, t, s, b, in.Deadline); err != nil {
 			return res, err
 		}
-		res.Metrics = map[string]float64{"items": float64(b.Items), "labeled": float64(b.Labeled)}
+		res.Metrics = data.counts(map[string]float64{"items": float64(b.Items), "labeled": float64(b.Labeled)})
 		return res, nil
 	})
 }
@@ -99,7 +110,7 @@ func (a *Activities) poll() time.Duration {
 // policy samples labels.sample_batch sequences at a time, and the items go
 // to a spool file as they come, then from it to Postgres a part at a time:
 // memory holds one sampling call and one part, not the batch.
-func (a *Activities) createBatch(ctx context.Context, t *tracker, s runspec.Spec, name string, sftCP *Checkpoint, deadline time.Time) (postgres.Batch, error) {
+func (a *Activities) createBatch(ctx context.Context, t *tracker, s runspec.Spec, data *runData, name string, sftCP *Checkpoint, deadline time.Time) (postgres.Batch, error) {
 	files, err := a.load(ctx, sftCP)
 	if err != nil {
 		return postgres.Batch{}, err
@@ -109,10 +120,6 @@ func (a *Activities) createBatch(ctx context.Context, t *tracker, s runspec.Spec
 		return postgres.Batch{}, err
 	}
 	policy.SetThreads(s.Threads)
-	data, err := a.runData(ctx, s)
-	if err != nil {
-		return postgres.Batch{}, err
-	}
 	train, err := data.prompts(ctx, dataset.Train, s.Labels.MaxNewTokens)
 	if err != nil {
 		return postgres.Batch{}, err

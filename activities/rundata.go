@@ -84,10 +84,11 @@ func (d *runData) prompts(ctx context.Context, split dataset.Split, reserve int)
 	}
 	out := make([]prompt, 0, len(stored))
 	for _, p := range stored {
-		r, _, ok, err := d.fitPrompt(p.Text, p.Turns, reserve)
+		r, _, cut, ok, err := d.fitPrompt(p.Text, p.Turns, reserve)
 		if err != nil {
 			return nil, err
 		}
+		d.count(cut, ok)
 		if ok {
 			out = append(out, prompt{Text: p.Text, Rendered: r})
 		}
@@ -140,74 +141,124 @@ func (d *runData) demonstrations(ctx context.Context, split dataset.Split) ([]st
 // false for a row that does not fit the context, with extra tokens after
 // the response, and is dropped.
 func (d *runData) example(text string, turns []chat.Message, response string, extra int) (stage.Example, bool, error) {
-	p, n, ok, err := d.fitPrompt(text, turns, 0)
+	p, out, ok, err := d.fit(text, turns, []string{response}, extra)
 	if err != nil || !ok {
 		return stage.Example{}, false, err
 	}
-	r := d.tmpl.Target(response)
-	ids, err := d.tok.Encode(r)
-	if err != nil {
-		return stage.Example{}, false, errkind.BadInputf("data: response %.40q: %v", response, err)
-	}
-	if max := d.data.MaxResponseTokens; max > 0 && len(ids) > max {
-		if r, ok = d.keep(ids, max, false); !ok {
-			d.Dropped++
-			return stage.Example{}, false, nil
-		}
-		d.Cut++
-		ids = ids[:max]
-	}
-	if d.context > 0 && n+len(ids)+extra > d.context {
-		d.Dropped++
-		return stage.Example{}, false, nil
-	}
-	return stage.Example{Prompt: p, Response: r}, true, nil
+	return stage.Example{Prompt: p, Response: out[0]}, true, nil
 }
 
 // comparison renders a comparison's prompt and responses as the reward
 // model reads them (with the end of text after each response); ok is
 // false when a response does not fit, and the comparison is dropped.
 func (d *runData) comparison(text string, turns []chat.Message, responses []string) (string, []string, bool, error) {
+	return d.fit(text, turns, responses, 1)
+}
+
+// fit renders a row (a prompt and its targets) cut to the limits, each
+// target with extra tokens after it in the context, and counts the row
+// once: cut when its prompt or a target was, dropped when it does not fit.
+func (d *runData) fit(text string, turns []chat.Message, responses []string, extra int) (string, []string, bool, error) {
+	p, n, cut, ok, err := d.fitPrompt(text, turns, 0)
 	out := make([]string, len(responses))
-	var prompt string
 	for i, r := range responses {
-		ex, ok, err := d.example(text, turns, r, 1)
 		if err != nil || !ok {
-			return "", nil, false, err
+			break
 		}
-		prompt, out[i] = ex.Prompt, ex.Response
+		var rcut bool
+		out[i], rcut, ok, err = d.fitTarget(r, n, extra)
+		cut = cut || rcut
 	}
-	return prompt, out, true, nil
+	if err != nil {
+		return "", nil, false, err
+	}
+	d.count(cut, ok)
+	return p, out, ok, nil
+}
+
+// fitTarget renders a target and cuts it at the right to
+// data.max_response_tokens; ok is false when it does not fit the context
+// after a prompt of n tokens, with extra tokens after it.
+func (d *runData) fitTarget(response string, n, extra int) (r string, cut, ok bool, err error) {
+	r = d.tmpl.Target(response)
+	ids, err := d.tok.Encode(r)
+	if err != nil {
+		return "", false, false, errkind.BadInputf("data: response %.40q: %v", response, err)
+	}
+	if max := d.data.MaxResponseTokens; max > 0 && len(ids) > max {
+		if r, ok = d.keep(ids, max, false); !ok {
+			return "", false, false, nil
+		}
+		cut, ids = true, ids[:max]
+	}
+	if d.context > 0 && n+len(ids)+extra > d.context {
+		return "", cut, false, nil
+	}
+	return r, cut, true, nil
+}
+
+// count counts a row as cut or dropped.
+func (d *runData) count(cut, ok bool) {
+	switch {
+	case !ok:
+		d.Dropped++
+	case cut:
+		d.Cut++
+	}
+}
+
+// scored is a sampled reply after its rendered prompt as a reward model
+// reads it (the template's target form, then the end of text), the prompt
+// cut from the left when both do not fit the context; cut says whether it
+// was.
+func (d *runData) scored(rendered, reply string) (ex stage.Example, cut bool, err error) {
+	ex = stage.Example{Prompt: rendered, Response: d.tmpl.Target(reply)}
+	rids, err := d.tok.Encode(ex.Response)
+	if err != nil {
+		return stage.Example{}, false, errkind.BadInputf("eval: reply %.40q: %v", reply, err)
+	}
+	pids, err := d.tok.Encode(rendered)
+	if err != nil {
+		return stage.Example{}, false, errkind.BadInputf("eval: prompt %.40q: %v", rendered, err)
+	}
+	room := d.context - len(rids) - 1
+	if len(pids) <= room {
+		return ex, false, nil
+	}
+	var ok bool
+	if room > 0 {
+		ex.Prompt, ok = d.keep(pids, room, true)
+	}
+	if !ok {
+		return stage.Example{}, false, errkind.BadInputf("eval: a reply of %d tokens leaves its prompt no room in a reward model's context of %d; lower ppo.max_new_tokens", len(rids), d.context)
+	}
+	return ex, true, nil
 }
 
 // fitPrompt renders a prompt and cuts it from the left to
 // data.max_prompt_tokens, returning it with its length in tokens (at most
 // the limit); ok is false when it does not fit the context with reserve
 // tokens after it.
-func (d *runData) fitPrompt(text string, turns []chat.Message, reserve int) (string, int, bool, error) {
-	p, err := d.tmpl.Render(chat.Turns(text, turns), text)
+func (d *runData) fitPrompt(text string, turns []chat.Message, reserve int) (p string, n int, cut, ok bool, err error) {
+	p, err = d.tmpl.Render(chat.Turns(text, turns), text)
 	if err != nil {
-		return "", 0, false, errkind.BadInputf("data.template: prompt %.40q: %v", text, err)
+		return "", 0, false, false, errkind.BadInputf("data.template: prompt %.40q: %v", text, err)
 	}
 	ids, err := d.tok.Encode(p)
 	if err != nil {
-		return "", 0, false, errkind.BadInputf("data: prompt %.40q: %v", text, err)
+		return "", 0, false, false, errkind.BadInputf("data: prompt %.40q: %v", text, err)
 	}
-	n := len(ids)
+	n = len(ids)
 	if max := d.data.MaxPromptTokens; max > 0 && n > max {
-		var ok bool
 		if p, ok = d.keep(ids, max, true); !ok {
-			d.Dropped++
-			return "", 0, false, nil
+			return "", 0, false, false, nil
 		}
-		d.Cut++
-		n = max
+		cut, n = true, max
 	}
 	if n == 0 || d.context > 0 && n+reserve > d.context {
-		d.Dropped++
-		return "", 0, false, nil
+		return "", 0, cut, false, nil
 	}
-	return p, n, true, nil
+	return p, n, cut, true, nil
 }
 
 // keep decodes the last (fromLeft) or first max tokens of ids, shortening

@@ -5,6 +5,7 @@
 package dataset
 
 import (
+	"cmp"
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/json"
@@ -187,23 +188,16 @@ func NewReader(r io.Reader, opts Options) (*Reader, error) {
 	if opts.MaxChars <= 0 {
 		opts.MaxChars = DefaultMaxChars
 	}
-	opts.PromptKey = cmpOr(opts.PromptKey, "prompt")
-	opts.CompletionKey = cmpOr(opts.CompletionKey, "completion")
-	opts.MessagesKey = cmpOr(opts.MessagesKey, "messages")
+	opts.PromptKey = cmp.Or(opts.PromptKey, "prompt")
+	opts.CompletionKey = cmp.Or(opts.CompletionKey, "completion")
+	opts.MessagesKey = cmp.Or(opts.MessagesKey, "messages")
 	rd := &Reader{opts: opts}
 	var err error
-	rd.Reader, err = jsonl.NewReader(r, rd.parse, func(r Rule) Action { return r.Action(false) }, opts.Options)
+	rd.Reader, err = jsonl.NewReader(r, rd.parse, Rule.Action, opts.Options)
 	if err != nil {
 		return nil, fmt.Errorf("dataset: %w", err)
 	}
 	return rd, nil
-}
-
-func cmpOr(s, def string) string {
-	if s == "" {
-		return def
-	}
-	return s
 }
 
 // Next returns the next accepted row; io.EOF at the end of the file; or an
@@ -388,13 +382,19 @@ func (rd *Reader) parsePromptCompletion(obj map[string]json.RawMessage) ([]Examp
 	if probs != nil {
 		return nil, probs
 	}
-	turns := p.turns
-	if p.s != nil {
-		turns = []chat.Message{{Role: chat.User, Content: *p.s}}
-	}
-	ex, probs := rd.prompt(turns, "field "+fmt.Sprintf("%q", rd.opts.PromptKey))
-	if probs != nil {
-		return nil, probs
+	var ex Example
+	if t, err := chat.ParseHHPrompt(deref(p.s)); err == nil {
+		// An HH transcript as a string keeps its text, with its turns, as
+		// --format hh stores it: templates render the conversation.
+		ex = Example{Prompt: *p.s, Turns: t}
+	} else {
+		turns := p.turns
+		if p.s != nil {
+			turns = []chat.Message{{Role: chat.User, Content: *p.s}}
+		}
+		if ex, probs = rd.prompt(turns, "field "+fmt.Sprintf("%q", rd.opts.PromptKey)); probs != nil {
+			return nil, probs
+		}
 	}
 	if rd.opts.Format == FormatPrompt || rd.opts.Kind == Prompt {
 		return []Example{ex}, nil
@@ -417,6 +417,13 @@ func (rd *Reader) parsePromptCompletion(obj map[string]json.RawMessage) ([]Examp
 	}
 	ex.Target = c.turns[0].Content
 	return []Example{ex}, requireTarget(ex.Target, fmt.Sprintf("field %q", rd.opts.CompletionKey))
+}
+
+func deref(s *string) string {
+	if s == nil {
+		return ""
+	}
+	return *s
 }
 
 // requireTarget refuses an empty target: a demonstration of nothing.

@@ -268,3 +268,24 @@ func TestContentHash(t *testing.T) {
 		t.Error("the line and split change the content hash")
 	}
 }
+
+// TestHHTranscriptString: a prompt-completion prompt that is an HH
+// transcript keeps its text and gets its turns (as --format hh stores it),
+// so that the hh template does not wrap it in a second transcript; other
+// strings are one user turn.
+func TestHHTranscriptString(t *testing.T) {
+	in := `{"prompt": "\n\nHuman: a\n\nAssistant: b\n\nHuman: c\n\nAssistant:", "completion": " d"}
+{"prompt": "Say \"\n\nAssistant:\"", "completion": "x"}
+`
+	got, _, err := readAll(t, strings.NewReader(in), Options{Format: FormatPromptCompletion})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []chat.Message{{Role: chat.User, Content: "a"}, {Role: chat.Assistant, Content: "b"}, {Role: chat.User, Content: "c"}}
+	if len(got) != 2 || got[0].Prompt != "\n\nHuman: a\n\nAssistant: b\n\nHuman: c\n\nAssistant:" || !reflect.DeepEqual(got[0].Turns, want) {
+		t.Fatalf("got %+v", got)
+	}
+	if got[1].Turns != nil || got[1].Prompt != "Say \"\n\nAssistant:\"" {
+		t.Errorf("a plain prompt: %+v", got[1])
+	}
+}

@@ -47,13 +47,11 @@ var rules = []struct {
 	{RuleTooLong, jsonl.Skip, "a prompt or target is longer than --max-chars"},
 }
 
-// Action is what the rule does; skipInvalid turns refusals into skips.
-func (r Rule) Action(skipInvalid bool) Action {
+// Action is what the rule does (--skip-invalid, in the reader, turns
+// refusals into skips).
+func (r Rule) Action() Action {
 	for _, x := range rules {
 		if x.rule == r {
-			if x.action == jsonl.Refuse && skipInvalid {
-				return jsonl.Skip
-			}
 			return x.action
 		}
 	}

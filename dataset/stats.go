@@ -120,12 +120,20 @@ type exported struct {
 // back with --kind prompt). The same row always gives the same bytes.
 func WriteJSONL(w io.Writer, ex Example) error {
 	e := exported{Prompt: ex.Prompt, Split: ex.Split}
+	// A conversation is written as its turns, unless its stored text is
+	// not their rendering (an HH transcript, kept as written): then as the
+	// text, which imports back to the same text and turns.
+	asTurns := false
 	if ex.Turns != nil {
+		text, _ := chat.Identity(ex.Turns)
+		asTurns = text == ex.Prompt
+	}
+	if asTurns {
 		e.Prompt = ex.Turns
 	}
 	if ex.Target != "" {
 		e.Completion = ex.Target
-		if ex.Turns != nil {
+		if asTurns {
 			e.Completion = []chat.Message{{Role: chat.Assistant, Content: ex.Target}}
 		}
 	}

@@ -43,6 +43,9 @@ func TestExportReadsBack(t *testing.T) {
 		{Prompt: "The sky is", Target: " blue <&>", Split: Train},
 		{Prompt: "S\n\nHuman: a\n\nAssistant: b\n\nHuman: c\n\nAssistant:", Target: "d", Split: Heldout,
 			Turns: []chat.Message{{Role: chat.System, Content: "S"}, {Role: chat.User, Content: "a"}, {Role: chat.Assistant, Content: "b"}, {Role: chat.User, Content: "c"}}},
+		// An HH transcript of one turn keeps its text, which is not the
+		// rendering of its turns.
+		{Prompt: "\n\nHuman: hi there\n\nAssistant:", Target: " hello", Turns: []chat.Message{{Role: chat.User, Content: "hi there"}}},
 	}
 	prompts := []Example{{Prompt: "p", Split: Heldout}, {Prompt: demos[1].Prompt, Turns: demos[1].Turns, Split: Train}}
 	for _, tc := range []struct {
@@ -62,12 +65,16 @@ func TestExportReadsBack(t *testing.T) {
 		if out.String() != first+first {
 			t.Fatalf("a second export differs:\n%s", out.String())
 		}
-		got, _, err := readAll(t, strings.NewReader(first), Options{Format: FormatPromptCompletion, Kind: tc.kind})
+		got, _, err := readAll(t, strings.NewReader(first), Options{Format: FormatPromptCompletion, Kind: tc.kind, HeldoutFraction: 0.5})
 		if err != nil {
 			t.Fatal(err)
 		}
 		for i := range got {
-			got[i].Line, got[i].Split = 0, tc.rows[i].Split // the split is drawn again on import
+			// The split is drawn again on import, from the same text.
+			if want := SplitOf(tc.rows[i].Prompt, 0.5); got[i].Split != want {
+				t.Errorf("row %d: split %s, want %s", i, got[i].Split, want)
+			}
+			got[i].Line, got[i].Split = 0, tc.rows[i].Split
 		}
 		if !reflect.DeepEqual(got, tc.rows) {
 			t.Fatalf("read back\n%+v\nwant\n%+v\nfrom\n%s", got, tc.rows, first)

@@ -2,6 +2,7 @@ package modelstore
 
 import (
 	"bytes"
+	"cmp"
 	"encoding/json"
 	"fmt"
 	"maps"
@@ -82,9 +83,10 @@ func writePromptFormat(b *bytes.Buffer, s runspec.Spec) {
 	if err != nil {
 		return
 	}
-	name := s.Data.Template
-	if name == "" {
-		name = "plain"
+	name := cmp.Or(s.Data.Template, "plain")
+	how := "with the chat template `" + name + "` (data.template)."
+	if _, builtin := chat.Builtin[name]; !builtin {
+		how = "with this chat template (data.template, a Go text/template):\n\n```\n" + name + "\n```\n\n"
 	}
 	turns := []chat.Message{{Role: chat.User, Content: "What is RLHF?"}}
 	text, stored := chat.Identity(turns)
@@ -98,7 +100,7 @@ func writePromptFormat(b *bytes.Buffer, s runspec.Spec) {
 	if err := enc.Encode(prompt + tmpl.Target("Reinforcement learning from human feedback.")); err != nil {
 		return
 	}
-	fmt.Fprintf(b, "## Prompt format\n\nThe run rendered every conversation with the chat template `%s` (data.template), in every stage; prompt it the same way. A one-turn conversation and its reply are the text (as a JSON string)\n\n```json\n%s```\n\n", name, example.Bytes())
+	fmt.Fprintf(b, "## Prompt format\n\nThe run rendered every conversation, in every stage, %s Prompt the model the same way. A one-turn conversation and its reply are the text (as a JSON string)\n\n```json\n%s```\n\n", how, example.Bytes())
 	if s.Data.MaxPromptTokens > 0 || s.Data.MaxResponseTokens > 0 {
 		fmt.Fprintf(b, "Prompts were cut from the left to %d tokens and replies at %d tokens (0: no cut).\n\n", s.Data.MaxPromptTokens, s.Data.MaxResponseTokens)
 	}

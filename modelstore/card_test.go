@@ -26,6 +26,11 @@ func TestCardPromptFormat(t *testing.T) {
 			t.Errorf("card lacks %q:\n%s", want, card)
 		}
 	}
+	s.Data.Template = "{{range .Messages}}<{{.Role}}> {{.Content}}\n{{end}}<assistant>"
+	if card := string(modelCard(cardInput{Title: "t", Model: m, Spec: &s})); !strings.Contains(card, "```\n"+s.Data.Template+"\n```") ||
+		!strings.Contains(card, `"<user> What is RLHF?\n<assistant>Reinforcement learning from human feedback."`) {
+		t.Errorf("a user template's card:\n%s", card)
+	}
 	if strings.Contains(string(modelCard(cardInput{Title: "t", Model: m})), "## Prompt format") {
 		t.Error("a card without a run spec has a prompt format")
 	}

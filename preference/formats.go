@@ -92,7 +92,7 @@ func NewReader(r io.Reader, format Format, opts ReaderOptions) (*Reader, error) 
 	}
 	rd := &Reader{format: format, opts: opts}
 	var err error
-	rd.Reader, err = jsonl.NewReader(r, rd.parse, func(r Rule) Action { return r.Action(false) },
+	rd.Reader, err = jsonl.NewReader(r, rd.parse, Rule.Action,
 		jsonl.Options{SkipInvalid: opts.SkipInvalid, KeepReading: opts.KeepReading, MaxProblems: opts.MaxProblems})
 	if err != nil {
 		return nil, fmt.Errorf("preference: %w", err)

@@ -102,7 +102,7 @@ func TestRules(t *testing.T) {
 			if len(rd.Problems) != 1 || rd.Problems[0].Rule != tc.rule || rd.Problems[0].Line != 2 {
 				t.Fatalf("problems %v, want one %s on line 2", rd.Problems, tc.rule)
 			}
-			if got := tc.rule.Action(false); got != tc.action {
+			if got := tc.rule.Action(); got != tc.action {
 				t.Errorf("action %q, want %q", got, tc.action)
 			}
 			if rd.Refused() != (tc.action == ActionRefuse) {
@@ -360,24 +360,24 @@ func fuzzFormat(f *testing.F, format Format) {
 				}
 			}
 			for _, fl := range r.Flags {
-				if fl.Action(false) != ActionFlag {
+				if fl.Action() != ActionFlag {
 					t.Fatalf("record kept with a %s problem", fl)
 				}
 			}
 		}
 		refusing := 0
 		for rule, n := range rd.Counts {
-			if rule.Action(false) == ActionRefuse {
+			if rule.Action() == ActionRefuse {
 				refusing += n
 			}
 		}
-		keptRefusal := slices.ContainsFunc(rd.Problems, func(p Problem) bool { return p.Rule.Action(false) == ActionRefuse })
+		keptRefusal := slices.ContainsFunc(rd.Problems, func(p Problem) bool { return p.Rule.Action() == ActionRefuse })
 		if (refusing > 0) != rd.Refused() || keptRefusal != rd.Refused() || len(rd.Problems) > 3+1 || len(rd.Problems) > rd.ProblemCount() {
 			t.Fatalf("Refused() = %v with counts %v and problems %v", rd.Refused(), rd.Counts, rd.Problems)
 		}
 		if !keepReading {
 			for _, p := range rd.Problems {
-				if p.Rule.Action(false) == ActionRefuse && p.Line != rd.Line() {
+				if p.Rule.Action() == ActionRefuse && p.Line != rd.Line() {
 					t.Fatalf("read on to line %d after a refusal: %v", rd.Line(), rd.Problems)
 				}
 			}

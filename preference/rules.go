@@ -60,13 +60,11 @@ var rules = []struct {
 	{RulePromptMismatch, ActionFlag, "HH transcripts do not share their prompt (their last assistant turns start at different places)"},
 }
 
-// Action is what the rule does; skipInvalid turns refusals into skips.
-func (r Rule) Action(skipInvalid bool) Action {
+// Action is what the rule does (--skip-invalid, in the reader, turns
+// refusals into skips).
+func (r Rule) Action() Action {
 	for _, x := range rules {
 		if x.rule == r {
-			if x.action == ActionRefuse && skipInvalid {
-				return ActionSkip
-			}
 			return x.action
 		}
 	}

@@ -8,6 +8,7 @@ package runspec
 
 import (
 	"bytes"
+	"cmp"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -476,16 +477,9 @@ func (s Spec) Validate() error {
 	return nil
 }
 
-func cmpOr(s, def string) string {
-	if s == "" {
-		return def
-	}
-	return s
-}
-
 // Template is the spec's chat template (data.template; "" is plain).
 func (s Spec) Template() (chat.Template, error) {
-	t, err := chat.ParseTemplate(cmpOr(s.Data.Template, "plain"))
+	t, err := chat.ParseTemplate(cmp.Or(s.Data.Template, "plain"))
 	if err != nil {
 		return nil, fmt.Errorf("data.template: %w", err)
 	}

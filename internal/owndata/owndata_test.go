@@ -3,7 +3,6 @@ package owndata
 import (
 	"bufio"
 	"bytes"
-	"context"
 	"encoding/json"
 	"flag"
 	"fmt"
@@ -18,7 +17,6 @@ import (
 	"github.com/instructflow/instructflow/control"
 	"github.com/instructflow/instructflow/internal/testenv"
 	"github.com/instructflow/instructflow/stage"
-	"github.com/instructflow/instructflow/storage/postgres"
 	"github.com/instructflow/instructflow/tasks"
 )
 
@@ -103,7 +101,6 @@ func TestRunOnImportedData(t *testing.T) {
 		preset, prompts = "tiny", tasks.DataPrompts
 	}
 	testenv.Config(t)
-	ctx := context.Background()
 	dbURL := testenv.FreshDatabase(t)
 	queue := "owndata-" + time.Now().Format("150405.000")
 	env := append(os.Environ(), "INSTRUCTFLOW_POSTGRES_URL="+dbURL, "INSTRUCTFLOW_TEMPORAL_TASK_QUEUE="+queue)
@@ -139,30 +136,19 @@ func TestRunOnImportedData(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = worker.Process.Kill(); _ = worker.Wait() })
-	db, err := postgres.Open(ctx, dbURL)
-	if err != nil {
+	// The human evaluation's batch is answered by 'labels simulate' with
+	// the demo task's reliable simulated labelers only (--unreliable 0):
+	// people who judge as the gold judge does, up to their noise, so that
+	// their win rate measures what the gold judge's does. (The unreliable
+	// ones would pull it towards one half.)
+	run := "own-" + name
+	labeler := exec.Command(bin, "labels", "simulate", "--run", run, "--unreliable", "0", "--wait", "1h")
+	labeler.Env = env
+	labeler.Stdout, labeler.Stderr = wlog, wlog
+	if err := labeler.Start(); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(db.Close)
-	// The human evaluation's batch is answered by the demo task's reliable
-	// simulated labelers: people who judge as the gold judge does, up to
-	// their noise, so that their win rate measures what the gold judge's
-	// does. (The unreliable ones of 'labels simulate' would pull it towards
-	// one half.)
-	run := "own-" + name
-	lctx, stop := context.WithCancel(ctx)
-	labeling := make(chan error, 1)
-	go func() {
-		for lctx.Err() == nil {
-			if _, err := control.LabelOpenBatches(lctx, db, "", run, control.SimulateSeed, 0); err != nil && lctx.Err() == nil {
-				labeling <- err
-				return
-			}
-			time.Sleep(time.Second)
-		}
-		labeling <- nil
-	}()
-	t.Cleanup(func() { stop(); <-labeling })
+	t.Cleanup(func() { _ = labeler.Process.Kill(); _ = labeler.Wait() })
 
 	specFile := filepath.Join(t.TempDir(), "run.yaml")
 	if err := os.WriteFile(specFile, []byte(fmt.Sprintf(runSpec, name, preset)), 0o644); err != nil {

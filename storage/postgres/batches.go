@@ -293,22 +293,27 @@ func batchLabelHash(batch string, l BatchLabel) [32]byte {
 // ItemRanks is one comparison in force of a batch item: its ranks in the
 // shown order.
 type ItemRanks struct {
-	Item  int
-	Ranks []int16
+	Item      int
+	Ranks     []int16
+	Responses [][]byte // SHA-256 of each response, in the shown order
 }
 
 // BatchRanks returns the comparisons in force (not superseded) of a
 // batch's items, by item and then comparison id.
 func (db *DB) BatchRanks(ctx context.Context, name string) ([]ItemRanks, error) {
-	rows, err := db.pool.Query(ctx, `SELECT c.batch_item, c.ranks FROM current_comparisons c
-		JOIN labeling_batches b ON b.id = c.batch_id
-		WHERE b.name = $1 ORDER BY c.batch_item, c.id`, name)
+	rows, err := db.pool.Query(ctx, `SELECT c.batch_item, c.ranks,
+		        (SELECT array_agg(r.sha256 ORDER BY u.ord)
+		           FROM unnest(i.response_ids) WITH ORDINALITY AS u (rid, ord) JOIN responses r ON r.id = u.rid)
+		 FROM current_comparisons c
+		 JOIN labeling_batches b ON b.id = c.batch_id
+		 JOIN labeling_batch_items i ON i.batch_id = c.batch_id AND i.item = c.batch_item
+		 WHERE b.name = $1 ORDER BY c.batch_item, c.id`, name)
 	if err != nil {
 		return nil, fmt.Errorf("postgres: ranks of batch %s: %w", name, err)
 	}
 	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (ItemRanks, error) {
 		var it ItemRanks
-		return it, r.Scan(&it.Item, &it.Ranks)
+		return it, r.Scan(&it.Item, &it.Ranks, &it.Responses)
 	})
 	if err != nil {
 		return nil, fmt.Errorf("postgres: ranks of batch %s: %w", name, err)

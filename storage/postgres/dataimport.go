@@ -158,9 +158,13 @@ func (db *DB) ImportDataset(ctx context.Context, src DatasetSource, info Dataset
 		}
 	}
 
+	// Two statements: the insert waits for an import creating the same
+	// dataset at once, and the select's snapshot, taken after, sees it.
 	var datasetID int64
-	if err := tx.QueryRow(ctx, `WITH new AS (INSERT INTO datasets (name) VALUES ($1) ON CONFLICT (name) DO NOTHING RETURNING id)
-		SELECT id FROM new UNION ALL SELECT id FROM datasets WHERE name = $1`, info.Dataset).Scan(&datasetID); err != nil {
+	if _, err := tx.Exec(ctx, `INSERT INTO datasets (name) VALUES ($1) ON CONFLICT (name) DO NOTHING`, info.Dataset); err != nil {
+		return fail("dataset", err)
+	}
+	if err := tx.QueryRow(ctx, `SELECT id FROM datasets WHERE name = $1`, info.Dataset).Scan(&datasetID); err != nil {
 		return fail("dataset", err)
 	}
 	var sum [32]byte
@@ -221,7 +225,8 @@ func (db *DB) ImportDataset(ctx context.Context, src DatasetSource, info Dataset
 		return fail("record import", err)
 	}
 	if info.DryRun {
-		return res, nil // the deferred rollback discards everything
+		res.ImportID = 0 // the deferred rollback discards everything, this record too
+		return res, nil
 	}
 	if err := tx.Commit(ctx); err != nil {
 		return fail("commit", err)

@@ -83,7 +83,7 @@ func (db *DB) Import(ctx context.Context, src ImportSource, info ImportInfo) (Im
 	) ON COMMIT DROP`); err != nil {
 		return res, fmt.Errorf("postgres: import: staging table: %w", err)
 	}
-	rows := &stagingRows{src: src, hh: info.Format == preference.FormatHH, heldout: info.HeldoutFraction}
+	rows := &stagingRows{src: src, heldout: info.HeldoutFraction}
 	_, err = tx.CopyFrom(ctx, pgx.Identifier{"import_staging"},
 		[]string{"line", "labeler", "prompt", "prompt_sha", "prompt_norm", "prompt_split", "prompt_turns", "responses", "response_shas", "response_norms", "response_chars", "ranks", "content_sha", "flags", "order_known"}, rows)
 	res.Accepted, res.Flagged = rows.accepted, rows.flagged
@@ -174,7 +174,6 @@ func (db *DB) Import(ctx context.Context, src ImportSource, info ImportInfo) (Im
 // hashes as rows stream by.
 type stagingRows struct {
 	src      ImportSource
-	hh       bool    // HH transcripts: the prompts' turns are parsed
 	heldout  float64 // share of prompts held out
 	cur      preference.Record
 	err      error
@@ -218,14 +217,16 @@ func (s *stagingRows) Values() ([]any, error) {
 	}
 	content := r.ContentHash()
 	var turns any // NULL: a plain prompt
-	if s.hh {
-		if t, err := chat.ParseHHPrompt(r.Prompt); err == nil && len(t) > 0 {
-			b, err := json.Marshal(t)
-			if err != nil {
-				return nil, err
-			}
-			turns = b
+	// An HH transcript's prompt (of --format hh, or written into a pairwise
+	// or ranking file) keeps its text and gets its turns, as data import
+	// stores it, so that templates render the conversation, not the
+	// transcript inside a new one.
+	if t, err := chat.ParseHHPrompt(r.Prompt); err == nil {
+		b, err := json.Marshal(t)
+		if err != nil {
+			return nil, err
 		}
+		turns = b
 	}
 	split := string(dataset.SplitOf(r.Prompt, s.heldout))
 	return []any{r.Line, r.Labeler, r.Prompt, psum[:], pnorm[:], split, turns, r.Responses, shas, norms, chars, ranks, content[:], flags, r.OrderKnown}, nil

@@ -62,7 +62,8 @@ func (a *Activities) TrainRM(ctx context.Context, in StageInput) (StageResult, e
 		if err != nil {
 			return StageResult{}, err
 		}
-		demos, err := data.demonstrations(ctx, dataset.Train)
+		forDemos := *data // the stage's counts are of its comparisons
+		demos, err := forDemos.demonstrations(ctx, dataset.Train)
 		if err != nil {
 			return StageResult{}, err
 		}

@@ -138,6 +138,25 @@ func ParseHH(s string) ([]Message, error) {
 	return msgs, nil
 }
 
+// SplitHH splits an HH-RLHF pair into the shared prompt (up to and including
+// the last "\n\nAssistant:" that both transcripts share) and the two final
+// responses. mismatch is true when either transcript's own last assistant
+// turn starts elsewhere, i.e. the two transcripts do not share their prompt.
+func SplitHH(chosen, rejected string) (prompt, c, r string, mismatch, ok bool) {
+	common := 0
+	for common < len(chosen) && common < len(rejected) && chosen[common] == rejected[common] {
+		common++
+	}
+	cut := strings.LastIndex(chosen[:common], assistantTag)
+	if cut < 0 {
+		return "", "", "", false, false
+	}
+	end := cut + len(assistantTag)
+	prompt = chosen[:end]
+	mismatch = strings.LastIndex(chosen, assistantTag) != cut || strings.LastIndex(rejected, assistantTag) != cut
+	return prompt, chosen[end:], rejected[end:], mismatch, true
+}
+
 // ParseHHPrompt parses the prompt of an HH-RLHF transcript: the text up to
 // and including its last "\n\nAssistant:".
 func ParseHHPrompt(prompt string) ([]Message, error) {

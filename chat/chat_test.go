@@ -136,3 +136,10 @@ func FuzzParseHHPrompt(f *testing.F) {
 		}
 	})
 }
+
+func TestSplitHH(t *testing.T) {
+	p, c, r, mismatch, ok := SplitHH("\n\nHuman: a\n\nAssistant: yes", "\n\nHuman: a\n\nAssistant: no")
+	if !ok || mismatch || p != "\n\nHuman: a\n\nAssistant:" || c != " yes" || r != " no" {
+		t.Fatalf("SplitHH = %q %q %q %v %v", p, c, r, mismatch, ok)
+	}
+}

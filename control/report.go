@@ -85,6 +85,9 @@ func (c *Client) Report(ctx context.Context, run string) (Report, error) {
 		switch runstate.Stage(st.Name) {
 		case runstate.RM:
 			r.Summary["rm_accuracy"] = res.Metrics["accuracy"]
+			if n, ok := res.Metrics["heldout_pairs"]; ok {
+				r.Summary["rm_heldout_pairs"] = n
+			}
 		case runstate.Eval:
 			for k, v := range res.Metrics {
 				r.Summary[k] = v

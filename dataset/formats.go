@@ -530,18 +530,17 @@ func (rd *Reader) parseHH(obj map[string]json.RawMessage) ([]Example, []Problem)
 	// The prompt is the transcript up to its last assistant turn, the same
 	// cut as 'labels import --format hh' makes of a pair, so that both
 	// imports store the same prompt.
-	cut := strings.LastIndex(chosen, assistantTag)
+	var prompt string
+	ok := false
 	if rejected != "" && rejected != chosen {
-		common := 0
-		for common < len(chosen) && common < len(rejected) && chosen[common] == rejected[common] {
-			common++
-		}
-		cut = strings.LastIndex(chosen[:common], assistantTag)
+		prompt, _, _, _, ok = chat.SplitHH(chosen, rejected)
+	} else if cut := strings.LastIndex(chosen, assistantTag); cut >= 0 {
+		prompt, ok = chosen[:cut+len(assistantTag)], true
 	}
-	if cut < 0 {
+	if !ok {
 		return nil, []Problem{{Rule: RuleBadTranscript, Detail: `the chosen transcript has no "\n\nAssistant:" turn (shared with the rejected one), so there is no prompt`}}
 	}
-	end := cut + len(assistantTag)
+	end := len(prompt)
 	turns, err := chat.ParseHHPrompt(chosen[:end])
 	if err != nil {
 		return nil, []Problem{{Rule: RuleBadTranscript, Detail: "the chosen transcript's prompt: " + err.Error()}}

@@ -44,7 +44,7 @@ var rules = []struct {
 	{RuleBadTranscript, jsonl.Refuse, `an HH transcript has no "\n\nAssistant:" turn, or does not start with "\n\nHuman:"`},
 	{RuleEmptyPrompt, jsonl.Refuse, "the prompt is empty or blank"},
 	{RuleEmptyTarget, jsonl.Refuse, "a demonstration's target is empty or blank"},
-	{RuleTooLong, jsonl.Skip, "a prompt or target is longer than --max-chars"},
+	{RuleTooLong, jsonl.Skip, "a prompt or target is longer than --max-chars (with --all-turns: the whole line)"},
 }
 
 // Action is what the rule does (--skip-invalid, in the reader, turns

@@ -3,6 +3,7 @@ package preference
 import (
 	"errors"
 	"fmt"
+	"github.com/instructflow/instructflow/chat"
 	"io"
 	"strings"
 	"unicode/utf8"
@@ -270,28 +271,6 @@ func (rd *Reader) parsePairwise(raw []byte) (Record, []Problem) {
 	return rec, rd.check(rec)
 }
 
-// assistantTag starts an assistant turn in an HH-RLHF transcript.
-const assistantTag = "\n\nAssistant:"
-
-// SplitHH splits an HH-RLHF pair into the shared prompt (up to and including
-// the last "\n\nAssistant:" that both transcripts share) and the two final
-// responses. mismatch is true when either transcript's own last assistant
-// turn starts elsewhere, i.e. the two transcripts do not share their prompt.
-func SplitHH(chosen, rejected string) (prompt, c, r string, mismatch, ok bool) {
-	common := 0
-	for common < len(chosen) && common < len(rejected) && chosen[common] == rejected[common] {
-		common++
-	}
-	cut := strings.LastIndex(chosen[:common], assistantTag)
-	if cut < 0 {
-		return "", "", "", false, false
-	}
-	end := cut + len(assistantTag)
-	prompt = chosen[:end]
-	mismatch = strings.LastIndex(chosen, assistantTag) != cut || strings.LastIndex(rejected, assistantTag) != cut
-	return prompt, chosen[end:], rejected[end:], mismatch, true
-}
-
 func (rd *Reader) parseHH(raw []byte) (Record, []Problem) {
 	var v struct {
 		Chosen   *string `json:"chosen"`
@@ -309,7 +288,7 @@ func (rd *Reader) parseHH(raw []byte) (Record, []Problem) {
 	if *v.Chosen == *v.Rejected {
 		return Record{}, []Problem{{Rule: RuleIdenticalPair, Detail: "chosen and rejected transcripts are identical"}}
 	}
-	prompt, c, r, mismatch, ok := SplitHH(*v.Chosen, *v.Rejected)
+	prompt, c, r, mismatch, ok := chat.SplitHH(*v.Chosen, *v.Rejected)
 	if !ok {
 		return Record{}, []Problem{{Rule: RuleBadTranscript, Detail: `the transcripts share no "\n\nAssistant:" turn, so there is no prompt`}}
 	}

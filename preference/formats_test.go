@@ -305,13 +305,6 @@ func TestHHSample(t *testing.T) {
 	}
 }
 
-func TestSplitHH(t *testing.T) {
-	p, c, r, mismatch, ok := SplitHH("\n\nHuman: a\n\nAssistant: yes", "\n\nHuman: a\n\nAssistant: no")
-	if !ok || mismatch || p != "\n\nHuman: a\n\nAssistant:" || c != " yes" || r != " no" {
-		t.Fatalf("SplitHH = %q %q %q %v %v", p, c, r, mismatch, ok)
-	}
-}
-
 func FuzzRanking(f *testing.F)  { fuzzFormat(f, FormatRanking) }
 func FuzzPairwise(f *testing.F) { fuzzFormat(f, FormatPairwise) }
 func FuzzHH(f *testing.F)       { fuzzFormat(f, FormatHH) }

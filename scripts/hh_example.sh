@@ -3,7 +3,8 @@
 # sample (../shared/data/hh-rlhf, or the file given) as a dataset and as
 # labels, makes and imports a random-init GPT-2-BPE base model
 # (scripts/hf_gpt2.py, with Debian's python3-torch, installed when missing),
-# trains an independent judge (the reward model of run hh-judge, seed 2),
+# trains an independent judge (the reward model of run hh-judge, seed 2, on
+# the other half of the pairs),
 # then runs examples/hh.yaml (SFT -> RM on the imported pairs -> PPO -> eval
 # judged by both reward models) through Temporal with a worker of its own,
 # and prints the report with three samples. Needs a running stack
@@ -31,15 +32,23 @@ gunzip -c tokenizer/testdata/gpt2/merges.txt.gz >"$work/tok/merges.txt"
 	--n-positions 192 --dtype f32 --shards 1 --tokenizer "$work/tok" --seed 1
 "$if" model import gpt2-mini "$work/base"
 
-# The data: chosen transcripts as demonstrations (4 blank ones skipped),
-# the pairs as labels, a tenth of the prompts held out by their hash.
+# The data: chosen transcripts as demonstrations (4 with a blank chosen
+# response are skipped, and listed), a tenth of the prompts held out by
+# their hash. The pairs are split in two by line: the odd lines' labels
+# (labeler hh-a) train the run's reward model, the even lines' (hh-b) the
+# independent judge's, so that the judge has seen none of the run's labels.
 "$if" data import "$hh" --dataset hh --format hh --heldout-fraction 0.1 --skip-invalid
-"$if" labels import "$hh" --format hh --heldout-fraction 0.1
-"$if" labels snapshot hh-pairs --exclude-flagged
+gunzip -c "$hh" | awk 'NR % 2 == 1' >"$work/pairs-a.jsonl"
+gunzip -c "$hh" | awk 'NR % 2 == 0' >"$work/pairs-b.jsonl"
+"$if" labels import "$work/pairs-a.jsonl" --format hh --heldout-fraction 0.1 --labeler hh-a
+"$if" labels import "$work/pairs-b.jsonl" --format hh --heldout-fraction 0.1 --labeler hh-b
+"$if" labels snapshot hh-pairs --labeler hh-a --exclude-flagged
+"$if" labels snapshot hh-judge-pairs --labeler hh-b --exclude-flagged
 "$if" data show hh --model gpt2-mini --template hh
 
 "$if" worker >"$work/worker.log" 2>&1 &
 worker=$!
-"$if" run start -f examples/hh.yaml --set id=hh-judge --set seed=2 --set ppo.iterations=1 --set eval.samples=0 --wait >/dev/null
+"$if" run start -f examples/hh.yaml --set id=hh-judge --set seed=2 --set labels.snapshot=hh-judge-pairs \
+	--set ppo.iterations=1 --set eval.samples=0 --wait >/dev/null
 "$if" run start -f examples/hh.yaml --set eval.judge=hh-judge:rm --wait >/dev/null
 "$if" run report hh-1 --samples 3

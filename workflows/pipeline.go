@@ -177,7 +177,10 @@ func (p *pipeline) run(ctx workflow.Context) error {
 	in.PPO = ppo.Checkpoint
 	if s.Eval.Samples > 0 {
 		var timeout time.Duration
-		if s.Eval.Human { // the evaluation waits for people's labels, as label collection does
+		// The evaluation waits for people's labels, as label collection does.
+		// (No GetVersion: runs started before eval.human existed have it
+		// false and schedule the same commands as before.)
+		if s.Eval.Human {
 			in.Deadline, timeout = workflow.Now(ctx).Add(s.Labels.Deadline), s.Labels.Deadline+time.Hour
 		}
 		if _, err := p.stage(ctx, runstate.Eval, a.Evaluate, in, s.Queues.Eval, timeout); err != nil {

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/instructflow/instructflow/preference"
 	"io"
 	"maps"
 	"slices"
@@ -142,7 +143,12 @@ func writeReport(out io.Writer, r control.Report) error {
 	}
 	sum := r.Summary
 	if v, ok := sum["rm_accuracy"]; ok {
-		fmt.Fprintf(out, "reward model: held-out accuracy %.1f%% (pairs ordered as labeled)\n", 100*v)
+		if n := sum["rm_heldout_pairs"]; n > 0 {
+			lo, hi := preference.Wilson95(v, int64(n))
+			fmt.Fprintf(out, "reward model: held-out accuracy %.1f%% (95%% CI %.1f-%.1f%%, %.0f pairs ordered as labeled)\n", 100*v, 100*lo, 100*hi, n)
+		} else {
+			fmt.Fprintf(out, "reward model: held-out accuracy %.1f%% (pairs ordered as labeled)\n", 100*v)
+		}
 	}
 	for _, j := range []struct{ prefix, name, score string }{
 		{"rm_", "the run's reward model", "rm"}, {"judge_", "the independent judge (eval.judge)", "judge"}, {"", "the task's gold judge", "gold"},

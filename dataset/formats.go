@@ -574,6 +574,9 @@ func (rd *Reader) check(ex *Example) []Problem {
 	if strings.TrimSpace(ex.Prompt) == "" {
 		return []Problem{{Rule: RuleEmptyPrompt, Detail: "the prompt is empty"}}
 	}
+	if n := len(ex.Turns); n > 0 && strings.TrimSpace(ex.Turns[n-1].Content) == "" {
+		return []Problem{{Rule: RuleEmptyPrompt, Detail: "the prompt's last user turn is empty: there is nothing to answer"}}
+	}
 	for _, t := range texts {
 		if n := utf8.RuneCountInString(t.s); n > rd.opts.MaxChars {
 			probs = append(probs, Problem{Rule: RuleTooLong, Detail: fmt.Sprintf("%s has %d characters, over the limit of %d (--max-chars)", t.name, n, rd.opts.MaxChars)})

@@ -135,7 +135,7 @@ func TestBadFiles(t *testing.T) {
 			{5, RuleUnknownRole}, {6, RuleBadConversation}, {7, RuleNUL}, {8, RuleBadJSON}, {9, RuleMissingField}, {10, RuleBadConversation}},
 			`field "completion" is missing or null`},
 		{FormatMessages, Options{}, []problem{{2, RuleNoTarget}, {3, RuleNoTarget}, {4, RuleBadConversation}, {5, RuleMissingField},
-			{6, RuleEmptyTarget}, {7, RuleMissingField}, {8, RuleBadConversation}, {9, RuleMissingField}},
+			{6, RuleEmptyTarget}, {7, RuleMissingField}, {8, RuleBadConversation}, {9, RuleMissingField}, {10, RuleEmptyPrompt}},
 			`field "messages" ends with a user turn; a demonstration ends with the assistant turn it teaches`},
 		{FormatPrompt, Options{}, []problem{{2, RuleMissingField}, {3, RuleEmptyPrompt}, {4, RuleBadConversation}, {5, RuleMissingField}},
 			`field "prompt" is missing or null`},

@@ -1,11 +1,6 @@
 package dataset
 
-import (
-	"fmt"
-	"strings"
-
-	"github.com/instructflow/instructflow/internal/jsonl"
-)
+import "github.com/instructflow/instructflow/internal/jsonl"
 
 // Rule names one validation rule of the import.
 type Rule string
@@ -30,11 +25,7 @@ type Problem = jsonl.Problem[Rule]
 // Action is what a problem does to its row and file.
 type Action = jsonl.Action
 
-var rules = []struct {
-	rule   Rule
-	action Action
-	what   string
-}{
+var rules = jsonl.RuleTable[Rule]{
 	{RuleBadJSON, jsonl.Refuse, "the line is not a JSON object (or not UTF-8)"},
 	{RuleMissingField, jsonl.Refuse, "a required field is missing, null or of the wrong type"},
 	{RuleNUL, jsonl.Refuse, `a string holds a NUL character (\u0000), which Postgres text cannot store`},
@@ -42,27 +33,14 @@ var rules = []struct {
 	{RuleBadConversation, jsonl.Refuse, "a prompt's turns do not end with a user turn, a system turn is not first, or a completion is not one assistant turn"},
 	{RuleNoTarget, jsonl.Refuse, "a conversation imported as demonstrations does not end with an assistant turn"},
 	{RuleBadTranscript, jsonl.Refuse, `an HH transcript has no "\n\nAssistant:" turn, or does not start with "\n\nHuman:"`},
-	{RuleEmptyPrompt, jsonl.Refuse, "the prompt is empty or blank"},
+	{RuleEmptyPrompt, jsonl.Refuse, "the prompt, or its last user turn, is empty or blank"},
 	{RuleEmptyTarget, jsonl.Refuse, "a demonstration's target is empty or blank"},
 	{RuleTooLong, jsonl.Skip, "a prompt or target is longer than --max-chars (with --all-turns: the whole line)"},
 }
 
 // Action is what the rule does (--skip-invalid, in the reader, turns
 // refusals into skips).
-func (r Rule) Action() Action {
-	for _, x := range rules {
-		if x.rule == r {
-			return x.action
-		}
-	}
-	panic("dataset: unknown rule " + string(r))
-}
+func (r Rule) Action() Action { return rules.Action(r) }
 
 // RulesHelp is the table of rules for `data import --help`.
-func RulesHelp() string {
-	var b strings.Builder
-	for _, x := range rules {
-		fmt.Fprintf(&b, "  %-17s %-12s %s\n", x.rule, x.action, x.what)
-	}
-	return b.String()
-}
+func RulesHelp() string { return rules.Help() }

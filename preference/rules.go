@@ -1,11 +1,6 @@
 package preference
 
-import (
-	"fmt"
-	"strings"
-
-	"github.com/instructflow/instructflow/internal/jsonl"
-)
+import "github.com/instructflow/instructflow/internal/jsonl"
 
 // Rule names one validation rule of the import.
 type Rule string
@@ -40,11 +35,7 @@ const (
 	ActionFlag = jsonl.Flag
 )
 
-var rules = []struct {
-	rule   Rule
-	action Action
-	what   string
-}{
+var rules = jsonl.RuleTable[Rule]{
 	{RuleBadJSON, ActionRefuse, "the line is not a JSON object (or not UTF-8)"},
 	{RuleMissingField, ActionRefuse, "a required field is missing, null or of the wrong type"},
 	{RuleNUL, ActionRefuse, `a string holds a NUL character (\u0000), which Postgres text cannot store`},
@@ -62,23 +53,10 @@ var rules = []struct {
 
 // Action is what the rule does (--skip-invalid, in the reader, turns
 // refusals into skips).
-func (r Rule) Action() Action {
-	for _, x := range rules {
-		if x.rule == r {
-			return x.action
-		}
-	}
-	panic("preference: unknown rule " + string(r))
-}
+func (r Rule) Action() Action { return rules.Action(r) }
 
 // RulesHelp is the table of rules for `labels import --help`.
-func RulesHelp() string {
-	var b strings.Builder
-	for _, x := range rules {
-		fmt.Fprintf(&b, "  %-20s %-14s %s\n", x.rule, x.action, x.what)
-	}
-	return b.String()
-}
+func RulesHelp() string { return rules.Help() }
 
 // Problem is one thing wrong with one line of an import.
 type Problem = jsonl.Problem[Rule]

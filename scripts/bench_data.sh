@@ -10,8 +10,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 n="${1:-1000000}"
-url="${INSTRUCTFLOW_POSTGRES_URL:-postgres://instructflow:instructflow@127.0.0.1:5432/instructflow?sslmode=disable}"
-owner_url="${INSTRUCTFLOW_POSTGRES_OWNER_URL:-postgres://instructflow_owner:instructflow_owner@127.0.0.1:5432/instructflow?sslmode=disable}"
+. scripts/bench_dbs.sh
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 
@@ -19,17 +18,8 @@ go build -o "$work/instructflow" ./cmd/instructflow
 go run ./scripts/genrows -kind demos -n "$n" -jsonl "$work/demos.jsonl" -csv "$work/demos.csv"
 ls -l "$work/demos.jsonl" "$work/demos.csv" | awk '{print $5, $9}'
 
-base="${url%%\?*}"; base="${base%/*}"; query="${url#*\?}"
-obase="${owner_url%%\?*}"; obase="${obase%/*}"; oquery="${owner_url#*\?}"
-# The owner creates the databases and migrates them (not part of the timing).
-for db in bench_data_import bench_data_psql; do
-	psql "$owner_url" -qc "DROP DATABASE IF EXISTS $db WITH (FORCE)" -c "CREATE DATABASE $db"
-	INSTRUCTFLOW_POSTGRES_URL="$base/$db?$query" INSTRUCTFLOW_POSTGRES_OWNER_URL="$obase/$db?$oquery" "$work/instructflow" db migrate >/dev/null
-done
-import_url="$base/bench_data_import?$query"
-psql_url="$obase/bench_data_psql?$oquery"
+bench_dbs bench_data_import bench_data_psql
 
-now() { date +%s.%N; }
 t0=$(now)
 INSTRUCTFLOW_POSTGRES_URL="$import_url" "$work/instructflow" data import "$work/demos.jsonl" --dataset bench --format prompt-completion
 t1=$(now)
@@ -42,4 +32,4 @@ awk -v ti="$(echo "$t1 - $t0" | bc)" -v tp="$(echo "$t2 - $t1" | bc)" \
 	printf "rows %d: data import %.1fs (%d dataset rows), psql \\copy + SQL %.1fs (%d dataset rows)\n", n, ti, ci, tp, cp
 	printf "ratio psql/import = %.2f (target >= 0.8)\n", tp / ti
 }'
-for db in bench_data_import bench_data_psql; do psql "$owner_url" -qc "DROP DATABASE $db WITH (FORCE)"; done
+bench_dbs_drop

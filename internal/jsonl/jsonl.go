@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"strings"
 	"unicode/utf8"
 )
 
@@ -54,6 +55,37 @@ type Options struct {
 
 // DefaultMaxProblems is how many problems a reader keeps by default.
 const DefaultMaxProblems = 20
+
+// RuleTable lists an import's rules: what each does and means.
+type RuleTable[K ~string] []struct {
+	Rule   K
+	Action Action
+	What   string
+}
+
+// Action is what rule r does; a rule the table lacks is a programmer
+// error.
+func (t RuleTable[K]) Action(r K) Action {
+	for _, x := range t {
+		if x.Rule == r {
+			return x.Action
+		}
+	}
+	panic("jsonl: unknown rule " + string(r))
+}
+
+// Help is the table as an import's --help lists it.
+func (t RuleTable[K]) Help() string {
+	wr, wa := 0, 0
+	for _, x := range t {
+		wr, wa = max(wr, len(x.Rule)), max(wa, len(x.Action))
+	}
+	var b strings.Builder
+	for _, x := range t {
+		fmt.Fprintf(&b, "  %-*s %-*s %s\n", wr+1, x.Rule, wa+1, x.Action, x.What)
+	}
+	return b.String()
+}
 
 // ErrRefused is returned by Next when a problem refuses the file: at that
 // problem, or at the end of the file with KeepReading.

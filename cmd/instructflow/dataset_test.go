@@ -31,7 +31,7 @@ func TestDataCommands(t *testing.T) {
 		t.Fatalf("bad file: %v\nstdout %s\nstderr %s", err, out, stderr)
 	}
 	_, stderr, err = runCLI(t, "data", "import", bad, "--dataset", "chat", "--format", "messages", "--dry-run")
-	if err == nil || !strings.Contains(err.Error(), "dry run: the file would be refused: 8 problems") || !strings.Contains(stderr, "line 9: missing_field") {
+	if err == nil || !strings.Contains(err.Error(), "dry run: the file would be refused: 9 problems") || !strings.Contains(stderr, "line 9: missing_field") {
 		t.Fatalf("dry run: %v\n%s", err, stderr)
 	}
 

@@ -65,7 +65,7 @@ type judge struct {
 	wins  float64
 	ties  int
 	sum   [2]float64 // of the scores of SFT's and PPO's responses
-	cut   int        // prompts cut from the left to fit the judge's context
+	cut   int        // responses (SFT and PPO) scored with their prompt cut to the judge's context
 }
 
 // Evaluate compares the PPO policy with the SFT policy on held-out
@@ -185,7 +185,7 @@ func (a *Activities) Evaluate(ctx context.Context, in StageInput) (StageResult, 
 			m[prefix+"win_rate"], m[prefix+"win_low"], m[prefix+"win_high"], m[prefix+"ties"] = rate, lo, hi, float64(j.ties)
 			m["sft_"+j.name], m["ppo_"+j.name] = j.sum[0]/float64(cmp.Samples), j.sum[1]/float64(cmp.Samples)
 			if j.name != "gold" {
-				m[j.name+"_prompts_cut"] = float64(j.cut)
+				m[j.name+"_responses_cut"] = float64(j.cut)
 			}
 		}
 		if human != nil {
@@ -350,7 +350,7 @@ func (h *humanEval) verdict(name string, labels []postgres.ItemRanks, items int,
 	ties := 0
 	for _, l := range labels {
 		if l.Item < 0 || l.Item >= len(h.ppo) || len(l.Ranks) != 2 || len(l.Responses) != 2 {
-			return fmt.Errorf("eval: batch %s has a comparison of item %d with %d ranks, not one of its pairs", name, l.Item, len(l.Ranks))
+			return fmt.Errorf("eval: batch %s has a comparison of item %d with %d ranks of %d responses, not one of its pairs", name, l.Item, len(l.Ranks), len(l.Responses))
 		}
 		side := slices.IndexFunc(l.Responses, func(sum []byte) bool { return bytes.Equal(sum, h.ppo[l.Item][:]) })
 		if side < 0 {

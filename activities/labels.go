@@ -40,7 +40,10 @@ func (a *Activities) CollectLabels(ctx context.Context, in StageInput) (StageRes
 				b, err = a.createBatch(ctx, t, s, data, name, in.SFT, in.Deadline)
 				return err
 			})
-		case err == nil: // a retried attempt: the counts of the prompts the batch was sampled from
+		case err == nil:
+			// A retried attempt finds the batch; it reads the prompts again
+			// (no sampling) only to report the counts of the rows cut and
+			// dropped, as the attempt that sampled them did.
 			for _, split := range []dataset.Split{dataset.Train, dataset.Heldout} {
 				if _, err = data.prompts(ctx, split, s.Labels.MaxNewTokens); err != nil {
 					break

@@ -365,6 +365,15 @@ func (rd *Reader) prompt(turns []chat.Message, where string) (Example, []Problem
 	}
 	ex := Example{}
 	ex.Prompt, ex.Turns = chat.Identity(turns)
+	if ex.Turns == nil {
+		// One user turn that is itself an HH transcript (a string prompt of
+		// TRL data made from HH, most often) keeps its text and gets its
+		// turns, as --format hh stores it: templates render the
+		// conversation, not the transcript inside a new one.
+		if t, err := chat.ParseHHPrompt(ex.Prompt); err == nil {
+			ex.Turns = t
+		}
+	}
 	return ex, nil
 }
 
@@ -382,19 +391,13 @@ func (rd *Reader) parsePromptCompletion(obj map[string]json.RawMessage) ([]Examp
 	if probs != nil {
 		return nil, probs
 	}
-	var ex Example
-	if t, err := chat.ParseHHPrompt(deref(p.s)); err == nil {
-		// An HH transcript as a string keeps its text, with its turns, as
-		// --format hh stores it: templates render the conversation.
-		ex = Example{Prompt: *p.s, Turns: t}
-	} else {
-		turns := p.turns
-		if p.s != nil {
-			turns = []chat.Message{{Role: chat.User, Content: *p.s}}
-		}
-		if ex, probs = rd.prompt(turns, "field "+fmt.Sprintf("%q", rd.opts.PromptKey)); probs != nil {
-			return nil, probs
-		}
+	turns := p.turns
+	if p.s != nil {
+		turns = []chat.Message{{Role: chat.User, Content: *p.s}}
+	}
+	ex, probs := rd.prompt(turns, "field "+fmt.Sprintf("%q", rd.opts.PromptKey))
+	if probs != nil {
+		return nil, probs
 	}
 	if rd.opts.Format == FormatPrompt || rd.opts.Kind == Prompt {
 		return []Example{ex}, nil
@@ -417,13 +420,6 @@ func (rd *Reader) parsePromptCompletion(obj map[string]json.RawMessage) ([]Examp
 	}
 	ex.Target = c.turns[0].Content
 	return []Example{ex}, requireTarget(ex.Target, fmt.Sprintf("field %q", rd.opts.CompletionKey))
-}
-
-func deref(s *string) string {
-	if s == nil {
-		return ""
-	}
-	return *s
 }
 
 // requireTarget refuses an empty target: a demonstration of nothing.

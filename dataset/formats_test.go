@@ -276,16 +276,25 @@ func TestContentHash(t *testing.T) {
 func TestHHTranscriptString(t *testing.T) {
 	in := `{"prompt": "\n\nHuman: a\n\nAssistant: b\n\nHuman: c\n\nAssistant:", "completion": " d"}
 {"prompt": "Say \"\n\nAssistant:\"", "completion": "x"}
+{"prompt": [{"role": "user", "content": "\n\nHuman: a\n\nAssistant: b\n\nHuman: c\n\nAssistant:"}], "completion": " d"}
+{"prompt": "Be brief.\n\nHuman: c\n\nAssistant:", "completion": " d"}
 `
 	got, _, err := readAll(t, strings.NewReader(in), Options{Format: FormatPromptCompletion})
 	if err != nil {
 		t.Fatal(err)
 	}
 	want := []chat.Message{{Role: chat.User, Content: "a"}, {Role: chat.Assistant, Content: "b"}, {Role: chat.User, Content: "c"}}
-	if len(got) != 2 || got[0].Prompt != "\n\nHuman: a\n\nAssistant: b\n\nHuman: c\n\nAssistant:" || !reflect.DeepEqual(got[0].Turns, want) {
+	if len(got) != 4 || got[0].Prompt != "\n\nHuman: a\n\nAssistant: b\n\nHuman: c\n\nAssistant:" || !reflect.DeepEqual(got[0].Turns, want) {
 		t.Fatalf("got %+v", got)
 	}
 	if got[1].Turns != nil || got[1].Prompt != "Say \"\n\nAssistant:\"" {
 		t.Errorf("a plain prompt: %+v", got[1])
+	}
+	if got[2].Prompt != got[0].Prompt || !reflect.DeepEqual(got[2].Turns, want) {
+		t.Errorf("the transcript as one user turn is stored otherwise than as a string: %+v", got[2])
+	}
+	// Text before the first "Human:" is the transcript's system turn.
+	if w := []chat.Message{{Role: chat.System, Content: "Be brief."}, {Role: chat.User, Content: "c"}}; !reflect.DeepEqual(got[3].Turns, w) {
+		t.Errorf("a transcript with a preamble: %+v", got[3])
 	}
 }

@@ -36,10 +36,11 @@ gunzip -c tokenizer/testdata/gpt2/merges.txt.gz >"$work/tok/merges.txt"
 # response are skipped, and listed), a tenth of the prompts held out by
 # their hash. The pairs are split in two by line: the odd lines' labels
 # (labeler hh-a) train the run's reward model, the even lines' (hh-b) the
-# independent judge's, so that the judge has seen none of the run's labels.
+# independent judge's, so that the judge has seen none of the run's
+# preference labels (both runs' SFT imitate the same chosen responses).
 "$if" data import "$hh" --dataset hh --format hh --heldout-fraction 0.1 --skip-invalid
-gunzip -c "$hh" | awk 'NR % 2 == 1' >"$work/pairs-a.jsonl"
-gunzip -c "$hh" | awk 'NR % 2 == 0' >"$work/pairs-b.jsonl"
+gzip -cdf "$hh" | awk 'NR % 2 == 1' >"$work/pairs-a.jsonl"
+gzip -cdf "$hh" | awk 'NR % 2 == 0' >"$work/pairs-b.jsonl"
 "$if" labels import "$work/pairs-a.jsonl" --format hh --heldout-fraction 0.1 --labeler hh-a
 "$if" labels import "$work/pairs-b.jsonl" --format hh --heldout-fraction 0.1 --labeler hh-b
 "$if" labels snapshot hh-pairs --labeler hh-a --exclude-flagged
@@ -51,4 +52,5 @@ worker=$!
 "$if" run start -f examples/hh.yaml --set id=hh-judge --set seed=2 --set labels.snapshot=hh-judge-pairs \
 	--set ppo.iterations=1 --set eval.samples=0 --wait >/dev/null
 "$if" run start -f examples/hh.yaml --set eval.judge=hh-judge:rm --wait >/dev/null
+"$if" run report hh-judge | grep '^reward model:' | sed 's/^/judge (hh-judge) /'
 "$if" run report hh-1 --samples 3

@@ -295,18 +295,19 @@ func batchLabelHash(batch string, l BatchLabel) [32]byte {
 type ItemRanks struct {
 	Item      int
 	Ranks     []int16
-	Responses [][]byte // SHA-256 of each response, in the shown order
+	Responses [][]byte // SHA-256 of each response, in the comparison's order (Ranks')
 }
 
 // BatchRanks returns the comparisons in force (not superseded) of a
 // batch's items, by item and then comparison id.
 func (db *DB) BatchRanks(ctx context.Context, name string) ([]ItemRanks, error) {
+	// The responses in the comparison's own order, which its ranks follow:
+	// a labeling tool may show a pair in another order than the item's.
 	rows, err := db.pool.Query(ctx, `SELECT c.batch_item, c.ranks,
 		        (SELECT array_agg(r.sha256 ORDER BY u.ord)
-		           FROM unnest(i.response_ids) WITH ORDINALITY AS u (rid, ord) JOIN responses r ON r.id = u.rid)
+		           FROM unnest(c.response_ids) WITH ORDINALITY AS u (rid, ord) JOIN responses r ON r.id = u.rid)
 		 FROM current_comparisons c
 		 JOIN labeling_batches b ON b.id = c.batch_id
-		 JOIN labeling_batch_items i ON i.batch_id = c.batch_id AND i.item = c.batch_item
 		 WHERE b.name = $1 ORDER BY c.batch_item, c.id`, name)
 	if err != nil {
 		return nil, fmt.Errorf("postgres: ranks of batch %s: %w", name, err)

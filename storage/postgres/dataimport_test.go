@@ -147,3 +147,36 @@ func TestImportDatasetFillsTurns(t *testing.T) {
 		t.Fatalf("%d responses; the demonstration is the labels' chosen response, want 2", n)
 	}
 }
+
+// TestPairwiseHHPromptGetsTurns: a pairwise file whose prompts are HH
+// transcripts (TRL's HH-derived data) stores them with their turns, as
+// --format hh does; other prompts get none.
+func TestPairwiseHHPromptGetsTurns(t *testing.T) {
+	db := openFresh(t)
+	ctx := context.Background()
+	const pairs = `{"prompt": "\n\nHuman: Hi\n\nAssistant:", "chosen": " Hello.", "rejected": " Go away.", "labeler": "ada"}
+{"prompt": "upper a=", "chosen": "A", "rejected": "a", "labeler": "ada"}
+`
+	rd, err := preference.NewReader(strings.NewReader(pairs), preference.FormatPairwise, preference.ReaderOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.Import(ctx, rd, ImportInfo{Name: "pairs", Format: preference.FormatPairwise}); err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]string{}
+	rows, err := db.pool.Query(ctx, "SELECT text, coalesce(turns::text, 'NULL') FROM prompts")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for rows.Next() {
+		var text, turns string
+		if err := rows.Scan(&text, &turns); err != nil {
+			t.Fatal(err)
+		}
+		got[text] = turns
+	}
+	if got["\n\nHuman: Hi\n\nAssistant:"] != `[{"role": "user", "content": "Hi"}]` || got["upper a="] != "NULL" {
+		t.Errorf("prompts' turns %q", got)
+	}
+}

@@ -1,7 +1,9 @@
 package postgres
 
 import (
+	"bytes"
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"slices"
@@ -219,6 +221,42 @@ func TestCreateBatchFromParts(t *testing.T) {
 		}
 		if _, err := db.GetBatch(ctx, batch); !errors.Is(err, errkind.NotFound) {
 			t.Errorf("%s: batch left behind (%v)", name, err)
+		}
+	}
+}
+
+// TestBatchRanksFollowTheComparison: a labeling tool may record a pair in
+// another order than the item's; BatchRanks gives each comparison's
+// responses in its own order, the one its ranks follow.
+func TestBatchRanksFollowTheComparison(t *testing.T) {
+	db := openFresh(t)
+	ctx := context.Background()
+	if err := db.CreateRun(ctx, "r1", []byte(`{}`)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.CreateBatch(ctx, "r1-eval", "r1", time.Now().Add(time.Hour), []BatchItem{{Item: 0, Prompt: "upper a=", Responses: []string{"A", "a"}}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.AddLabels(ctx, "r1-eval", "human", []BatchLabel{{Item: 0, Labeler: "ada", Ranks: []int{1, 2}}}); err != nil {
+		t.Fatal(err)
+	}
+	// Another tool shows the pair reversed and records it so: "A" is still best.
+	h := sha256.Sum256([]byte("reversed"))
+	if _, err := db.pool.Exec(ctx, `WITH l AS (INSERT INTO labelers (name) VALUES ('bo') RETURNING id)
+		INSERT INTO comparisons (prompt_id, labeler_id, response_ids, ranks, content_sha256, batch_id, batch_item)
+		SELECT i.prompt_id, l.id, ARRAY[i.response_ids[2], i.response_ids[1]], '{2,1}', $1, i.batch_id, 0
+		FROM labeling_batch_items i, l`, h[:]); err != nil {
+		t.Fatal(err)
+	}
+	got, err := db.BatchRanks(ctx, "r1-eval")
+	if err != nil || len(got) != 2 {
+		t.Fatalf("ranks %+v %v", got, err)
+	}
+	best := sha256.Sum256([]byte("A"))
+	for _, c := range got {
+		i := slices.Index(c.Ranks, 1)
+		if i < 0 || !bytes.Equal(c.Responses[i], best[:]) {
+			t.Errorf("comparison %+v: the best response is not %q", c, "A")
 		}
 	}
 }

@@ -206,9 +206,9 @@ type querier interface {
 func snapshotRows(ctx context.Context, q querier, ids []int64, fn func(ExportRow) error) error {
 	rows, err := q.Query(ctx, `
 		SELECT c.id, p.text,
-		       (SELECT array_agg(r.text ORDER BY u.ord)
+		       (SELECT coalesce(array_agg(r.text ORDER BY u.ord), '{}')
 		          FROM unnest(c.response_ids) WITH ORDINALITY AS u (rid, ord)
-		          JOIN responses r ON r.id = u.rid),
+		          JOIN responses r ON r.id = u.rid AND r.prompt_id = c.prompt_id),
 		       c.ranks, l.name, p.split, c.response_ids, p.turns
 		FROM unnest($1::bigint[]) AS s (id)
 		JOIN comparisons c ON c.id = s.id
@@ -227,6 +227,12 @@ func snapshotRows(ctx context.Context, q querier, ids []int64, fn func(ExportRow
 		}
 		if r.Turns, err = parseTurns(turns); err != nil {
 			return fmt.Errorf("comparison %d: %w", r.ID, err)
+		}
+		// Stored before the database refused them (migration 008): a
+		// response that is missing or another prompt's is not trained on.
+		if len(r.Responses) != len(r.ResponseIDs) || len(r.Ranks) != len(r.ResponseIDs) {
+			return errkind.BadInputf("comparison %d (labeler %s): %d of its %d response ids name responses to its prompt, with %d ranks; it cannot be trained on: make a snapshot without it (e.g. --exclude-labeler %s)",
+				r.ID, r.Labeler, len(r.Responses), len(r.ResponseIDs), len(r.Ranks), r.Labeler)
 		}
 		if err := fn(r); err != nil {
 			return err

@@ -306,6 +306,10 @@ func (rd *Reader) check(rec Record) []Problem {
 	var probs []Problem
 	if strings.TrimSpace(rec.Prompt) == "" {
 		probs = append(probs, Problem{Rule: RuleEmptyPrompt, Detail: "the prompt is empty"})
+	} else if turns, err := chat.ParseHHPrompt(rec.Prompt); err == nil && strings.TrimSpace(turns[len(turns)-1].Content) == "" {
+		// As data import refuses it: an HH prompt whose last human turn is
+		// blank asks nothing.
+		probs = append(probs, Problem{Rule: RuleEmptyPrompt, Detail: "the prompt's last human turn is empty: there is nothing to answer"})
 	}
 	if n := utf8.RuneCountInString(rec.Prompt); n > rd.opts.MaxChars {
 		probs = append(probs, Problem{Rule: RuleTooLong, Detail: fmt.Sprintf("prompt has %d characters, over the limit of %d", n, rd.opts.MaxChars)})

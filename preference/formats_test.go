@@ -74,6 +74,7 @@ func TestRules(t *testing.T) {
 		{"hh identical", FormatHH, `{"chosen":"\n\nHuman: x\n\nAssistant: y","rejected":"\n\nHuman: x\n\nAssistant: y"}`, RuleIdenticalPair, ActionRefuse},
 		{"hh no assistant", FormatHH, `{"chosen":"\n\nHuman: x","rejected":"\n\nHuman: y"}`, RuleBadTranscript, ActionRefuse},
 		{"empty prompt", FormatPairwise, `{"prompt":"  ","chosen":"a","rejected":"b"}`, RuleEmptyPrompt, ActionRefuse},
+		{"empty last human turn", FormatHH, `{"chosen":"\n\nHuman:  \n\nAssistant: a","rejected":"\n\nHuman:  \n\nAssistant: b"}`, RuleEmptyPrompt, ActionRefuse},
 		{"too long", FormatPairwise, `{"prompt":"p","chosen":"` + long + `","rejected":"b"}`, RuleTooLong, ActionSkip},
 		{"empty response", FormatPairwise, `{"prompt":"p","chosen":" ","rejected":"b"}`, RuleEmptyResponse, ActionFlag},
 		{"NUL in prompt", FormatRanking, `{"prompt":"p\u0000","responses":["a","b"],"ranking":[0,1],"labeler":"l"}`, RuleNUL, ActionRefuse},

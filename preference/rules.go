@@ -45,7 +45,7 @@ var rules = jsonl.RuleTable[Rule]{
 	{RuleDuplicateResponses, ActionRefuse, "two responses of one ranking are identical"},
 	{RuleIdenticalPair, ActionRefuse, "chosen is identical to rejected"},
 	{RuleBadTranscript, ActionRefuse, `HH transcripts share no "\n\nAssistant:" turn`},
-	{RuleEmptyPrompt, ActionRefuse, "the prompt is empty or blank"},
+	{RuleEmptyPrompt, ActionRefuse, "the prompt, or an HH prompt's last human turn, is empty or blank"},
 	{RuleTooLong, ActionSkip, "a prompt or response is longer than --max-chars"},
 	{RuleEmptyResponse, ActionFlag, "a response is empty or blank"},
 	{RulePromptMismatch, ActionFlag, "HH transcripts do not share their prompt (their last assistant turns start at different places)"},

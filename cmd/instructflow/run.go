@@ -15,7 +15,7 @@ func newRunCmd(a *app) *cobra.Command {
 		Short: "Launch, follow, pause, approve, cancel, resume and report pipeline runs",
 	}
 	cmd.AddCommand(newRunStartCmd(a), newRunResumeCmd(a), newRunStatusCmd(a), newRunWatchCmd(a),
-		newRunListCmd(a), newRunReportCmd(a), newRunCancelCmd(a),
+		newRunListCmd(a), newRunReportCmd(a), newRunPlotsCmd(a), newRunCancelCmd(a),
 		newRunUpdateCmd(a, "pause", workflows.PauseUpdate, "Pause a run: the running stage stops now and continues from its last checkpoint on unpause"),
 		newRunUpdateCmd(a, "unpause", workflows.UnpauseUpdate, "Continue a paused run"),
 		newRunUpdateCmd(a, "approve", workflows.ApproveUpdate, "Let a run waiting at its gate start PPO"))

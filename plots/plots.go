@@ -1,5 +1,6 @@
-// Package plots draws a run's training curves as SVG from the metrics its
-// stages recorded, for `instructflow run plots` and the dashboard: SFT
+// Package plots draws a run's training curves (SVG or PNG) from the
+// metrics its stages recorded, for `instructflow run plots` and the
+// dashboard: SFT
 // train and held-out loss; RM loss and held-out accuracy; PPO score, KL,
 // beta, clip fraction, entropy and response length per iteration.
 package plots
@@ -8,6 +9,7 @@ import (
 	"bytes"
 	"cmp"
 	"fmt"
+	"math"
 	"slices"
 
 	"gonum.org/v1/plot"
@@ -67,10 +69,19 @@ func Draw(c Chart, ms []Metric, format string) (img []byte, ok bool, err error) 
 	p.Legend.Top = true
 	for i, name := range c.Metrics {
 		var pts plotter.XYs
+		skipped := 0
 		for _, m := range ms {
-			if m.Name == name {
+			switch {
+			case m.Name != name:
+			case math.IsNaN(m.Value) || math.IsInf(m.Value, 0):
+				skipped++ // a diverged loss: the curve shows the rest, the legend says so
+			default:
 				pts = append(pts, plotter.XY{X: float64(m.Step), Y: m.Value})
 			}
+		}
+		label := name
+		if skipped > 0 {
+			label = fmt.Sprintf("%s (%d non-finite left out)", name, skipped)
 		}
 		if len(pts) == 0 {
 			continue
@@ -91,7 +102,7 @@ func Draw(c Chart, ms []Metric, format string) (img []byte, ok bool, err error) 
 			dot.Color = line.Color
 			p.Add(dot)
 		}
-		p.Legend.Add(name, line)
+		p.Legend.Add(label, line)
 		ok = true
 	}
 	if !ok {

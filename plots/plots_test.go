@@ -5,6 +5,7 @@ import (
 	"encoding/xml"
 	"errors"
 	"io"
+	"math"
 	"slices"
 	"strings"
 	"testing"
@@ -18,7 +19,8 @@ func TestDraw(t *testing.T) {
 	for step := int64(10); step >= 1; step-- { // out of order: drawn by step
 		ms = append(ms, Metric{Step: step, Name: "loss", Value: 3 / float64(step)})
 	}
-	ms = append(ms, Metric{Step: 10, Name: "heldout_loss", Value: 0.5}, Metric{Step: 10, Name: "tokens", Value: 99})
+	ms = append(ms, Metric{Step: 10, Name: "heldout_loss", Value: 0.5}, Metric{Step: 10, Name: "tokens", Value: 99},
+		Metric{Step: 11, Name: "loss", Value: math.NaN()}, Metric{Step: 12, Name: "loss", Value: math.Inf(1)})
 	svg, ok, err := Draw(Charts[0], ms, "svg")
 	if err != nil || !ok {
 		t.Fatalf("SVG: %v %v", ok, err)
@@ -38,7 +40,7 @@ func TestDraw(t *testing.T) {
 		}
 	}
 	all := strings.Join(texts, "|")
-	for _, want := range []string{"SFT: cross-entropy", "step", "nats per target token", "loss", "heldout_loss"} {
+	for _, want := range []string{"SFT: cross-entropy", "step", "nats per target token", "loss (2 non-finite left out)", "heldout_loss"} {
 		if !strings.Contains(all, want) {
 			t.Errorf("the SVG's text lacks %q: %s", want, all)
 		}

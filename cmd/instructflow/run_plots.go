@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"io"
@@ -36,7 +37,8 @@ func newRunPlotsCmd(a *app) *cobra.Command {
 				return err
 			}
 			byStage := map[string][]plots.Metric{}
-			var written []string
+			written := []string{}
+			dir := cmp.Or(dir, ".")
 			for _, c := range plots.Charts {
 				ms, ok := byStage[c.Stage]
 				if !ok {
@@ -62,6 +64,9 @@ func newRunPlotsCmd(a *app) *cobra.Command {
 				}
 				path := filepath.Join(dir, c.Stage+"-"+c.Name+"."+format)
 				if err := writeOut(cmd, path, func(w io.Writer) error { _, err := w.Write(img); return err }); err != nil {
+					return fmt.Errorf("run plots: %w", err)
+				}
+				if err := os.Chmod(path, 0o644); err != nil { // an image to serve and share, not the temporary file's 0600
 					return fmt.Errorf("run plots: %w", err)
 				}
 				written = append(written, path)

@@ -36,12 +36,30 @@ func TestForeignResponsesRefused(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), fmt.Sprintf("response %d is not a response to prompt %d", b.ResponseIDs[1], a.PromptID)) {
 		t.Fatalf("a comparison with another prompt's response: %v", err)
 	}
+	if !errors.Is(translate(err), errkind.BadInput) {
+		t.Errorf("the refusal is not bad input: %v", translate(err))
+	}
 	if _, err := db.pool.Exec(ctx, `INSERT INTO labeling_batches (name) VALUES ('b1')`); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := db.pool.Exec(ctx, `INSERT INTO labeling_batch_items (batch_id, item, prompt_id, response_ids)
 		SELECT id, 0, $1, $2 FROM labeling_batches`, a.PromptID, forged); err == nil {
 		t.Fatal("a batch item with another prompt's response was stored")
+	}
+	// A label of a batch item ranks what the item shows: its prompt's
+	// other responses, or another prompt, are refused.
+	if _, err := db.pool.Exec(ctx, `INSERT INTO labeling_batch_items (batch_id, item, prompt_id, response_ids)
+		SELECT id, 0, $1, $2 FROM labeling_batches`, a.PromptID, a.ResponseIDs); err != nil {
+		t.Fatal(err)
+	}
+	label := `INSERT INTO comparisons (prompt_id, labeler_id, response_ids, ranks, content_sha256, source, batch_id, batch_item)
+		SELECT $1, $2, $3, '{1,2}', $4, 't', id, 0 FROM labeling_batches`
+	h2 := sha256.Sum256([]byte("of the item"))
+	if _, err := db.pool.Exec(ctx, label, b.PromptID, b.LabelerID, b.ResponseIDs, h2[:]); err == nil || !strings.Contains(err.Error(), "ranks other responses than the item shows") {
+		t.Errorf("a label of item 0 ranking another prompt: %v", err)
+	}
+	if _, err := db.pool.Exec(ctx, label, a.PromptID, a.LabelerID, []int64{a.ResponseIDs[1], a.ResponseIDs[0]}, h2[:]); err != nil {
+		t.Errorf("a label of item 0 in another shown order: %v", err)
 	}
 
 	// A forgery from before the check: the owner stores one with the

@@ -109,6 +109,8 @@ func translate(err error) error {
 		return errkind.NotFound
 	case errors.As(err, &pgErr) && pgErr.Code == "23001": // restrict_violation from refuse_change()
 		return fmt.Errorf("%s: %w", pgErr.Message, errkind.Immutable)
+	case errors.As(err, &pgErr) && pgErr.Code == "IFR01": // refuse_foreign_responses(): responses not of the prompt
+		return errkind.BadInputf("%s", pgErr.Message)
 	}
 	return err
 }

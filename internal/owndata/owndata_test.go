@@ -2,13 +2,11 @@ package owndata
 
 import (
 	"bufio"
-	"bytes"
 	"encoding/json"
 	"flag"
 	"fmt"
 	"math"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -100,22 +98,8 @@ func TestRunOnImportedData(t *testing.T) {
 	if *presetFlag == "tiny" {
 		preset, prompts = "tiny", tasks.DataPrompts
 	}
-	testenv.Config(t)
-	dbURL := testenv.FreshDatabase(t)
-	queue := "owndata-" + time.Now().Format("150405.000")
-	env := append(os.Environ(), "INSTRUCTFLOW_POSTGRES_URL="+dbURL, "INSTRUCTFLOW_TEMPORAL_TASK_QUEUE="+queue)
-	bin := testenv.BuildCLI(t)
-	cli := func(args ...string) string {
-		t.Helper()
-		cmd := exec.Command(bin, args...)
-		cmd.Env = env
-		var out, errw bytes.Buffer
-		cmd.Stdout, cmd.Stderr = &out, &errw
-		if err := cmd.Run(); err != nil {
-			t.Fatalf("instructflow %s: %v\n%s%s", strings.Join(args, " "), err, out.String(), errw.String())
-		}
-		return out.String()
-	}
+	c := testenv.NewCLI(t, "owndata")
+	cli := c.Run
 	name := "demo" + strings.ReplaceAll(time.Now().Format("150405.000"), ".", "")
 	files := demoFiles(t, t.TempDir(), prompts)
 	for _, split := range []string{"train", "heldout"} {
@@ -125,30 +109,14 @@ func TestRunOnImportedData(t *testing.T) {
 	cli("labels", "import", files["pairs"], "--format", "pairwise")
 	cli("labels", "snapshot", name+"-pairs")
 
-	worker := exec.Command(bin, "worker")
-	worker.Env = env
-	wlog, err := os.Create(filepath.Join(t.TempDir(), "worker.log"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	worker.Stdout, worker.Stderr = wlog, wlog
-	if err := worker.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = worker.Process.Kill(); _ = worker.Wait() })
+	c.Start("worker.log", "worker")
 	// The human evaluation's batch is answered by 'labels simulate' with
 	// the demo task's reliable simulated labelers only (--unreliable 0):
 	// people who judge as the gold judge does, up to their noise, so that
 	// their win rate measures what the gold judge's does. (The unreliable
 	// ones would pull it towards one half.)
 	run := "own-" + name
-	labeler := exec.Command(bin, "labels", "simulate", "--run", run, "--unreliable", "0", "--wait", "1h")
-	labeler.Env = env
-	labeler.Stdout, labeler.Stderr = wlog, wlog
-	if err := labeler.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = labeler.Process.Kill(); _ = labeler.Wait() })
+	c.Start("labeler.log", "labels", "simulate", "--run", run, "--unreliable", "0", "--wait", "1h")
 
 	specFile := filepath.Join(t.TempDir(), "run.yaml")
 	if err := os.WriteFile(specFile, []byte(fmt.Sprintf(runSpec, name, preset)), 0o644); err != nil {

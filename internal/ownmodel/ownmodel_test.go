@@ -37,21 +37,8 @@ retry: {heartbeat_timeout: 10s, max_interval: 5s}
 func TestRunFromImportedModel(t *testing.T) {
 	cfg := testenv.Config(t)
 	ctx := context.Background()
-	dbURL := testenv.FreshDatabase(t)
-	queue := "ownmodel-" + time.Now().Format("150405.000")
-	env := append(os.Environ(), "INSTRUCTFLOW_POSTGRES_URL="+dbURL, "INSTRUCTFLOW_TEMPORAL_TASK_QUEUE="+queue)
-	bin := testenv.BuildCLI(t)
-	cli := func(args ...string) string {
-		t.Helper()
-		cmd := exec.Command(bin, args...)
-		cmd.Env = env
-		var out, errw bytes.Buffer
-		cmd.Stdout, cmd.Stderr = &out, &errw
-		if err := cmd.Run(); err != nil {
-			t.Fatalf("instructflow %s: %v\n%s%s", strings.Join(args, " "), err, out.String(), errw.String())
-		}
-		return out.String()
-	}
+	c := testenv.NewCLI(t, "ownmodel")
+	cli, dbURL := c.Run, c.DBURL
 
 	// Model names are keys in the shared bucket: one of this test's own.
 	name := "tiny-" + strings.ReplaceAll(time.Now().Format("150405.000000"), ".", "")
@@ -67,17 +54,7 @@ func TestRunFromImportedModel(t *testing.T) {
 	}
 	cli("data", "load-demo")
 
-	worker := exec.Command(bin, "worker")
-	worker.Env = env
-	wlog, err := os.Create(filepath.Join(t.TempDir(), "worker.log"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	worker.Stdout, worker.Stderr = wlog, wlog
-	if err := worker.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = worker.Process.Kill(); _ = worker.Wait() })
+	c.Start("worker.log", "worker")
 
 	db, err := postgres.Open(ctx, dbURL)
 	if err != nil {

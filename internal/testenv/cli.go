@@ -2,6 +2,7 @@ package testenv
 
 import (
 	"bytes"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -20,14 +21,16 @@ type CLI struct {
 }
 
 // NewCLI builds the binary and makes its database; name prefixes the task
-// queue.
+// queue. Its workers serve metrics on a free port, so that tests in
+// parallel do not contend for the default one.
 func NewCLI(t testing.TB, name string) *CLI {
 	t.Helper()
 	Config(t)
 	db := FreshDatabase(t)
 	queue := name + "-" + time.Now().Format("150405.000")
 	return &CLI{t: t, Bin: BuildCLI(t), DBURL: db,
-		Env: append(os.Environ(), "INSTRUCTFLOW_POSTGRES_URL="+db, "INSTRUCTFLOW_TEMPORAL_TASK_QUEUE="+queue)}
+		Env: append(os.Environ(), "INSTRUCTFLOW_POSTGRES_URL="+db, "INSTRUCTFLOW_TEMPORAL_TASK_QUEUE="+queue,
+			fmt.Sprintf("INSTRUCTFLOW_WORKER_METRICS_ADDRESS=127.0.0.1:%d", FreePort(t)))}
 }
 
 // Run runs a command and returns its standard output; a failure fails the

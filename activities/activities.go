@@ -35,7 +35,7 @@ type database interface {
 	Demonstrations(ctx context.Context, source, split string) ([]postgres.Pair, error)
 	DatasetPrompts(ctx context.Context, name string, split dataset.Split) ([]postgres.StoredPrompt, error)
 	DatasetDemonstrations(ctx context.Context, name string, split dataset.Split) ([]dataset.Example, error)
-	CreateBatchFrom(ctx context.Context, name, run string, deadline time.Time, n int, fill func(add func([]postgres.BatchItem) error) error) (postgres.Batch, error)
+	CreateBatchFrom(ctx context.Context, name, run string, deadline time.Time, n int, lab postgres.Labeling, fill func(add func([]postgres.BatchItem) error) error) (postgres.Batch, error)
 	GetBatch(ctx context.Context, name string) (postgres.Batch, error)
 	BatchRanks(ctx context.Context, name string) ([]postgres.ItemRanks, error)
 	Snapshot(ctx context.Context, name string) (postgres.Snapshot, error)

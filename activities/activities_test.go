@@ -38,7 +38,7 @@ func setup(t *testing.T, run string) (*Activities, *postgres.DB, runspec.Spec) {
 	if err := db.CreateRun(ctx, spec.ID, []byte(`{}`)); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := db.CreateBatch(ctx, spec.ID+"-labels", spec.ID, time.Now().Add(time.Hour), []postgres.BatchItem{
+	if _, err := db.CreateBatch(ctx, spec.ID+"-labels", spec.ID, time.Now().Add(time.Hour), postgres.Labeling{}, []postgres.BatchItem{
 		{Item: 0, Prompt: "upper a=", Responses: []string{"A", "a"}},
 		{Item: 1, Prompt: "sort ba=", Responses: []string{"ab", "ba"}},
 	}); err != nil {

@@ -325,7 +325,7 @@ func (a *Activities) humanVerdict(ctx context.Context, t *tracker, s runspec.Spe
 	}
 	b, err := a.DB.GetBatch(ctx, name)
 	if errors.Is(err, errkind.NotFound) {
-		b, err = a.DB.CreateBatchFrom(ctx, name, s.ID, deadline, h.spool.items, h.spool.replay)
+		b, err = a.DB.CreateBatchFrom(ctx, name, s.ID, deadline, h.spool.items, labeling(s), h.spool.replay)
 	}
 	if err != nil {
 		return err

@@ -174,7 +174,7 @@ func (a *Activities) createBatch(ctx context.Context, t *tracker, s runspec.Spec
 	if spool.items == 0 {
 		return postgres.Batch{}, errkind.BadInputf("labels: the SFT policy gave fewer than 2 distinct responses for every prompt; raise labels.temperature or labels.k")
 	}
-	return a.DB.CreateBatchFrom(ctx, name, s.ID, deadline, spool.items, spool.replay)
+	return a.DB.CreateBatchFrom(ctx, name, s.ID, deadline, spool.items, labeling(s), spool.replay)
 }
 
 // itemSpool holds a labeling batch's items in a temporary file while they
@@ -244,4 +244,13 @@ func (s *itemSpool) replay(add func([]postgres.BatchItem) error) error {
 func (s *itemSpool) close() {
 	s.f.Close()
 	os.Remove(s.f.Name())
+}
+
+// labeling is how people label the run's batches in the labeling app.
+func labeling(s runspec.Spec) postgres.Labeling {
+	l := postgres.Labeling{Overlap: s.Labels.Overlap, Lease: s.Labels.Lease, Guidelines: s.Labels.Guidelines}
+	if len(s.Labels.Flags) > 0 {
+		l.Flags = s.Labels.Flags
+	}
+	return l
 }

@@ -31,6 +31,41 @@ type Config struct {
 	S3       S3       `mapstructure:"s3" json:"s3"`
 	Worker   Worker   `mapstructure:"worker" json:"worker"`
 	Engine   Engine   `mapstructure:"engine" json:"engine"`
+	Serve    Serve    `mapstructure:"serve" json:"serve"`
+}
+
+// Serve configures `instructflow serve`, the labeling app and dashboard.
+type Serve struct {
+	// Address is where it listens (host:port).
+	Address string `mapstructure:"address" json:"address"`
+	// PublicURL is the address people open (behind a proxy, the proxy's
+	// https://...); sign-in links start with it. Empty: http://Address.
+	PublicURL string `mapstructure:"public_url" json:"public_url"`
+	// TLSCert and TLSKey are PEM files; set both to serve HTTPS.
+	TLSCert string `mapstructure:"tls_cert" json:"tls_cert"`
+	TLSKey  string `mapstructure:"tls_key" json:"tls_key"`
+	// AdminToken signs the admin in to the dashboard (16+ characters);
+	// empty turns the dashboard off.
+	AdminToken string `mapstructure:"admin_token" json:"admin_token"`
+	// BehindProxy trusts the proxy's X-Forwarded-For and -Proto headers.
+	BehindProxy bool `mapstructure:"behind_proxy" json:"behind_proxy"`
+	// LinkTTL is how long a sign-in link stays valid; SessionTTL how long a
+	// sign-in lasts.
+	LinkTTL    time.Duration `mapstructure:"link_ttl" json:"link_ttl"`
+	SessionTTL time.Duration `mapstructure:"session_ttl" json:"session_ttl"`
+}
+
+// SignInURL is the sign-in link of a token.
+func (s Serve) SignInURL(token string) string {
+	base := s.PublicURL
+	if base == "" {
+		scheme := "http"
+		if s.TLSCert != "" {
+			scheme = "https"
+		}
+		base = scheme + "://" + s.Address
+	}
+	return strings.TrimSuffix(base, "/") + "/signin?t=" + token
 }
 
 // Engine configures the built-in training engine of this process.
@@ -130,6 +165,7 @@ func Default() Config {
 			AccessKey: "instructflow",
 			SecretKey: "instructflow-secret",
 		},
+		Serve:  Serve{Address: "127.0.0.1:8080", LinkTTL: 7 * 24 * time.Hour, SessionTTL: 12 * time.Hour},
 		Worker: Worker{MetricsAddress: "127.0.0.1:9464", MaxConcurrentStages: 1, StallTimeout: 30 * time.Minute},
 	}
 }
@@ -155,6 +191,14 @@ func Defaults() map[string]any {
 		"worker.max_concurrent_stages": d.Worker.MaxConcurrentStages,
 		"worker.stall_timeout":         d.Worker.StallTimeout,
 		"engine.kernel_level":          d.Engine.KernelLevel,
+		"serve.address":                d.Serve.Address,
+		"serve.public_url":             d.Serve.PublicURL,
+		"serve.tls_cert":               d.Serve.TLSCert,
+		"serve.tls_key":                d.Serve.TLSKey,
+		"serve.admin_token":            d.Serve.AdminToken,
+		"serve.behind_proxy":           d.Serve.BehindProxy,
+		"serve.link_ttl":               d.Serve.LinkTTL,
+		"serve.session_ttl":            d.Serve.SessionTTL,
 	}
 }
 
@@ -230,6 +274,23 @@ func (c Config) Validate() error {
 	if c.S3.SecretKey == "" {
 		bad("s3.secret_key", "is empty; set the object store's secret key")
 	}
+	if _, port, err := net.SplitHostPort(c.Serve.Address); err != nil || port == "" {
+		bad("serve.address", "%q is not host:port; use e.g. 127.0.0.1:8080", c.Serve.Address)
+	}
+	if u := c.Serve.PublicURL; u != "" {
+		if p, err := url.Parse(u); err != nil || (p.Scheme != "http" && p.Scheme != "https") || p.Host == "" {
+			bad("serve.public_url", "%q is not an http(s) URL; use the address people open, e.g. https://label.example.com", u)
+		}
+	}
+	if (c.Serve.TLSCert == "") != (c.Serve.TLSKey == "") {
+		bad("serve.tls_cert", "set both serve.tls_cert and serve.tls_key (PEM files) for HTTPS, or neither")
+	}
+	if t := c.Serve.AdminToken; t != "" && len(t) < 16 {
+		bad("serve.admin_token", "is %d characters; use 16 or more (e.g. openssl rand -hex 16), or empty to turn the dashboard off", len(t))
+	}
+	if c.Serve.LinkTTL < time.Minute || c.Serve.SessionTTL < time.Minute {
+		bad("serve.link_ttl", "link_ttl %s and session_ttl %s must each be 1m or more", c.Serve.LinkTTL, c.Serve.SessionTTL)
+	}
 	return errors.Join(errs...)
 }
 
@@ -281,6 +342,9 @@ const redacted = "REDACTED"
 func (c Config) Redacted() Config {
 	if c.S3.SecretKey != "" {
 		c.S3.SecretKey = redacted
+	}
+	if c.Serve.AdminToken != "" {
+		c.Serve.AdminToken = redacted
 	}
 	c.Postgres.URL = RedactURL(c.Postgres.URL)
 	c.Postgres.OwnerURL = RedactURL(c.Postgres.OwnerURL)

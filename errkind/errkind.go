@@ -26,6 +26,12 @@ var (
 	// Unavailable: a service (Postgres, the object store, Temporal) did not
 	// answer: it is not running, or not where the configuration says.
 	Unavailable = errors.New("unavailable")
+	// Unauthenticated: the caller is not signed in (an unknown, ended,
+	// expired or revoked session or link).
+	Unauthenticated = errors.New("not signed in")
+	// Forbidden: the caller is signed in but may not act on this record
+	// (another labeler's assignment, an admin page).
+	Forbidden = errors.New("forbidden")
 )
 
 // BadInputf returns a BadInput error that says what to fix: "bad input: "

@@ -118,3 +118,47 @@ func Draw(c Chart, ms []Metric, format string) (img []byte, ok bool, err error) 
 	}
 	return b.Bytes(), true, nil
 }
+
+// Image is one drawn chart of a run.
+type Image struct {
+	Chart Chart
+	Data  []byte
+}
+
+// DrawRun draws every chart of a run whose metrics were recorded, in
+// Charts' order; metrics reads one stage's metrics (once per stage).
+func DrawRun(metrics func(stage string) ([]Metric, error), format string) ([]Image, error) {
+	byStage := map[string][]Metric{}
+	var out []Image
+	for _, c := range Charts {
+		ms, ok := byStage[c.Stage]
+		if !ok {
+			var err error
+			if ms, err = metrics(c.Stage); err != nil {
+				return nil, err
+			}
+			byStage[c.Stage] = ms
+		}
+		img, drawn, err := Draw(c, ms, format)
+		if err != nil {
+			return nil, err
+		}
+		if drawn {
+			out = append(out, Image{Chart: c, Data: img})
+		}
+	}
+	return out, nil
+}
+
+// Of converts stored metric records (storage/postgres.Metric) to Metric.
+func Of[T ~struct {
+	Step  int64
+	Name  string
+	Value float64
+}](records []T) []Metric {
+	out := make([]Metric, len(records))
+	for i, r := range records {
+		out[i] = Metric(r)
+	}
+	return out
+}

@@ -120,6 +120,16 @@ type Labels struct {
 	// share of items that must have a comparison by then, else it fails.
 	Deadline   time.Duration `json:"deadline"`
 	MinLabeled float64       `json:"min_labeled"`
+	// How people label the batch in the labeling app (instructflow serve):
+	// Overlap is the share of items that a second labeler gets too, so
+	// agreement can be measured; Lease is how long a labeler holds an item
+	// before it goes back to the pool (0 = 30m); Guidelines is Markdown
+	// shown with every item; Flags are what a labeler may flag per
+	// response (empty = InstructGPT's).
+	Overlap    float64       `json:"overlap"`
+	Lease      time.Duration `json:"lease"`
+	Guidelines string        `json:"guidelines"`
+	Flags      []string      `json:"flags"`
 	// Snapshot uses an existing label snapshot instead of collecting.
 	Snapshot string `json:"snapshot"`
 	// Filters applied when the run snapshots its batch.
@@ -192,7 +202,8 @@ func Preset(name string) (Spec, error) {
 		SFT: sft.Config{Steps: 1200, BatchSize: 32, LR: 3e-3, MinLR: 3e-4, Warmup: 20, WeightDecay: 0.01,
 			ClipNorm: 1, CheckpointEvery: 400, EvalEvery: 200},
 		Labels: Labels{Collect: true, K: 6, Rounds: 4, Prompts: 4000, HeldoutPrompts: 400,
-			MaxNewTokens: 14, Temperature: 1, SampleBatch: DefaultSampleBatch, Deadline: 24 * time.Hour, MinLabeled: 0.9, ExcludeLabelers: []string{}},
+			MaxNewTokens: 14, Temperature: 1, SampleBatch: DefaultSampleBatch, Deadline: 24 * time.Hour, MinLabeled: 0.9, ExcludeLabelers: []string{},
+			Overlap: 0.1, Flags: []string{}},
 		RM: rewardmodel.Config{Steps: 4000, BatchSize: 32, LR: 1e-3, MinLR: 1e-4, Warmup: 20, WeightDecay: 0.01,
 			ClipNorm: 1, CheckpointEvery: 1000, EvalEvery: 1000},
 		Gate: Gate{MinRMAccuracy: 0.55}, // better than chance (0.5); the tiny run measured 0.66
@@ -447,6 +458,18 @@ func (s Spec) Validate() error {
 		}
 		if !(l.MinLabeled > 0 && l.MinLabeled <= 1) {
 			bad("labels.min_labeled", fmt.Errorf("%v: a share in (0, 1]", l.MinLabeled))
+		}
+		if !(l.Overlap >= 0 && l.Overlap <= 1) {
+			bad("labels.overlap", fmt.Errorf("%v: a share of items in [0, 1] (0.1 = one item in ten gets a second labeler)", l.Overlap))
+		}
+		if l.Lease < 0 {
+			bad("labels.lease", errors.New("must be positive, e.g. 30m"))
+		}
+		for i, f := range l.Flags {
+			if strings.TrimSpace(f) == "" || slices.Index(l.Flags, f) != i {
+				bad("labels.flags", fmt.Errorf("%q: flags are distinct, non-empty names", f))
+				break
+			}
 		}
 	}
 	bad("rm", s.RM.Validate())

@@ -77,6 +77,8 @@ See ` + "`instructflow config show`" + `.`,
 		newLabelsCmd(a),
 		newBenchCmd(a),
 		newModelCmd(a),
+		newServeCmd(a),
+		newLabelersCmd(a),
 	)
 	return root
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"cmp"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/instructflow/instructflow/errkind"
 	"github.com/instructflow/instructflow/plots"
+	"github.com/instructflow/instructflow/storage/postgres"
 )
 
 func newRunPlotsCmd(a *app) *cobra.Command {
@@ -36,34 +38,20 @@ func newRunPlotsCmd(a *app) *cobra.Command {
 			} else if err != nil {
 				return err
 			}
-			byStage := map[string][]plots.Metric{}
+			images, err := plots.DrawRun(func(stage string) ([]plots.Metric, error) {
+				return runMetrics(cmd.Context(), db, run, stage)
+			}, format)
+			if err != nil {
+				return err
+			}
 			written := []string{}
 			dir := cmp.Or(dir, ".")
-			for _, c := range plots.Charts {
-				ms, ok := byStage[c.Stage]
-				if !ok {
-					stored, err := db.Metrics(cmd.Context(), run, c.Stage)
-					if err != nil {
-						return err
-					}
-					ms = make([]plots.Metric, len(stored))
-					for i, m := range stored {
-						ms[i] = plots.Metric(m)
-					}
-					byStage[c.Stage] = ms
-				}
-				img, drawn, err := plots.Draw(c, ms, format)
-				if err != nil {
-					return err
-				}
-				if !drawn {
-					continue
-				}
+			for _, img := range images {
 				if err := os.MkdirAll(dir, 0o755); err != nil {
 					return fmt.Errorf("run plots: %w", err)
 				}
-				path := filepath.Join(dir, c.Stage+"-"+c.Name+"."+format)
-				if err := writeOut(cmd, path, func(w io.Writer) error { _, err := w.Write(img); return err }); err != nil {
+				path := filepath.Join(dir, img.Chart.Stage+"-"+img.Chart.Name+"."+format)
+				if err := writeOut(cmd, path, func(w io.Writer) error { _, err := w.Write(img.Data); return err }); err != nil {
 					return fmt.Errorf("run plots: %w", err)
 				}
 				if err := os.Chmod(path, 0o644); err != nil { // an image to serve and share, not the temporary file's 0600
@@ -88,4 +76,13 @@ func newRunPlotsCmd(a *app) *cobra.Command {
 	cmd.Flags().StringVarP(&dir, "out", "o", ".", "folder the images go to, named <stage>-<chart>.<format>")
 	cmd.Flags().StringVar(&format, "format", "svg", "svg or png")
 	return cmd
+}
+
+// runMetrics is one stage's recorded metrics as plots reads them.
+func runMetrics(ctx context.Context, db *postgres.DB, run, stage string) ([]plots.Metric, error) {
+	stored, err := db.Metrics(ctx, run, stage)
+	if err != nil {
+		return nil, err
+	}
+	return plots.Of(stored), nil
 }

@@ -102,7 +102,7 @@ func watchAndReport(ctx context.Context, p printer.Printer, progress io.Writer, 
 	if err != nil {
 		return err
 	}
-	if err := p.Print(r, func(w io.Writer) error { return writeReport(w, r) }); err != nil {
+	if err := p.Print(r, func(w io.Writer) error { return r.WriteText(w) }); err != nil {
 		return err
 	}
 	if runstate.Status(r.Status) != runstate.Succeeded {

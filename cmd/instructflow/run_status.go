@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"math"
 	"os"
 	"strings"
 	"text/tabwriter"
@@ -13,7 +12,6 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/instructflow/instructflow/control"
-	"github.com/instructflow/instructflow/runstate"
 	"github.com/instructflow/instructflow/workflows"
 )
 
@@ -47,11 +45,11 @@ func writeStatus(out io.Writer, st control.Status) error {
 		running := st.Live && string(p.Stage) == s.Name
 		prog := ""
 		if running && p.Total > 0 {
-			prog = fmt.Sprintf("%d/%d eta %s", p.Step, p.Total, eta(p.ETASeconds))
+			prog = fmt.Sprintf("%d/%d eta %s", p.Step, p.Total, control.ETA(p.ETASeconds))
 		}
 		detail := s.Error
 		if detail == "" && running {
-			detail = metricsLine(p.Metrics)
+			detail = control.MetricsLine(p.Metrics)
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\n", s.Name, s.Status, s.Attempts, prog, detail)
 	}
@@ -78,7 +76,7 @@ func watch(ctx context.Context, c *control.Client, run string, w io.Writer) erro
 	drawn, last := 0, ""
 	var lastLine time.Time
 	return c.Watch(ctx, run, func(p workflows.Progress, err error) {
-		lines := progressLines(p)
+		lines := control.ProgressLines(p)
 		if err != nil {
 			lines = []string{err.Error()}
 		}
@@ -95,57 +93,6 @@ func watch(ctx context.Context, c *control.Client, run string, w io.Writer) erro
 			last, lastLine = string(p.Stage)+string(p.Status), time.Now()
 		}
 	})
-}
-
-func progressLines(p workflows.Progress) []string {
-	lines := []string{fmt.Sprintf("run %s: %s", p.Run, p.Status)}
-	for _, st := range p.Stages {
-		line := fmt.Sprintf("  %-9s %-10s", st.Name, st.Status)
-		switch {
-		case st.Name == p.Stage && st.Status == runstate.Running && p.Total > 0:
-			line += fmt.Sprintf(" %s %d/%d eta %s %s", bar(p.Step, p.Total, 24), p.Step, p.Total, eta(p.ETASeconds), metricsLine(p.Metrics))
-		case st.Result != nil:
-			line += fmt.Sprintf(" %s %s", bar(1, 1, 24), metricsLine(st.Result.Metrics))
-		case st.Error != "":
-			line += " " + st.Error
-		}
-		lines = append(lines, line)
-	}
-	if p.Gate != "" {
-		lines = append(lines, "  "+p.Gate)
-	}
-	return lines
-}
-
-func bar(step, total int64, width int) string {
-	n := 0
-	if total > 0 {
-		n = int(min(step, total) * int64(width) / total)
-	}
-	return "[" + strings.Repeat("#", n) + strings.Repeat("-", width-n) + "]"
-}
-
-func eta(seconds float64) string {
-	if seconds <= 0 {
-		return "?"
-	}
-	return (time.Duration(seconds) * time.Second).String()
-}
-
-// metricsLine shows the metrics users read first, in a fixed order.
-func metricsLine(m map[string]float64) string {
-	var parts []string
-	for _, k := range []string{"loss", "heldout_loss", "accuracy", "score_mean", "kl", "beta", "labeled", "items", "comparisons", "win_rate"} {
-		v, ok := m[k]
-		switch {
-		case !ok:
-		case v == math.Trunc(v) && math.Abs(v) < 1e12:
-			parts = append(parts, fmt.Sprintf("%s %d", k, int64(v)))
-		default:
-			parts = append(parts, fmt.Sprintf("%s %.4g", k, v))
-		}
-	}
-	return strings.Join(parts, "  ")
 }
 
 func isTerminal(w io.Writer) bool {

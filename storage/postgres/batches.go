@@ -35,6 +35,21 @@ type Batch struct {
 	Deadline *time.Time `json:"deadline,omitempty"`
 }
 
+// Labeling is how people label a batch in the labeling app.
+type Labeling struct {
+	Overlap    float64       // share of items that a second labeler gets too, in [0, 1]
+	Lease      time.Duration // how long a labeler holds an item; 0 = DefaultLease
+	Guidelines string        // Markdown shown with every item
+	Flags      []string      // what a labeler may flag per response; nil = DefaultFlags
+}
+
+// DefaultFlags are the metadata InstructGPT's labelers gave each response.
+var DefaultFlags = []string{"fails to follow the instruction", "hallucination",
+	"inappropriate for a customer assistant", "harmful advice", "sexual or violent content"}
+
+// DefaultLease is how long a labeler holds an item unless the run says.
+const DefaultLease = 30 * time.Minute
+
 // BatchLabel is one labeler's ranking of a batch item (ranks in the shown
 // order, 1 = best, equal ranks tie).
 type BatchLabel struct {
@@ -47,8 +62,8 @@ type BatchLabel struct {
 // as policy samples of source "sample:<run>") in one transaction. Creating a
 // batch that exists with as many items returns it, so a retried activity is
 // harmless.
-func (db *DB) CreateBatch(ctx context.Context, name, run string, deadline time.Time, items []BatchItem) (Batch, error) {
-	return db.CreateBatchFrom(ctx, name, run, deadline, len(items), func(add func([]BatchItem) error) error { return add(items) })
+func (db *DB) CreateBatch(ctx context.Context, name, run string, deadline time.Time, lab Labeling, items []BatchItem) (Batch, error) {
+	return db.CreateBatchFrom(ctx, name, run, deadline, len(items), lab, func(add func([]BatchItem) error) error { return add(items) })
 }
 
 // batchInsertItems is how many items one round of CreateBatchFrom's
@@ -61,8 +76,17 @@ const batchInsertItems = 2000
 // none of them), and they are stored batchInsertItems at a time, still in
 // one transaction, all or nothing. A batch that exists is compared by its
 // number of items alone, without calling fill.
-func (db *DB) CreateBatchFrom(ctx context.Context, name, run string, deadline time.Time, n int, fill func(add func([]BatchItem) error) error) (Batch, error) {
+func (db *DB) CreateBatchFrom(ctx context.Context, name, run string, deadline time.Time, n int, lab Labeling, fill func(add func([]BatchItem) error) error) (Batch, error) {
 	b := Batch{Name: name, Run: run, Items: n, Deadline: &deadline}
+	if !(lab.Overlap >= 0 && lab.Overlap <= 1) || lab.Lease < 0 {
+		return Batch{}, errkind.BadInputf("batch %s: overlap %v must be in [0, 1] and lease %v positive", name, lab.Overlap, lab.Lease)
+	}
+	if lab.Lease == 0 {
+		lab.Lease = DefaultLease
+	}
+	if lab.Flags == nil {
+		lab.Flags = DefaultFlags
+	}
 	err := pgx.BeginFunc(ctx, db.pool, func(tx pgx.Tx) error {
 		var existing int
 		err := tx.QueryRow(ctx, "SELECT id, items FROM labeling_batches WHERE name = $1", name).Scan(&b.ID, &existing)
@@ -76,8 +100,9 @@ func (db *DB) CreateBatchFrom(ctx context.Context, name, run string, deadline ti
 			return err
 		}
 		if err := tx.QueryRow(ctx,
-			"INSERT INTO labeling_batches (name, run_id, deadline, items) VALUES ($1, $2, $3, $4) RETURNING id",
-			name, run, deadline, n).Scan(&b.ID); err != nil {
+			`INSERT INTO labeling_batches (name, run_id, deadline, items, overlap, lease, guidelines, flag_names)
+			 VALUES ($1, $2, $3, $4, $5, $6::interval, $7, $8) RETURNING id`,
+			name, run, deadline, n, lab.Overlap, lab.Lease, lab.Guidelines, lab.Flags).Scan(&b.ID); err != nil {
 			return err
 		}
 		stored := 0

@@ -8,8 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math/rand/v2"
-	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -18,7 +16,6 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/instructflow/instructflow/errkind"
-	"github.com/instructflow/instructflow/internal/testenv"
 	"github.com/instructflow/instructflow/preference"
 	"github.com/instructflow/instructflow/tasks"
 )
@@ -442,60 +439,3 @@ func TestAuditCountsContradictionsAndDuplicates(t *testing.T) {
 	}
 }
 
-// TestLabelerRole checks the least-privilege role: a labeling tool reads its
-// batches and inserts comparisons, and can do nothing else.
-func TestLabelerRole(t *testing.T) {
-	db := openFresh(t)
-	ctx := context.Background()
-	id, _, err := insertRanking(ctx, db, preference.Ranking{Prompt: "upper q=", Responses: []string{"Q", "q"}, Ranks: []int{1, 2}, Labeler: "tool"}, "t", 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, _ := readComparison(ctx, db, id)
-	if _, err := db.pool.Exec(ctx, "INSERT INTO labeling_batches (name) VALUES ('b1')"); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := db.pool.Exec(ctx, "INSERT INTO labeling_batch_items (batch_id, item, prompt_id, response_ids) SELECT b.id, 0, $1, $2 FROM labeling_batches b", c.PromptID, c.ResponseIDs); err != nil {
-		t.Fatal(err)
-	}
-	role := fmt.Sprintf("tool_%d", rand.Uint32())
-	owner := ownerConn(t, db) // creating roles takes the owner's rights
-	if _, err := owner.Exec(ctx, fmt.Sprintf("CREATE ROLE %s LOGIN PASSWORD 'pw' IN ROLE instructflow_labeler", role)); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { owner.Exec(context.Background(), "DROP OWNED BY "+role+"; DROP ROLE "+role) })
-	var dbURL string
-	db.pool.QueryRow(ctx, "SELECT current_database()").Scan(&dbURL)
-	u, _ := url.Parse(testenv.Config(t).Postgres.URL)
-	u.User = url.UserPassword(role, "pw")
-	u.Path = "/" + dbURL
-	tool, err := pgx.Connect(ctx, u.String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer tool.Close(ctx)
-	var items int
-	if err := tool.QueryRow(ctx, "SELECT count(*) FROM labeling_batch_items i JOIN labeling_batches b ON b.id = i.batch_id JOIN responses r ON r.id = ANY (i.response_ids)").Scan(&items); err != nil || items != 2 {
-		t.Fatalf("tool reads its batch: %d %v", items, err)
-	}
-	h := sha256.Sum256([]byte("tool-made"))
-	if _, err := tool.Exec(ctx, `INSERT INTO comparisons (prompt_id, labeler_id, response_ids, ranks, content_sha256, batch_id, batch_item)
-		SELECT $1, $2, $3, '{2,1}', $4, b.id, 0 FROM labeling_batches b`,
-		c.PromptID, c.LabelerID, c.ResponseIDs, h[:]); err != nil {
-		t.Fatalf("tool inserts a comparison: %v", err)
-	}
-	for _, sql := range []string{
-		"SELECT count(*) FROM comparisons",
-		"SELECT count(*) FROM audit_log",
-		"SELECT count(*) FROM runs",
-		"INSERT INTO prompts (text, sha256) VALUES ('x', sha256('x'))",
-		"UPDATE comparisons SET ranks = '{1,2}'",
-		"DELETE FROM comparisons",
-		"INSERT INTO labelers (name) VALUES ('sneaky')",
-		"INSERT INTO comparisons (prompt_id, labeler_id, response_ids, ranks, content_sha256, flags) VALUES (1, 1, '{1,2}', '{1,2}', sha256('y'), '{}')",
-	} {
-		if _, err := tool.Exec(ctx, sql); err == nil {
-			t.Errorf("labeling tool may: %s", sql)
-		}
-	}
-}

@@ -54,15 +54,15 @@ func TestBatchLifecycle(t *testing.T) {
 		{Item: 2, Prompt: "sort ba=", Responses: []string{"ab", "ba"}},
 	}
 	deadline := time.Now().Add(time.Hour)
-	b, err := db.CreateBatch(ctx, "r1-labels", "r1", deadline, items)
+	b, err := db.CreateBatch(ctx, "r1-labels", "r1", deadline, Labeling{}, items)
 	if err != nil {
 		t.Fatal(err)
 	}
-	again, err := db.CreateBatch(ctx, "r1-labels", "r1", deadline, items)
+	again, err := db.CreateBatch(ctx, "r1-labels", "r1", deadline, Labeling{}, items)
 	if err != nil || again.ID != b.ID {
 		t.Fatalf("creating the batch again: %+v %v", again, err)
 	}
-	if _, err := db.CreateBatch(ctx, "r1-labels", "r1", deadline, items[:1]); err == nil {
+	if _, err := db.CreateBatch(ctx, "r1-labels", "r1", deadline, Labeling{}, items[:1]); err == nil {
 		t.Error("a batch of the same name with other items was accepted")
 	}
 	if open, _ := db.OpenBatches(ctx, "r1"); !slices.Equal(open, []string{"r1-labels"}) {
@@ -189,7 +189,7 @@ func TestCreateBatchFromParts(t *testing.T) {
 		}
 	}
 	deadline := time.Now().Add(time.Hour)
-	b, err := db.CreateBatchFrom(ctx, "r1-labels", "r1", deadline, n, fill(10, batchInsertItems+7, n-10-batchInsertItems-7))
+	b, err := db.CreateBatchFrom(ctx, "r1-labels", "r1", deadline, n, Labeling{}, fill(10, batchInsertItems+7, n-10-batchInsertItems-7))
 	if err != nil || b.Items != n {
 		t.Fatalf("CreateBatchFrom: %+v, %v", b, err)
 	}
@@ -216,7 +216,7 @@ func TestCreateBatchFromParts(t *testing.T) {
 		"misnumbered":          {n: 20, fill: func(add func([]BatchItem) error) error { return add(items[1:21]) }},
 	} {
 		batch := "r1-" + strings.ReplaceAll(name, " ", "-")
-		if _, err := db.CreateBatchFrom(ctx, batch, "r1", deadline, tc.n, tc.fill); err == nil {
+		if _, err := db.CreateBatchFrom(ctx, batch, "r1", deadline, tc.n, Labeling{}, tc.fill); err == nil {
 			t.Errorf("%s: stored", name)
 		}
 		if _, err := db.GetBatch(ctx, batch); !errors.Is(err, errkind.NotFound) {
@@ -234,7 +234,7 @@ func TestBatchRanksFollowTheComparison(t *testing.T) {
 	if err := db.CreateRun(ctx, "r1", []byte(`{}`)); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := db.CreateBatch(ctx, "r1-eval", "r1", time.Now().Add(time.Hour), []BatchItem{{Item: 0, Prompt: "upper a=", Responses: []string{"A", "a"}}}); err != nil {
+	if _, err := db.CreateBatch(ctx, "r1-eval", "r1", time.Now().Add(time.Hour), Labeling{}, []BatchItem{{Item: 0, Prompt: "upper a=", Responses: []string{"A", "a"}}}); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := db.AddLabels(ctx, "r1-eval", "human", []BatchLabel{{Item: 0, Labeler: "ada", Ranks: []int{1, 2}}}); err != nil {

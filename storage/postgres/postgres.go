@@ -111,6 +111,14 @@ func translate(err error) error {
 		return fmt.Errorf("%s: %w", pgErr.Message, errkind.Immutable)
 	case errors.As(err, &pgErr) && pgErr.Code == "IFR01": // refuse_foreign_responses(): responses not of the prompt
 		return errkind.BadInputf("%s", pgErr.Message)
+	case errors.As(err, &pgErr) && pgErr.Code == "IFR02": // require_labeler(): no such session
+		return fmt.Errorf("%s: %w", pgErr.Message, errkind.Unauthenticated)
+	case errors.As(err, &pgErr) && pgErr.Code == "P0002": // claim_item(): no such batch
+		return fmt.Errorf("%s: %w", pgErr.Message, errkind.NotFound)
+	case errors.As(err, &pgErr) && pgErr.Code == "IFR03": // not the session labeler's assignment
+		return fmt.Errorf("%s: %w", pgErr.Message, errkind.Forbidden)
+	case errors.As(err, &pgErr) && pgErr.Code == "IFR04": // assignment done or lapsed
+		return fmt.Errorf("%s: %w", pgErr.Message, errkind.Conflict)
 	}
 	return err
 }

@@ -1,0 +1,244 @@
+package web
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"html/template"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+
+	"github.com/yuin/goldmark"
+
+	"github.com/instructflow/instructflow/errkind"
+	"github.com/instructflow/instructflow/storage/postgres"
+)
+
+var funcs = template.FuncMap{
+	"letter": func(i int) string { return string(rune('A' + i)) },
+	"add":    func(a, b int) int { return a + b },
+	"seq": func(n int) []int {
+		out := make([]int, n)
+		for i := range out {
+			out[i] = i + 1
+		}
+		return out
+	},
+	"pct": func(a, b int) string {
+		if b == 0 {
+			return "0"
+		}
+		return strconv.Itoa(100 * a / b)
+	},
+	"path": url.PathEscape,
+}
+
+// batchProgress is a labeler's progress in a batch.
+type batchProgress struct {
+	Batch    string
+	Run      string
+	Done     int // this labeler's labels in the batch
+	Assigned int // items given to this labeler (done, skipped or open)
+	Labeled  int // items of the batch with a label
+	Total    int // items of the batch
+}
+
+func (s *Server) progress(r *request, batch string) (batchProgress, error) {
+	b, err := s.labels.GetBatch(r.Context(), batch)
+	if err != nil {
+		return batchProgress{}, err
+	}
+	p := batchProgress{Batch: b.Name, Run: b.Run, Labeled: b.Labeled, Total: b.Items}
+	labs, err := s.labels.BatchLabelers(r.Context(), batch)
+	if err != nil {
+		return batchProgress{}, err
+	}
+	for _, l := range labs {
+		if l.Labeler == r.who.Labeler {
+			p.Done, p.Assigned = l.Done, l.Assigned
+		}
+	}
+	return p, nil
+}
+
+// home lists a labeler's open batches (the admin goes to the dashboard).
+func (s *Server) home(w http.ResponseWriter, r *request) {
+	if r.who.Admin {
+		http.Redirect(w, r.Request, "/admin", http.StatusSeeOther)
+		return
+	}
+	names, err := s.labels.OpenBatches(r.Context(), "")
+	if err != nil {
+		s.fail(w, r.Request, err)
+		return
+	}
+	var batches []batchProgress
+	for _, n := range names {
+		p, err := s.progress(r, n)
+		if err != nil {
+			s.fail(w, r.Request, err)
+			return
+		}
+		batches = append(batches, p)
+	}
+	s.page(w, r.Request, http.StatusOK, "home", pageData{Title: "Batches to label", CSRF: r.csrf, Who: r.who, Data: batches})
+}
+
+// next gives the labeler an item of the batch and opens it.
+func (s *Server) next(w http.ResponseWriter, r *request) {
+	batch := r.PathValue("batch")
+	id, err := s.labels.ClaimItem(r.Context(), r.token, batch)
+	if err != nil {
+		s.fail(w, r.Request, err)
+		return
+	}
+	if id == 0 {
+		p, err := s.progress(r, batch)
+		if err != nil {
+			s.fail(w, r.Request, err)
+			return
+		}
+		s.page(w, r.Request, http.StatusOK, "done", pageData{Title: "Nothing left for you", CSRF: r.csrf, Who: r.who, Data: p})
+		return
+	}
+	http.Redirect(w, r.Request, fmt.Sprintf("/assignments/%d", id), http.StatusSeeOther)
+}
+
+// labelPage is the labeling page's data.
+type labelPage struct {
+	A          postgres.Assignment
+	Guidelines template.HTML
+	Progress   batchProgress
+	K          int
+}
+
+func (s *Server) assignment(w http.ResponseWriter, r *request) {
+	s.showAssignment(w, r, http.StatusOK, "")
+}
+
+func (s *Server) showAssignment(w http.ResponseWriter, r *request, status int, msg string) {
+	id, err := strconv.ParseInt(r.PathValue("id"), 10, 64)
+	if err != nil {
+		s.fail(w, r.Request, fmt.Errorf("assignment %q: %w", r.PathValue("id"), errkind.NotFound))
+		return
+	}
+	a, err := s.labels.GetAssignment(r.Context(), r.token, id)
+	if err != nil {
+		s.fail(w, r.Request, err)
+		return
+	}
+	if a.Done {
+		http.Redirect(w, r.Request, "/batches/"+url.PathEscape(a.Batch)+"/next", http.StatusSeeOther)
+		return
+	}
+	p, err := s.progress(r, a.Batch)
+	if err != nil {
+		s.fail(w, r.Request, err)
+		return
+	}
+	guide, err := markdown(a.Guidelines)
+	if err != nil {
+		s.fail(w, r.Request, err)
+		return
+	}
+	s.page(w, r.Request, status, "label", pageData{Title: fmt.Sprintf("%s: item %d", a.Batch, a.Item), Message: msg, CSRF: r.csrf, Who: r.who,
+		Data: labelPage{A: a, Guidelines: guide, Progress: p, K: len(a.Responses)}})
+}
+
+// submit reads the form (rank_i, rating_i, flag_i per response i in the
+// shown order) and stores the label through the database's function.
+func (s *Server) submit(w http.ResponseWriter, r *request) {
+	id, err := strconv.ParseInt(r.PathValue("id"), 10, 64)
+	if err != nil {
+		s.fail(w, r.Request, fmt.Errorf("assignment %q: %w", r.PathValue("id"), errkind.NotFound))
+		return
+	}
+	k, err := strconv.Atoi(r.PostFormValue("k"))
+	if err != nil || k < 2 || k > 64 {
+		s.fail(w, r.Request, errkind.BadInputf("the form does not say how many responses it ranks"))
+		return
+	}
+	l := postgres.Label{Ranks: make([]int, k), Ratings: make([]int, k), Flags: make([][]string, k)}
+	var missing []string
+	for i := range k {
+		rank, err := strconv.Atoi(r.PostFormValue(fmt.Sprintf("rank_%d", i)))
+		if err != nil {
+			missing = append(missing, string(rune('A'+i)))
+		}
+		l.Ranks[i] = rank
+		if v := r.PostFormValue(fmt.Sprintf("rating_%d", i)); v != "" {
+			if l.Ratings[i], err = strconv.Atoi(v); err != nil {
+				s.fail(w, r.Request, errkind.BadInputf("rating of %c: %q is not a number from 1 to 7", 'A'+i, v))
+				return
+			}
+		}
+		l.Flags[i] = r.PostForm[fmt.Sprintf("flag_%d", i)]
+	}
+	if len(missing) > 0 {
+		s.showAssignment(w, r, http.StatusBadRequest, "Rank every response first: "+strings.Join(missing, ", ")+" has no rank.")
+		return
+	}
+	if _, err := s.labels.SubmitLabel(r.Context(), r.token, id, l); err != nil {
+		if errors.Is(err, errkind.BadInput) {
+			s.showAssignment(w, r, http.StatusBadRequest, strings.TrimPrefix(err.Error(), "postgres: "))
+			return
+		}
+		s.fail(w, r.Request, err)
+		return
+	}
+	http.Redirect(w, r.Request, "/batches/"+url.PathEscape(r.PostFormValue("batch"))+"/next", http.StatusSeeOther)
+}
+
+func (s *Server) skip(w http.ResponseWriter, r *request) {
+	id, err := strconv.ParseInt(r.PathValue("id"), 10, 64)
+	if err != nil {
+		s.fail(w, r.Request, fmt.Errorf("assignment %q: %w", r.PathValue("id"), errkind.NotFound))
+		return
+	}
+	if err := s.labels.SkipItem(r.Context(), r.token, id, r.PostFormValue("reason")); err != nil {
+		if errors.Is(err, errkind.BadInput) {
+			s.showAssignment(w, r, http.StatusBadRequest, "Say why you skip this item.")
+			return
+		}
+		s.fail(w, r.Request, err)
+		return
+	}
+	http.Redirect(w, r.Request, "/batches/"+url.PathEscape(r.PostFormValue("batch"))+"/next", http.StatusSeeOther)
+}
+
+func (s *Server) guidelines(w http.ResponseWriter, r *request) {
+	batch := r.PathValue("batch")
+	g, err := s.labels.BatchGuidelines(r.Context(), batch)
+	if err != nil {
+		s.fail(w, r.Request, err)
+		return
+	}
+	html, err := markdown(g)
+	if err != nil {
+		s.fail(w, r.Request, err)
+		return
+	}
+	s.page(w, r.Request, http.StatusOK, "guidelines", pageData{Title: "Guidelines: " + batch, CSRF: r.csrf, Who: r.who, Data: html})
+}
+
+// markdown renders guidelines; raw HTML in them is not passed through.
+func markdown(src string) (template.HTML, error) {
+	if strings.TrimSpace(src) == "" {
+		src = defaultGuidelines
+	}
+	var b bytes.Buffer
+	if err := goldmark.Convert([]byte(src), &b); err != nil {
+		return "", fmt.Errorf("web: guidelines: %w", err)
+	}
+	return template.HTML(b.String()), nil // goldmark leaves raw HTML out unless told otherwise
+}
+
+const defaultGuidelines = `Rank the responses from **best** (1) to **worst**, as a user who asked the prompt would.
+
+- Prefer the response that does what the prompt asks, is **true**, and is **harmless**; when they conflict, harmlessness and truth come first.
+- Give two responses the **same rank** only when you truly cannot tell them apart.
+- Rate each response from 1 (terrible) to 7 (excellent) on its own, and tick every flag that applies.
+- **Skip** an item you cannot judge (a language or subject you do not know, a broken prompt), and say why.
+`

@@ -17,6 +17,8 @@ sudo_if_needed() {
 
 missing_debs=()
 [ -x /usr/lib/postgresql/15/bin/postgres ] || missing_debs+=(postgresql)
+# The browser tests of the labeling app drive Debian's headless Chromium.
+[ -x /usr/bin/chromium ] || missing_debs+=(chromium)
 dpkg -s libopenblas-dev >/dev/null 2>&1 || missing_debs+=(libopenblas-dev)
 if [ ${#missing_debs[@]} -gt 0 ]; then
 	echo "install-deps: apt-get install ${missing_debs[*]}" >&2

@@ -98,7 +98,7 @@ func flagName(key string) string {
 }
 
 // envNotConfig lists INSTRUCTFLOW_* variables that are not config keys.
-var envNotConfig = []string{"INSTRUCTFLOW_CONFIG", "INSTRUCTFLOW_INTEGRATION", "INSTRUCTFLOW_E2E"}
+var envNotConfig = []string{"INSTRUCTFLOW_CONFIG", "INSTRUCTFLOW_INTEGRATION", "INSTRUCTFLOW_E2E", "INSTRUCTFLOW_SCREENSHOTS"}
 
 // config builds the typed configuration once: defaults < file < env < flags,
 // refusing unknown keys and invalid values with a message naming each.

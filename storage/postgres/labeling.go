@@ -38,8 +38,8 @@ type LabelerAccount struct {
 	Name      string     `json:"name"`
 	Kind      string     `json:"kind"`
 	Revoked   *time.Time `json:"revoked,omitempty"`
-	Labels    int64      `json:"labels"`     // comparisons given
-	Open      int64      `json:"open"`       // assignments held now
+	Labels    int64      `json:"labels"` // comparisons given
+	Open      int64      `json:"open"`   // assignments held now
 	LastLabel *time.Time `json:"last_label,omitempty"`
 }
 

@@ -438,4 +438,3 @@ func TestAuditCountsContradictionsAndDuplicates(t *testing.T) {
 		t.Errorf("degenerate pairs %+v, want the 'C x' / 'C  x ' comparison", in.DegeneratePairs)
 	}
 }
-

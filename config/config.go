@@ -53,6 +53,9 @@ type Serve struct {
 	// sign-in lasts.
 	LinkTTL    time.Duration `mapstructure:"link_ttl" json:"link_ttl"`
 	SessionTTL time.Duration `mapstructure:"session_ttl" json:"session_ttl"`
+	// SignInRate is how many sign-in attempts one address may make per
+	// minute.
+	SignInRate int `mapstructure:"signin_rate" json:"signin_rate"`
 }
 
 // SignInURL is the sign-in link of a token.
@@ -165,7 +168,7 @@ func Default() Config {
 			AccessKey: "instructflow",
 			SecretKey: "instructflow-secret",
 		},
-		Serve:  Serve{Address: "127.0.0.1:8080", LinkTTL: 7 * 24 * time.Hour, SessionTTL: 12 * time.Hour},
+		Serve:  Serve{Address: "127.0.0.1:8080", LinkTTL: 7 * 24 * time.Hour, SessionTTL: 12 * time.Hour, SignInRate: 10},
 		Worker: Worker{MetricsAddress: "127.0.0.1:9464", MaxConcurrentStages: 1, StallTimeout: 30 * time.Minute},
 	}
 }
@@ -199,6 +202,7 @@ func Defaults() map[string]any {
 		"serve.behind_proxy":           d.Serve.BehindProxy,
 		"serve.link_ttl":               d.Serve.LinkTTL,
 		"serve.session_ttl":            d.Serve.SessionTTL,
+		"serve.signin_rate":            d.Serve.SignInRate,
 	}
 }
 
@@ -287,6 +291,9 @@ func (c Config) Validate() error {
 	}
 	if t := c.Serve.AdminToken; t != "" && len(t) < 16 {
 		bad("serve.admin_token", "is %d characters; use 16 or more (e.g. openssl rand -hex 16), or empty to turn the dashboard off", len(t))
+	}
+	if c.Serve.SignInRate < 1 {
+		bad("serve.signin_rate", "is %d; use 1 or more sign-in attempts per minute and address (default 10)", c.Serve.SignInRate)
 	}
 	if c.Serve.LinkTTL < time.Minute || c.Serve.SessionTTL < time.Minute {
 		bad("serve.link_ttl", "link_ttl %s and session_ttl %s must each be 1m or more", c.Serve.LinkTTL, c.Serve.SessionTTL)

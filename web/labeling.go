@@ -35,32 +35,8 @@ var funcs = template.FuncMap{
 	"path": url.PathEscape,
 }
 
-// batchProgress is a labeler's progress in a batch.
-type batchProgress struct {
-	Batch    string
-	Run      string
-	Done     int // this labeler's labels in the batch
-	Assigned int // items given to this labeler (done, skipped or open)
-	Labeled  int // items of the batch with a label
-	Total    int // items of the batch
-}
-
-func (s *Server) progress(r *request, batch string) (batchProgress, error) {
-	b, err := s.labels.GetBatch(r.Context(), batch)
-	if err != nil {
-		return batchProgress{}, err
-	}
-	p := batchProgress{Batch: b.Name, Run: b.Run, Labeled: b.Labeled, Total: b.Items}
-	labs, err := s.labels.BatchLabelers(r.Context(), batch)
-	if err != nil {
-		return batchProgress{}, err
-	}
-	for _, l := range labs {
-		if l.Labeler == r.who.Labeler {
-			p.Done, p.Assigned = l.Done, l.Assigned
-		}
-	}
-	return p, nil
+func (s *Server) progress(r *request, batch string) (postgres.LabelerBatch, error) {
+	return s.labels.ProgressOf(r.Context(), batch, r.who.Labeler)
 }
 
 // home lists a labeler's open batches (the admin goes to the dashboard).
@@ -74,7 +50,7 @@ func (s *Server) home(w http.ResponseWriter, r *request) {
 		s.fail(w, r.Request, err)
 		return
 	}
-	var batches []batchProgress
+	var batches []postgres.LabelerBatch
 	for _, n := range names {
 		p, err := s.progress(r, n)
 		if err != nil {
@@ -110,7 +86,7 @@ func (s *Server) next(w http.ResponseWriter, r *request) {
 type labelPage struct {
 	A          postgres.Assignment
 	Guidelines template.HTML
-	Progress   batchProgress
+	Progress   postgres.LabelerBatch
 	K          int
 }
 

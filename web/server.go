@@ -50,6 +50,7 @@ type Labels interface {
 	GetBatch(ctx context.Context, name string) (postgres.Batch, error)
 	BatchGuidelines(ctx context.Context, name string) (string, error)
 	BatchLabelers(ctx context.Context, batch string) ([]postgres.LabelerProgress, error)
+	ProgressOf(ctx context.Context, batch, labeler string) (postgres.LabelerBatch, error)
 	ClaimItem(ctx context.Context, session, batch string) (int64, error)
 	GetAssignment(ctx context.Context, session string, id int64) (postgres.Assignment, error)
 	SubmitLabel(ctx context.Context, session string, id int64, l postgres.Label) (int64, error)

@@ -243,7 +243,7 @@ pair of responses with different ranks; tied pairs are left out and counted.`,
 			var n, ties int
 			err = writeOut(cmd, output, func(w io.Writer) error {
 				return db.ExportSnapshot(cmd.Context(), snapshot, func(r postgres.ExportRow) error {
-					lines, t := preference.Export(preference.Format(format), r.Prompt, r.Responses, r.Ranks, r.Labeler)
+					lines, t := preference.ExportJudged(preference.Format(format), r.Prompt, r.Responses, r.Ranks, r.Labeler, r.Judged)
 					ties += t
 					for _, l := range lines {
 						n++

@@ -39,7 +39,7 @@ serve.behind_proxy and serve.public_url behind a reverse proxy that ends TLS.`,
 			log := slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), nil))
 			sc := cfg.Serve
 			srv, err := web.New(c.DB, c.DB, c, web.Config{AdminToken: sc.AdminToken, Secure: sc.TLSCert != "",
-				BehindProxy: sc.BehindProxy, SessionTTL: sc.SessionTTL}, log)
+				BehindProxy: sc.BehindProxy, SessionTTL: sc.SessionTTL, SignInRate: sc.SignInRate}, log)
 			if err != nil {
 				return err
 			}

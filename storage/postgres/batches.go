@@ -101,7 +101,7 @@ func (db *DB) CreateBatchFrom(ctx context.Context, name, run string, deadline ti
 		}
 		if err := tx.QueryRow(ctx,
 			`INSERT INTO labeling_batches (name, run_id, deadline, items, overlap, lease, guidelines, flag_names)
-			 VALUES ($1, $2, $3, $4, $5, $6::interval, $7, $8) RETURNING id`,
+			 VALUES ($1, NULLIF($2, ''), $3, $4, $5, $6::interval, $7, $8) RETURNING id`,
 			name, run, deadline, n, lab.Overlap, lab.Lease, lab.Guidelines, lab.Flags).Scan(&b.ID); err != nil {
 			return err
 		}

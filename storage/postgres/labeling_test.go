@@ -140,6 +140,19 @@ func TestLabelingSubmission(t *testing.T) {
 	if next := claim(t, db, s["ann"]); next == 0 {
 		t.Error("ann gets nothing, but bob skipped item 1")
 	}
+	// The ratings and flags travel with the comparison into snapshots and
+	// their export.
+	if _, err := db.SnapshotWhere(ctx, "web", SnapshotFilter{}); err != nil {
+		t.Fatal(err)
+	}
+	var exported []ExportRow
+	if err := db.ExportSnapshot(ctx, "web", func(r ExportRow) error { exported = append(exported, r); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if len(exported) != 2 || len(exported[0].Judged.Ratings) != 3 || *exported[0].Judged.Ratings[0] != 6 ||
+		!slices.Equal(exported[0].Judged.Flags[2], []string{"hallucination"}) || exported[1].Judged.Ratings != nil {
+		t.Errorf("exported judgements: %+v", exported)
+	}
 	progress, err := db.BatchLabelers(ctx, "r1-labels")
 	if err != nil || len(progress) != 2 || progress[0] != (LabelerProgress{"ann", 2, 0, 3, 1}) || progress[1] != (LabelerProgress{"bob", 0, 1, 1, 0}) {
 		t.Errorf("progress %+v %v", progress, err)

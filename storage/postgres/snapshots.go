@@ -12,6 +12,7 @@ import (
 	"github.com/instructflow/instructflow/chat"
 
 	"github.com/instructflow/instructflow/errkind"
+	"github.com/instructflow/instructflow/preference"
 )
 
 // Snapshot is a frozen set of comparisons.
@@ -167,6 +168,9 @@ type ExportRow struct {
 	// Turns are the prompt's, when it is a conversation (not hashed: the
 	// text determines them).
 	Turns []chat.Message
+	// Judged is what a labeler said besides the ranks (the labeling app's
+	// ratings and flags, shown order; not hashed).
+	Judged preference.Judged
 }
 
 // ExportSnapshot streams a snapshot's comparisons in id order to fn, after
@@ -209,7 +213,7 @@ func snapshotRows(ctx context.Context, q querier, ids []int64, fn func(ExportRow
 		       (SELECT coalesce(array_agg(r.text ORDER BY u.ord), '{}')
 		          FROM unnest(c.response_ids) WITH ORDINALITY AS u (rid, ord)
 		          JOIN responses r ON r.id = u.rid AND r.prompt_id = c.prompt_id),
-		       c.ranks, l.name, p.split, c.response_ids, p.turns
+		       c.ranks, l.name, p.split, c.response_ids, p.turns, c.ratings, c.response_flags
 		FROM unnest($1::bigint[]) AS s (id)
 		JOIN comparisons c ON c.id = s.id
 		JOIN prompts p ON p.id = c.prompt_id
@@ -222,7 +226,8 @@ func snapshotRows(ctx context.Context, q querier, ids []int64, fn func(ExportRow
 	for rows.Next() {
 		var r ExportRow
 		var turns []byte
-		if err := rows.Scan(&r.ID, &r.Prompt, &r.Responses, &r.Ranks, &r.Labeler, &r.Split, &r.ResponseIDs, &turns); err != nil {
+		if err := rows.Scan(&r.ID, &r.Prompt, &r.Responses, &r.Ranks, &r.Labeler, &r.Split, &r.ResponseIDs, &turns,
+			&r.Judged.Ratings, &r.Judged.Flags); err != nil {
 			return err
 		}
 		if r.Turns, err = parseTurns(turns); err != nil {

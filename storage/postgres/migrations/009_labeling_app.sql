@@ -39,7 +39,11 @@ ALTER TABLE labeling_batches
     ADD COLUMN guidelines text NOT NULL DEFAULT '',
     ADD COLUMN flag_names text[] NOT NULL DEFAULT ARRAY[
         'fails to follow the instruction', 'hallucination', 'inappropriate for a customer assistant',
-        'harmful advice', 'sexual or violent content'];
+        'harmful advice', 'sexual or violent content'],
+    -- Items below claim_from have all the labels they want (labels are
+    -- never taken back): claims look from there on, so a claim costs the
+    -- items in progress, not the whole batch.
+    ADD COLUMN claim_from integer NOT NULL DEFAULT 0;
 
 -- ratings[i] (1-7, NULL = not rated) and response_flags[i] (a JSON array
 -- of flag names) belong to response_ids[i], in the shown order.
@@ -76,7 +80,7 @@ CREATE TABLE assignments (
     UNIQUE (batch_id, item, labeler_id),
     CHECK ((done_at IS NULL) = (comparison_id IS NULL AND skip_reason IS NULL))
 );
-CREATE INDEX assignments_labeler ON assignments (labeler_id, batch_id) WHERE done_at IS NULL;
+CREATE INDEX assignments_labeler ON assignments (batch_id, labeler_id);
 
 -- The labeler of a session token, or NULL (unknown, ended, expired,
 -- revoked). It reads the sessions as their owner: my_assignments calls it
@@ -126,6 +130,7 @@ DECLARE
     b public.labeling_batches%ROWTYPE;
     pick integer;
     aid bigint;
+    first_open integer;
 BEGIN
     SELECT * INTO b FROM public.labeling_batches WHERE name = batch_name;
     IF NOT FOUND THEN
@@ -138,8 +143,17 @@ BEGIN
     IF FOUND THEN
         RETURN aid;
     END IF;
+    SELECT i.item INTO first_open FROM public.labeling_batch_items i
+    WHERE i.batch_id = b.id AND i.item >= b.claim_from
+      AND (SELECT count(*) FROM public.comparisons c WHERE c.batch_id = b.id AND c.batch_item = i.item)
+        < public.item_labels_wanted(b.id, i.item, b.overlap)
+    ORDER BY i.item LIMIT 1;
+    first_open := coalesce(first_open, b.items);
+    IF first_open > b.claim_from THEN
+        UPDATE public.labeling_batches SET claim_from = first_open WHERE id = b.id;
+    END IF;
     SELECT i.item INTO pick FROM public.labeling_batch_items i
-    WHERE i.batch_id = b.id
+    WHERE i.batch_id = b.id AND i.item >= first_open
       AND NOT EXISTS (SELECT 1 FROM public.assignments a
                       WHERE a.batch_id = b.id AND a.item = i.item AND a.labeler_id = lab AND a.done_at IS NOT NULL)
       AND NOT EXISTS (SELECT 1 FROM public.comparisons c

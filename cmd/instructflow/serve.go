@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -38,7 +39,7 @@ serve.behind_proxy and serve.public_url behind a reverse proxy that ends TLS.`,
 			defer c.Close()
 			log := slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), nil))
 			sc := cfg.Serve
-			srv, err := web.New(c.DB, c.DB, c, web.Config{AdminToken: sc.AdminToken, Secure: sc.TLSCert != "",
+			srv, err := web.New(c.DB, c.DB, c, web.Config{AdminToken: sc.AdminToken, Secure: sc.TLSCert != "" || strings.HasPrefix(sc.PublicURL, "https://"),
 				BehindProxy: sc.BehindProxy, SessionTTL: sc.SessionTTL, SignInRate: sc.SignInRate}, log)
 			if err != nil {
 				return err

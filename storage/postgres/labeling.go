@@ -80,12 +80,25 @@ func (db *DB) AddLabeler(ctx context.Context, name string, ttl time.Duration) (s
 // working and its open assignments go back to the pool when they lapse.
 // Its labels stay.
 func (db *DB) RevokeLabeler(ctx context.Context, name string) error {
-	tag, err := db.pool.Exec(ctx, "UPDATE labelers SET revoked_at = coalesce(revoked_at, now()) WHERE name = $1 AND kind = 'human'", name)
+	// Its sessions and unused links end for good: adding it again later
+	// gives a new link, not the old ones back.
+	err := pgx.BeginFunc(ctx, db.pool, func(tx pgx.Tx) error {
+		var id int64
+		err := tx.QueryRow(ctx, "UPDATE labelers SET revoked_at = coalesce(revoked_at, now()) WHERE name = $1 AND kind = 'human' RETURNING id", name).Scan(&id)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return fmt.Errorf("no such human labeler: %w", errkind.NotFound)
+		}
+		if err != nil {
+			return err
+		}
+		if _, err := tx.Exec(ctx, "UPDATE web_sessions SET ended_at = now() WHERE labeler_id = $1 AND ended_at IS NULL", id); err != nil {
+			return err
+		}
+		_, err = tx.Exec(ctx, "UPDATE labeler_links SET used_at = now() WHERE labeler_id = $1 AND used_at IS NULL", id)
+		return err
+	})
 	if err != nil {
 		return fmt.Errorf("postgres: revoke labeler %s: %w", name, err)
-	}
-	if tag.RowsAffected() == 0 {
-		return fmt.Errorf("postgres: revoke labeler %s: no such human labeler: %w", name, errkind.NotFound)
 	}
 	return nil
 }
@@ -257,6 +270,11 @@ type Label struct {
 // SubmitLabel stores the session labeler's label of assignment id through
 // submit_label (migration 009) and returns the comparison's id.
 func (db *DB) SubmitLabel(ctx context.Context, session string, id int64, l Label) (int64, error) {
+	for i, r := range l.Ranks {
+		if r < 1 || r > len(l.Ranks) || (i < len(l.Ratings) && (l.Ratings[i] < 0 || l.Ratings[i] > 7)) {
+			return 0, errkind.BadInputf("give each of the %d responses a rank from 1 to %d and a rating from 1 to 7 (or none)", len(l.Ranks), len(l.Ranks))
+		}
+	}
 	ranks := make([]int16, len(l.Ranks))
 	for i, r := range l.Ranks {
 		ranks[i] = int16(r)

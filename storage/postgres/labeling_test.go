@@ -87,6 +87,7 @@ func TestLabelingSubmission(t *testing.T) {
 		"too few ranks":     {Ranks: []int{1, 2}},
 		"rating 8":          {Ranks: []int{1, 2, 3}, Ratings: []int{8, 1, 1}},
 		"unknown flag":      {Ranks: []int{1, 2, 3}, Flags: [][]string{{"boring"}, nil, nil}},
+		"rank 65537":        {Ranks: []int{65537, 2, 3}},
 	} {
 		if _, err := db.SubmitLabel(ctx, s["ann"], a, bad); !errors.Is(err, errkind.BadInput) {
 			t.Errorf("%s: %v, want BadInput", name, err)
@@ -228,6 +229,20 @@ func TestSignInLinks(t *testing.T) {
 		t.Fatalf("session: %+v %v", who, err)
 	}
 	unused, _ := db.AddLabeler(ctx, "ann", time.Hour)
+	if err := db.RevokeLabeler(ctx, "ann"); err != nil {
+		t.Fatal(err)
+	}
+	// Adding her again gives a new link, not the old session or link back.
+	fresh, err := db.AddLabeler(ctx, "ann", time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.GetSession(ctx, session); !errors.Is(err, errkind.Unauthenticated) {
+		t.Errorf("a revoked session works again after the labeler is added back: %v", err)
+	}
+	if _, _, err := db.SignIn(ctx, fresh, time.Hour); err != nil {
+		t.Errorf("the new link: %v", err)
+	}
 	if err := db.RevokeLabeler(ctx, "ann"); err != nil {
 		t.Fatal(err)
 	}

@@ -136,7 +136,7 @@ BEGIN
     IF NOT FOUND THEN
         RAISE EXCEPTION 'no labeling batch %', batch_name USING ERRCODE = 'no_data_found';
     END IF;
-    PERFORM pg_advisory_xact_lock(20260907, b.id::integer);
+    PERFORM pg_advisory_xact_lock(hashtextextended('instructflow claim ' || b.id, 0));
     SELECT a.id INTO aid FROM public.assignments a
     WHERE a.batch_id = b.id AND a.labeler_id = lab AND a.done_at IS NULL AND a.expires_at > now()
     ORDER BY a.id LIMIT 1;
@@ -223,12 +223,13 @@ DECLARE
     cid bigint;
 BEGIN
     SELECT * INTO b FROM public.labeling_batches WHERE id = a.batch_id;
-    IF cardinality(ranks) IS DISTINCT FROM k OR array_position(ranks, NULL) IS NOT NULL
+    IF cardinality(ranks) IS DISTINCT FROM k OR array_ndims(ranks) <> 1 OR array_lower(ranks, 1) <> 1
+       OR array_position(ranks, NULL) IS NOT NULL
        OR NOT (1 <= ALL (ranks) AND k >= ALL (ranks)) THEN
         RAISE EXCEPTION 'give each of the % responses a rank from 1 (best) to % (equal ranks tie)', k, k
             USING ERRCODE = 'IFR01';
     END IF;
-    IF ratings IS NOT NULL AND (cardinality(ratings) <> k
+    IF ratings IS NOT NULL AND (cardinality(ratings) <> k OR array_ndims(ratings) <> 1 OR array_lower(ratings, 1) <> 1
        OR NOT (1 <= ALL (array_replace(ratings, NULL, 1)) AND 7 >= ALL (array_replace(ratings, NULL, 1)))) THEN
         RAISE EXCEPTION 'ratings go from 1 to 7, one per response (or none)' USING ERRCODE = 'IFR01';
     END IF;

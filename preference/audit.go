@@ -56,6 +56,20 @@ type LabelerCounts struct {
 	// does both).
 	ContradictionExample [2]int64
 	ContradictionPair    [2]int64
+
+	// Judgements are what the labeling app records besides ranks.
+	Judgements JudgementCounts
+}
+
+// JudgementCounts are one labeler's counts of the labeling app's ratings,
+// flags and skips.
+type JudgementCounts struct {
+	Labeled    int64 // comparisons given in the labeling app
+	Responses  int64 // responses judged there
+	Flagged    int64 // of those, responses with a flag
+	Skipped    int64 // items skipped (with a reason)
+	RatedPairs int64 // response pairs with different ranks, both rated
+	Inverted   int64 // of those, pairs whose ratings order them the other way
 }
 
 // DuplicateGroup is a set of comparisons by one labeler of the same prompt
@@ -145,6 +159,12 @@ type LabelerReport struct {
 	MajorityP          float64 `json:"majority_p"`
 	MajorityPool       float64 `json:"majority_pool"`
 	SelfContradictions int64   `json:"self_contradictions"` // response pairs ranked both ways
+	// From the labeling app: responses flagged, items skipped (of items
+	// labeled or skipped), and rated pairs whose ratings contradict the
+	// ranks.
+	FlagRate      Rate `json:"flag_rate"`
+	SkipRate      Rate `json:"skip_rate"`
+	RatingInverts Rate `json:"rating_inversions"`
 }
 
 // Severity orders findings.
@@ -191,7 +211,11 @@ func Audit(in AuditInput) Report {
 	r.Agreement = agreement(in)
 
 	var totLOO, totLOOAgree, totLen, totLonger, totPairs, totTies int64
+	var tot JudgementCounts
 	for _, l := range in.Labelers {
+		j := l.Judgements
+		tot.Responses, tot.Flagged, tot.Skipped, tot.Labeled = tot.Responses+j.Responses, tot.Flagged+j.Flagged, tot.Skipped+j.Skipped, tot.Labeled+j.Labeled
+		tot.RatedPairs, tot.Inverted = tot.RatedPairs+j.RatedPairs, tot.Inverted+j.Inverted
 		totLOO += l.LOOTotal
 		totLOOAgree += l.LOOAgree
 		totLen += l.LengthPairs
@@ -207,6 +231,9 @@ func Audit(in AuditInput) Report {
 			FirstWins:          wilson(l.PositionFirstWins, l.PositionN),
 			LongerWins:         wilson(l.LongerWins, l.LengthPairs),
 			SelfContradictions: l.Contradictions,
+			FlagRate:           wilson(l.Judgements.Flagged, l.Judgements.Responses),
+			SkipRate:           wilson(l.Judgements.Skipped, l.Judgements.Skipped+l.Judgements.Labeled),
+			RatingInverts:      wilson(l.Judgements.Inverted, l.Judgements.RatedPairs),
 		}
 		if l.PositionN > 0 {
 			lr.FirstChance = l.PositionExpected / float64(l.PositionN)
@@ -216,6 +243,7 @@ func Audit(in AuditInput) Report {
 		lr.MajorityPool, lr.MajorityP = versusRest(l.LOOAgree, l.LOOTotal, totLOOAgree, totLOO)
 		r.Labelers = append(r.Labelers, lr)
 		r.Findings = append(r.Findings, labelerFindings(lr, l, totTies, totPairs)...)
+		r.Findings = append(r.Findings, judgementFindings(lr, tot)...)
 	}
 	r.Findings = append(r.Findings, rowFindings(in)...)
 	slices.SortStableFunc(r.Findings, func(a, b Finding) int {
@@ -289,6 +317,37 @@ func labelerFindings(lr LabelerReport, l LabelerCounts, totTies, totPairs int64)
 	if l.Contradictions > 0 {
 		out = append(out, Finding{Severity: Medium, Subject: subject, Reason: "contradicts itself",
 			Evidence: contradictionEvidence(l), effect: float64(l.Contradictions)})
+	}
+	return out
+}
+
+// judgementFindings flags a labeler who flags, skips or rates against its
+// own ranks far more often than the other labelers of the labeling app.
+func judgementFindings(lr LabelerReport, tot JudgementCounts) []Finding {
+	var out []Finding
+	for _, c := range []struct {
+		r          Rate
+		totK, totN int64
+		reason     string
+		what       string
+	}{
+		{lr.FlagRate, tot.Flagged, tot.Responses, "flags responses far more often than the others", "responses flagged"},
+		{lr.SkipRate, tot.Skipped, tot.Skipped + tot.Labeled, "skips items far more often than the others", "items skipped"},
+		{lr.RatingInverts, tot.Inverted, tot.RatedPairs, "ratings contradict the ranking", "rated pairs whose ratings order them against the ranks"},
+	} {
+		if c.r.N < MinSamples || c.totN <= c.r.N {
+			continue
+		}
+		pool, p := versusRest(c.r.K, c.r.N, c.totK, c.totN)
+		if p < SignificanceP && c.r.Rate-pool >= MinEffect {
+			sev := Medium
+			if c.r.Rate-pool >= HighEffect {
+				sev = High
+			}
+			out = append(out, Finding{Severity: sev, Subject: "labeler " + lr.Name, Reason: c.reason, effect: c.r.Rate - pool,
+				Evidence: fmt.Sprintf("%s: %d of %d (%.0f%%, 95%% CI %.0f-%.0f%%) vs %.0f%% for the others, p=%.1e",
+					c.what, c.r.K, c.r.N, 100*c.r.Rate, 100*c.r.Low, 100*c.r.High, 100*pool, p)})
+		}
 	}
 	return out
 }

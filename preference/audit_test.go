@@ -82,6 +82,38 @@ func TestAuditFlagsBiasedLabelers(t *testing.T) {
 	}
 }
 
+// Labelers of the labeling app who flag, skip or rate against their ranks
+// far more often than the others are findings; the others are not.
+func TestAuditFlagsJudgements(t *testing.T) {
+	usual := func(name string) LabelerCounts {
+		return LabelerCounts{Name: name, Judgements: JudgementCounts{Labeled: 100, Responses: 400, Flagged: 20, Skipped: 3, RatedPairs: 500, Inverted: 25}}
+	}
+	flagger, skipper, contrary := usual("flagger"), usual("skipper"), usual("contrary")
+	flagger.Judgements.Flagged = 240
+	skipper.Judgements.Skipped = 60
+	contrary.Judgements.Inverted = 300
+	r := Audit(AuditInput{Labelers: []LabelerCounts{usual("a"), usual("b"), usual("c"), flagger, skipper, contrary}})
+	reasons := map[string]string{}
+	for _, f := range r.Findings {
+		reasons[f.Subject] += f.Reason + "; "
+	}
+	for subject, want := range map[string]string{
+		"labeler a": "", "labeler b": "", "labeler c": "",
+		"labeler flagger":  "flags responses far more often than the others; ",
+		"labeler skipper":  "skips items far more often than the others; ",
+		"labeler contrary": "ratings contradict the ranking; ",
+	} {
+		if reasons[subject] != want {
+			t.Errorf("%s: %q, want %q", subject, reasons[subject], want)
+		}
+	}
+	var b strings.Builder
+	r.WriteText(&b)
+	if !strings.Contains(b.String(), "In the labeling app:") || !strings.Contains(b.String(), "60% of 400") {
+		t.Errorf("text report lacks the labeling app's table:\n%s", b.String())
+	}
+}
+
 func TestContradictionEvidence(t *testing.T) {
 	for _, tc := range []struct {
 		l    LabelerCounts

@@ -34,6 +34,18 @@ func (r Report) WriteText(w io.Writer) {
 		fmt.Fprintf(w, "%-24s %8d %8d %16s %16s %16s %7.1f%% %7d\n", printable.String(l.Name), l.Comparisons, l.Pairs,
 			rate(l.MajorityAgreement), rate(l.FirstWins), rate(l.LongerWins), 100*l.TieRate.Rate, l.SelfContradictions)
 	}
+	var app []LabelerReport
+	for _, l := range r.Labelers {
+		if l.FlagRate.N > 0 || l.SkipRate.N > 0 {
+			app = append(app, l)
+		}
+	}
+	if len(app) > 0 {
+		fmt.Fprintf(w, "\nIn the labeling app:\n%-24s %16s %16s %22s\n", "labeler", "flagged", "skipped", "ratings against ranks")
+		for _, l := range app {
+			fmt.Fprintf(w, "%-24s %16s %16s %22s\n", printable.String(l.Name), rate(l.FlagRate), rate(l.SkipRate), rate(l.RatingInverts))
+		}
+	}
 	if len(r.FlagCounts) > 0 {
 		keys := make([]string, 0, len(r.FlagCounts))
 		for k := range r.FlagCounts {

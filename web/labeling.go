@@ -45,7 +45,7 @@ func (s *Server) home(w http.ResponseWriter, r *request) {
 		http.Redirect(w, r.Request, "/admin", http.StatusSeeOther)
 		return
 	}
-	names, err := s.labels.OpenBatches(r.Context(), "")
+	names, err := s.labels.BatchesToLabel(r.Context())
 	if err != nil {
 		s.fail(w, r.Request, err)
 		return

@@ -43,10 +43,10 @@ var staticFS embed.FS
 // Labels is what the labeling pages need of the label database.
 type Labels interface {
 	SignIn(ctx context.Context, linkToken string, ttl time.Duration) (string, postgres.Session, error)
-	AdminSession(ctx context.Context, ttl time.Duration) (string, error)
+	AdminSession(ctx context.Context, adminToken string, ttl time.Duration) (string, error)
 	GetSession(ctx context.Context, token string) (postgres.Session, error)
 	EndSession(ctx context.Context, token string) error
-	OpenBatches(ctx context.Context, run string) ([]string, error)
+	BatchesToLabel(ctx context.Context) ([]string, error)
 	GetBatch(ctx context.Context, name string) (postgres.Batch, error)
 	BatchGuidelines(ctx context.Context, name string) (string, error)
 	BatchLabelers(ctx context.Context, batch string) ([]postgres.LabelerProgress, error)
@@ -133,7 +133,14 @@ func New(labels Labels, dash Dashboard, runs RunControl, cfg Config, log *slog.L
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
 	static, _ := fs.Sub(staticFS, "static")
-	mux.Handle("GET /static/", http.StripPrefix("/static/", http.FileServerFS(static)))
+	files := http.StripPrefix("/static/", http.FileServerFS(static))
+	mux.Handle("GET /static/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if strings.HasSuffix(r.URL.Path, "/") { // files only, no listings
+			http.NotFound(w, r)
+			return
+		}
+		files.ServeHTTP(w, r)
+	}))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })
 	mux.HandleFunc("GET /signin", s.signInPage)
 	mux.HandleFunc("POST /signin", s.signIn)
@@ -191,6 +198,9 @@ func (s *Server) withSession(h handler) http.HandlerFunc {
 			return
 		}
 		who, err := s.labels.GetSession(r.Context(), c.Value)
+		if err == nil && who.Admin && (s.cfg.AdminToken == "" || !hmac.Equal(who.AdminKey, postgres.TokenHash(s.cfg.AdminToken))) {
+			err = errkind.Unauthenticated // opened with an admin token that is no longer the server's
+		}
 		if errors.Is(err, errkind.Unauthenticated) {
 			s.toSignIn(w, r)
 			return
@@ -283,7 +293,7 @@ func (s *Server) signIn(w http.ResponseWriter, r *http.Request) {
 	}
 	var session string
 	if s.cfg.AdminToken != "" && subtle.ConstantTimeCompare([]byte(token), []byte(s.cfg.AdminToken)) == 1 {
-		session, err = s.labels.AdminSession(r.Context(), s.cfg.SessionTTL)
+		session, err = s.labels.AdminSession(r.Context(), s.cfg.AdminToken, s.cfg.SessionTTL)
 	} else {
 		session, _, err = s.labels.SignIn(r.Context(), token, s.cfg.SessionTTL)
 	}

@@ -3,6 +3,7 @@ package postgres
 import (
 	"context"
 	"fmt"
+	"slices"
 
 	"github.com/jackc/pgx/v5"
 
@@ -46,6 +47,9 @@ func (db *DB) AuditCounts(ctx context.Context, snapshot string) (preference.Audi
 		if err := auditLabelers(ctx, tx, &in); err != nil {
 			return err
 		}
+		if err := auditJudgements(ctx, tx, &in, snapID); err != nil {
+			return err
+		}
 		if err := tx.QueryRow(ctx, `
 			SELECT count(*),
 			       coalesce(sum(m * (m - 1) / 2), 0),
@@ -70,11 +74,13 @@ var auditSetup = []struct {
 	snap bool // takes the snapshot id (or NULL) as $1
 }{
 	{"scope", `CREATE TEMP TABLE a_scope ON COMMIT DROP AS
-		SELECT c.id, c.prompt_id, c.labeler_id, c.response_ids, c.ranks, c.order_known, c.flags, c.import_line
+		SELECT c.id, c.prompt_id, c.labeler_id, c.response_ids, c.ranks, c.order_known, c.flags, c.import_line,
+		       c.ratings, c.response_flags, c.batch_id
 		FROM comparisons c
 		WHERE $1::bigint IS NULL AND NOT EXISTS (SELECT 1 FROM comparisons n WHERE n.supersedes = c.id)
 		UNION ALL
-		SELECT c.id, c.prompt_id, c.labeler_id, c.response_ids, c.ranks, c.order_known, c.flags, c.import_line
+		SELECT c.id, c.prompt_id, c.labeler_id, c.response_ids, c.ranks, c.order_known, c.flags, c.import_line,
+		       c.ratings, c.response_flags, c.batch_id
 		FROM label_snapshots s CROSS JOIN LATERAL unnest(s.comparison_ids) AS x (id)
 		JOIN comparisons c ON c.id = x.id
 		WHERE s.id = $1`, true},
@@ -177,6 +183,61 @@ func auditLabelers(ctx context.Context, tx pgx.Tx, in *preference.AuditInput) er
 			return fmt.Errorf("labelers: %w", err)
 		}
 		in.Labelers = append(in.Labelers, l)
+	}
+	return rows.Err()
+}
+
+// auditJudgements adds what the labeling app records besides ranks, per
+// labeler: responses flagged of those labeled in the app, items skipped
+// (in the scope's batches; all of them for all current comparisons), and
+// rated pairs with different ranks whose ratings say the opposite.
+func auditJudgements(ctx context.Context, tx pgx.Tx, in *preference.AuditInput, snapID *int64) error {
+	rows, err := tx.Query(ctx, `
+		WITH app AS (
+			SELECT s.labeler_id, count(*) AS responses,
+			       count(*) FILTER (WHERE jsonb_array_length(f.v) > 0) AS flagged
+			FROM a_scope s CROSS JOIN LATERAL jsonb_array_elements(s.response_flags) AS f (v)
+			WHERE s.response_flags IS NOT NULL
+			GROUP BY s.labeler_id
+		), rated AS (
+			SELECT s.labeler_id, count(*) AS pairs,
+			       count(*) FILTER (WHERE (a.rk < b.rk AND a.rt < b.rt) OR (b.rk < a.rk AND b.rt < a.rt)) AS inverted
+			FROM a_scope s
+			CROSS JOIN LATERAL unnest(s.ranks, s.ratings) WITH ORDINALITY AS a (rk, rt, i)
+			CROSS JOIN LATERAL unnest(s.ranks, s.ratings) WITH ORDINALITY AS b (rk, rt, j)
+			WHERE s.ratings IS NOT NULL AND a.i < b.j AND a.rk <> b.rk AND a.rt IS NOT NULL AND b.rt IS NOT NULL
+			GROUP BY s.labeler_id
+		), skips AS (
+			SELECT a.labeler_id, count(*) AS skipped FROM assignments a
+			WHERE a.skip_reason IS NOT NULL
+			  AND ($1::bigint IS NULL OR a.batch_id IN (SELECT batch_id FROM a_scope))
+			GROUP BY a.labeler_id
+		)
+		SELECT l.name, coalesce(app.responses, 0), coalesce(app.flagged, 0),
+		       coalesce(rated.pairs, 0), coalesce(rated.inverted, 0), coalesce(skips.skipped, 0),
+		       (SELECT count(*) FROM a_scope s WHERE s.labeler_id = l.id AND s.response_flags IS NOT NULL)
+		FROM labelers l
+		LEFT JOIN app ON app.labeler_id = l.id
+		LEFT JOIN rated ON rated.labeler_id = l.id
+		LEFT JOIN skips ON skips.labeler_id = l.id
+		WHERE app.labeler_id IS NOT NULL OR skips.labeler_id IS NOT NULL
+		ORDER BY l.name`, snapID)
+	if err != nil {
+		return fmt.Errorf("judgements: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var name string
+		var j preference.JudgementCounts
+		if err := rows.Scan(&name, &j.Responses, &j.Flagged, &j.RatedPairs, &j.Inverted, &j.Skipped, &j.Labeled); err != nil {
+			return fmt.Errorf("judgements: %w", err)
+		}
+		i := slices.IndexFunc(in.Labelers, func(l preference.LabelerCounts) bool { return l.Name == name })
+		if i < 0 { // skipped, labeled nothing in scope
+			in.Labelers = append(in.Labelers, preference.LabelerCounts{Name: name})
+			i = len(in.Labelers) - 1
+		}
+		in.Labelers[i].Judgements = j
 	}
 	return rows.Err()
 }

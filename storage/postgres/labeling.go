@@ -28,7 +28,8 @@ func NewToken() string {
 	return base64.RawURLEncoding.EncodeToString(b[:])
 }
 
-func tokenHash(token string) []byte {
+// TokenHash is how a token is stored: its SHA-256.
+func TokenHash(token string) []byte {
 	h := sha256.Sum256([]byte(token))
 	return h[:]
 }
@@ -67,7 +68,7 @@ func (db *DB) AddLabeler(ctx context.Context, name string, ttl time.Duration) (s
 			return err
 		}
 		_, err := tx.Exec(ctx, "INSERT INTO labeler_links (token_sha256, labeler_id, expires_at) VALUES ($1, $2, now() + $3::interval)",
-			tokenHash(token), id, ttl)
+			TokenHash(token), id, ttl)
 		return err
 	})
 	if err != nil {
@@ -128,6 +129,9 @@ func (db *DB) LabelerAccounts(ctx context.Context) ([]LabelerAccount, error) {
 type Session struct {
 	Admin   bool
 	Labeler string // "" for the admin
+	// AdminKey is the SHA-256 of the admin token that opened an admin
+	// session: the server refuses it when its token has changed since.
+	AdminKey []byte
 }
 
 // SignIn spends a one-time sign-in token and opens a session of ttl for
@@ -143,7 +147,7 @@ func (db *DB) SignIn(ctx context.Context, linkToken string, ttl time.Duration) (
 			FROM labelers l
 			WHERE k.token_sha256 = $1 AND k.used_at IS NULL AND k.expires_at > now()
 			  AND l.id = k.labeler_id AND l.revoked_at IS NULL
-			RETURNING l.id, l.name`, tokenHash(linkToken)).Scan(&id, &s.Labeler)
+			RETURNING l.id, l.name`, TokenHash(linkToken)).Scan(&id, &s.Labeler)
 		if errors.Is(err, pgx.ErrNoRows) {
 			return fmt.Errorf("this sign-in link is unknown, used, expired or revoked; ask for a new one (instructflow labelers add NAME): %w", errkind.Unauthenticated)
 		}
@@ -151,7 +155,7 @@ func (db *DB) SignIn(ctx context.Context, linkToken string, ttl time.Duration) (
 			return err
 		}
 		_, err = tx.Exec(ctx, "INSERT INTO web_sessions (token_sha256, labeler_id, expires_at) VALUES ($1, $2, now() + $3::interval)",
-			tokenHash(session), id, ttl)
+			TokenHash(session), id, ttl)
 		return err
 	})
 	if err != nil {
@@ -160,12 +164,12 @@ func (db *DB) SignIn(ctx context.Context, linkToken string, ttl time.Duration) (
 	return session, s, nil
 }
 
-// AdminSession opens an admin session of ttl (the caller checked the admin
-// token) and returns its token.
-func (db *DB) AdminSession(ctx context.Context, ttl time.Duration) (string, error) {
+// AdminSession opens an admin session of ttl for adminToken (which the
+// caller checked) and returns its token.
+func (db *DB) AdminSession(ctx context.Context, adminToken string, ttl time.Duration) (string, error) {
 	session := NewToken()
-	if _, err := db.pool.Exec(ctx, "INSERT INTO web_sessions (token_sha256, admin, expires_at) VALUES ($1, true, now() + $2::interval)",
-		tokenHash(session), ttl); err != nil {
+	if _, err := db.pool.Exec(ctx, "INSERT INTO web_sessions (token_sha256, admin, admin_key, expires_at) VALUES ($1, true, $2, now() + $3::interval)",
+		TokenHash(session), TokenHash(adminToken), ttl); err != nil {
 		return "", fmt.Errorf("postgres: admin session: %w", err)
 	}
 	return session, nil
@@ -177,9 +181,9 @@ func (db *DB) GetSession(ctx context.Context, token string) (Session, error) {
 	var s Session
 	var labeler *string
 	err := db.pool.QueryRow(ctx, `
-		SELECT s.admin, l.name FROM web_sessions s LEFT JOIN labelers l ON l.id = s.labeler_id
+		SELECT s.admin, s.admin_key, l.name FROM web_sessions s LEFT JOIN labelers l ON l.id = s.labeler_id
 		WHERE s.token_sha256 = $1 AND s.ended_at IS NULL AND s.expires_at > now()
-		  AND (s.admin OR l.revoked_at IS NULL)`, tokenHash(token)).Scan(&s.Admin, &labeler)
+		  AND (s.admin OR l.revoked_at IS NULL)`, TokenHash(token)).Scan(&s.Admin, &s.AdminKey, &labeler)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return Session{}, fmt.Errorf("postgres: session: %w", errkind.Unauthenticated)
 	}
@@ -194,7 +198,7 @@ func (db *DB) GetSession(ctx context.Context, token string) (Session, error) {
 
 // EndSession signs a session out.
 func (db *DB) EndSession(ctx context.Context, token string) error {
-	if _, err := db.pool.Exec(ctx, "UPDATE web_sessions SET ended_at = now() WHERE token_sha256 = $1 AND ended_at IS NULL", tokenHash(token)); err != nil {
+	if _, err := db.pool.Exec(ctx, "UPDATE web_sessions SET ended_at = now() WHERE token_sha256 = $1 AND ended_at IS NULL", TokenHash(token)); err != nil {
 		return fmt.Errorf("postgres: end session: %w", err)
 	}
 	return nil
@@ -405,4 +409,25 @@ func (db *DB) ProgressOf(ctx context.Context, batch, labeler string) (LabelerBat
 		return LabelerBatch{}, fmt.Errorf("postgres: progress in batch %s: %w", batch, translate(err))
 	}
 	return p, nil
+}
+
+// BatchesToLabel lists the batches, oldest first, whose deadline has not
+// passed and that have an item still wanting a label (a first one, or a
+// second for the overlap share): what the labeling app offers.
+func (db *DB) BatchesToLabel(ctx context.Context) ([]string, error) {
+	rows, err := db.pool.Query(ctx, `
+		SELECT b.name FROM labeling_batches b
+		WHERE (b.deadline IS NULL OR b.deadline > now())
+		  AND EXISTS (SELECT 1 FROM labeling_batch_items i
+		              WHERE i.batch_id = b.id AND i.item >= b.claim_from
+		                AND public.item_labels(b.id, i.item) < public.item_labels_wanted(b.id, i.item, b.overlap))
+		ORDER BY b.id`)
+	if err != nil {
+		return nil, fmt.Errorf("postgres: batches to label: %w", err)
+	}
+	names, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return nil, fmt.Errorf("postgres: batches to label: %w", err)
+	}
+	return names, nil
 }

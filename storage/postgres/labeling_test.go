@@ -1,6 +1,7 @@
 package postgres
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/instructflow/instructflow/errkind"
 	"github.com/instructflow/instructflow/internal/testenv"
+	"github.com/instructflow/instructflow/preference"
 )
 
 // labelingBatch stores run r1's batch "r1-labels" of n items with three
@@ -154,6 +156,18 @@ func TestLabelingSubmission(t *testing.T) {
 		!slices.Equal(exported[0].Judged.Flags[2], []string{"hallucination"}) || exported[1].Judged.Ratings != nil {
 		t.Errorf("exported judgements: %+v", exported)
 	}
+	// The audit counts the app's flags, skips and ratings per labeler.
+	audit, err := db.AuditCounts(ctx, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	judged := map[string]preference.JudgementCounts{}
+	for _, l := range audit.Labelers {
+		judged[l.Name] = l.Judgements
+	}
+	if judged["ann"] != (preference.JudgementCounts{Labeled: 2, Responses: 6, Flagged: 1}) || judged["bob"] != (preference.JudgementCounts{Skipped: 1}) {
+		t.Errorf("audit judgements %+v", judged)
+	}
 	progress, err := db.BatchLabelers(ctx, "r1-labels")
 	if err != nil || len(progress) != 2 || progress[0] != (LabelerProgress{"ann", 2, 0, 3, 1}) || progress[1] != (LabelerProgress{"bob", 0, 1, 1, 0}) {
 		t.Errorf("progress %+v %v", progress, err)
@@ -207,6 +221,33 @@ func TestAssignmentOverlapAndLease(t *testing.T) {
 	}
 	if _, err := db.ClaimItem(ctx, s["ann"], "no-such-batch"); !errors.Is(err, errkind.NotFound) {
 		t.Errorf("claim in a missing batch: %v", err)
+	}
+	// An item with its first label but not its overlap one still wants
+	// labeling (OpenBatches, for the simulated labelers, counts first
+	// labels only); a batch past its deadline takes no claims.
+	one := []BatchItem{{Item: 0, Prompt: "y=", Responses: []string{"a", "b"}}}
+	if _, err := db.CreateBatch(ctx, "r1-pair", "r1", time.Now().Add(time.Hour), Labeling{Overlap: 1}, one); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.CreateBatch(ctx, "r1-closed", "r1", time.Now().Add(-time.Minute), Labeling{}, one); err != nil {
+		t.Fatal(err)
+	}
+	id, err := db.ClaimItem(ctx, s["bob"], "r1-pair")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.SubmitLabel(ctx, s["bob"], id, Label{Ranks: []int{2, 1}}); err != nil {
+		t.Fatal(err)
+	}
+	toLabel, err := db.BatchesToLabel(ctx)
+	if err != nil || !slices.Equal(toLabel, []string{"r1-more", "r1-pair"}) {
+		t.Errorf("batches to label %v (%v), want r1-more (ann holds its item) and r1-pair (its overlap label)", toLabel, err)
+	}
+	if open, _ := db.OpenBatches(ctx, "r1"); slices.Contains(open, "r1-pair") {
+		t.Errorf("open batches %v: r1-pair has its first label", open)
+	}
+	if _, err := db.ClaimItem(ctx, s["cy"], "r1-closed"); !errors.Is(err, errkind.Conflict) {
+		t.Errorf("claim in a batch past its deadline: %v, want Conflict", err)
 	}
 }
 
@@ -264,11 +305,11 @@ func TestSignInLinks(t *testing.T) {
 	if _, err := db.AddLabeler(ctx, "sim-1", time.Hour); !errors.Is(err, errkind.BadInput) {
 		t.Errorf("a simulated labeler's name: %v", err)
 	}
-	admin, err := db.AdminSession(ctx, time.Hour)
+	admin, err := db.AdminSession(ctx, "admin-token-0123456789", time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if who, err := db.GetSession(ctx, admin); err != nil || !who.Admin {
+	if who, err := db.GetSession(ctx, admin); err != nil || !who.Admin || !bytes.Equal(who.AdminKey, TokenHash("admin-token-0123456789")) {
 		t.Errorf("admin session: %+v %v", who, err)
 	}
 	if _, err := db.ClaimItem(ctx, admin, "any"); !errors.Is(err, errkind.Unauthenticated) {

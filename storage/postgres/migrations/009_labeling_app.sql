@@ -19,11 +19,13 @@ CREATE TABLE labeler_links (
     used_at       timestamptz
 );
 
--- A session is a labeler's (labeler_id set) or the admin's (admin).
+-- A session is a labeler's (labeler_id set) or the admin's (admin, with
+-- the SHA-256 of the admin token that opened it: a new token ends it).
 CREATE TABLE web_sessions (
     token_sha256  bytea PRIMARY KEY CHECK (length(token_sha256) = 32),
     labeler_id    bigint REFERENCES labelers (id),
     admin         boolean NOT NULL DEFAULT false,
+    admin_key     bytea CHECK (admin = (admin_key IS NOT NULL)),
     created_at    timestamptz NOT NULL DEFAULT now(),
     expires_at    timestamptz NOT NULL,
     ended_at      timestamptz,
@@ -40,9 +42,10 @@ ALTER TABLE labeling_batches
     ADD COLUMN flag_names text[] NOT NULL DEFAULT ARRAY[
         'fails to follow the instruction', 'hallucination', 'inappropriate for a customer assistant',
         'harmful advice', 'sexual or violent content'],
-    -- Items below claim_from have all the labels they want (labels are
-    -- never taken back): claims look from there on, so a claim costs the
-    -- items in progress, not the whole batch.
+    -- Items below claim_from had all the labels they want when a claim
+    -- passed them: claims look from there on, so a claim costs the items
+    -- in progress, not the whole batch. (A label is taken back only by a
+    -- correction that supersedes it, which labels the item again.)
     ADD COLUMN claim_from integer NOT NULL DEFAULT 0;
 
 -- ratings[i] (1-7, NULL = not rated) and response_flags[i] (a JSON array
@@ -115,6 +118,12 @@ CREATE FUNCTION public.item_labels_wanted(batch bigint, item integer, overlap do
                 THEN 2 ELSE 1 END
 $$;
 
+-- The labels in force of a batch item (a superseded one no longer counts).
+CREATE FUNCTION public.item_labels(batch bigint, item integer) RETURNS bigint LANGUAGE sql STABLE
+    SET search_path = pg_catalog, pg_temp AS $$
+    SELECT count(*) FROM public.current_comparisons c WHERE c.batch_id = batch AND c.batch_item = item
+$$;
+
 -- claim_item gives the session's labeler an item of the batch to label:
 -- its open assignment in the batch if it has one, else the first item that
 -- still wants a label which this labeler has neither labeled nor skipped.
@@ -136,6 +145,9 @@ BEGIN
     IF NOT FOUND THEN
         RAISE EXCEPTION 'no labeling batch %', batch_name USING ERRCODE = 'no_data_found';
     END IF;
+    IF b.deadline < now() THEN
+        RAISE EXCEPTION 'batch % closed at its deadline, %', batch_name, b.deadline USING ERRCODE = 'IFR04';
+    END IF;
     PERFORM pg_advisory_xact_lock(hashtextextended('instructflow claim ' || b.id, 0));
     SELECT a.id INTO aid FROM public.assignments a
     WHERE a.batch_id = b.id AND a.labeler_id = lab AND a.done_at IS NULL AND a.expires_at > now()
@@ -145,7 +157,7 @@ BEGIN
     END IF;
     SELECT i.item INTO first_open FROM public.labeling_batch_items i
     WHERE i.batch_id = b.id AND i.item >= b.claim_from
-      AND (SELECT count(*) FROM public.comparisons c WHERE c.batch_id = b.id AND c.batch_item = i.item)
+      AND public.item_labels(b.id, i.item)
         < public.item_labels_wanted(b.id, i.item, b.overlap)
     ORDER BY i.item LIMIT 1;
     first_open := coalesce(first_open, b.items);
@@ -158,7 +170,7 @@ BEGIN
                       WHERE a.batch_id = b.id AND a.item = i.item AND a.labeler_id = lab AND a.done_at IS NOT NULL)
       AND NOT EXISTS (SELECT 1 FROM public.comparisons c
                       WHERE c.batch_id = b.id AND c.batch_item = i.item AND c.labeler_id = lab)
-      AND (SELECT count(*) FROM public.comparisons c WHERE c.batch_id = b.id AND c.batch_item = i.item)
+      AND public.item_labels(b.id, i.item)
         + (SELECT count(*) FROM public.assignments a
            WHERE a.batch_id = b.id AND a.item = i.item AND a.labeler_id <> lab
              AND a.done_at IS NULL AND a.expires_at > now())
@@ -288,7 +300,7 @@ CREATE VIEW my_assignments WITH (security_barrier) AS
 
 -- Functions are executable by PUBLIC unless revoked.
 REVOKE ALL ON FUNCTION public.session_labeler(text), public.require_labeler(text),
-    public.item_labels_wanted(bigint, integer, double precision), public.claim_item(text, text),
+    public.item_labels_wanted(bigint, integer, double precision), public.item_labels(bigint, integer), public.claim_item(text, text),
     public.open_assignment(text, bigint), public.submit_label(text, bigint, smallint[], smallint[], jsonb),
     public.skip_item(text, bigint, text) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION public.session_labeler(text), public.claim_item(text, text), public.submit_label(text, bigint, smallint[], smallint[], jsonb),
@@ -309,3 +321,5 @@ GRANT UPDATE (used_at) ON labeler_links TO instructflow_app;
 GRANT UPDATE (ended_at) ON web_sessions TO instructflow_app;
 GRANT UPDATE (revoked_at) ON labelers TO instructflow_app;
 GRANT SELECT ON assignments, my_assignments TO instructflow_app;
+GRANT EXECUTE ON FUNCTION public.item_labels_wanted(bigint, integer, double precision), public.item_labels(bigint, integer)
+    TO instructflow_app;

@@ -66,7 +66,18 @@ func TestLabelingInBrowser(t *testing.T) {
 	if err := os.WriteFile(spec, []byte(browserSpec), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	cli("run", "start", "-f", spec, "--set", "id="+run)
+	// The run as the README starts it: --wait follows it until it ends,
+	// which it does once people have labeled its batch in the browser.
+	started := exec.Command(c.Bin, "run", "start", "-f", spec, "--set", "id="+run, "--wait")
+	started.Env = c.Env
+	var startOut strings.Builder
+	started.Stdout, started.Stderr = &startOut, &startOut
+	if err := started.Start(); err != nil {
+		t.Fatal(err)
+	}
+	runDone := make(chan error, 1)
+	go func() { runDone <- started.Wait() }()
+	t.Cleanup(func() { _ = started.Process.Kill() })
 	db, err := pgx.Connect(context.Background(), c.DBURL)
 	if err != nil {
 		t.Fatal(err)
@@ -124,7 +135,9 @@ func TestLabelingInBrowser(t *testing.T) {
 	}
 	wantRanks := ranksOf(order, ties)
 	shoot("labeling-ranked")
-	do(t, ctx, chromedp.Click(chromedp.CSS(`#submit`)), chromedp.WaitVisible(chromedp.CSS(`#ranking`)))
+	do(t, ctx, chromedp.Click(chromedp.CSS(`#submit`)))
+	waitFor(t, 30*time.Second, func() bool { return eval[string](t, ctx, `location.pathname`) != fmt.Sprintf("/assignments/%d", first) })
+	do(t, ctx, chromedp.WaitVisible(chromedp.CSS(`#ranking`)))
 	second := assignmentID(t, ctx)
 	if second == first {
 		t.Fatal("the page did not move on to the next item")
@@ -191,11 +204,14 @@ func TestLabelingInBrowser(t *testing.T) {
 		chromedp.Click(chromedp.CSS(`form[action="/signin"] button`)), chromedp.WaitVisible(chromedp.CSS(`table`)))
 	ctx = adminCtx
 	shoot("dashboard")
-	waitFor(t, 5*time.Minute, func() bool {
-		var status string
-		_ = db.QueryRow(context.Background(), "SELECT status FROM runs WHERE id = $1", run).Scan(&status)
-		return status == "succeeded" || status == "failed"
-	})
+	select {
+	case err := <-runDone:
+		if out := startOut.String(); err != nil || !strings.Contains(out, "run "+run+": succeeded") {
+			t.Fatalf("run start --wait: %v\n%s", err, out)
+		}
+	case <-time.After(5 * time.Minute):
+		t.Fatalf("run start --wait did not end within 5 minutes:\n%s", startOut.String())
+	}
 	do(t, ctx, chromedp.Navigate(base+"/admin/runs/"+run), chromedp.WaitVisible(chromedp.CSS(`figure.plot svg`)))
 	nplots := eval[int](t, ctx, `document.querySelectorAll("figure.plot svg").length`)
 	if nplots < 3 {

@@ -220,7 +220,10 @@ func TestLabelingInBrowser(t *testing.T) {
 	shoot("run")
 	do(t, ctx, chromedp.Navigate(base+"/admin/batches/"+batch), chromedp.WaitVisible(chromedp.CSS(`table`)))
 	shoot("batch")
-	do(t, ctx, chromedp.Navigate(base+"/admin/audit"), chromedp.WaitVisible(chromedp.CSS(`pre.report`)))
+	do(t, ctx, chromedp.Navigate(base+"/admin/audit"), chromedp.WaitVisible(chromedp.CSS(`td.sev, table`)))
+	if got := eval[string](t, ctx, `document.querySelector("main").innerText`); !strings.Contains(got, "In the labeling app") || !strings.Contains(got, fmt.Sprintf("%.0f%% of %d", 100/float64(2*len(order)), 2*len(order))) {
+		t.Errorf("the audit page lacks ann's flags (1 of the responses of her 2 items):\n%s", got)
+	}
 	shoot("audit")
 	t.Logf("screenshots in %s", shots)
 }

@@ -128,7 +128,6 @@ func (s *Server) batchPage(w http.ResponseWriter, r *request) {
 type auditPage struct {
 	Snapshot string
 	Report   preference.Report
-	Text     string
 }
 
 func (s *Server) auditPage(w http.ResponseWriter, r *request) {
@@ -139,11 +138,9 @@ func (s *Server) auditPage(w http.ResponseWriter, r *request) {
 		return
 	}
 	rep := preference.Audit(counts)
-	var text bytes.Buffer
-	rep.WriteText(&text)
 	title := "Label audit: all current comparisons"
 	if snap != "" {
 		title = "Label audit: snapshot " + snap
 	}
-	s.page(w, r.Request, http.StatusOK, "audit", pageData{Title: title, CSRF: r.csrf, Who: r.who, Data: auditPage{Snapshot: snap, Report: rep, Text: text.String()}})
+	s.page(w, r.Request, http.StatusOK, "audit", pageData{Title: title, CSRF: r.csrf, Who: r.who, Data: auditPage{Snapshot: snap, Report: rep}})
 }

@@ -32,7 +32,8 @@ var funcs = template.FuncMap{
 		}
 		return strconv.Itoa(100 * a / b)
 	},
-	"path": url.PathEscape,
+	"path":   url.PathEscape,
+	"mul100": func(v float64) float64 { return 100 * v },
 }
 
 func (s *Server) progress(r *request, batch string) (postgres.LabelerBatch, error) {
@@ -90,14 +91,29 @@ type labelPage struct {
 	K          int
 }
 
+// assignmentID reads the assignment id of the path; a bad one is answered
+// as not found.
+func (s *Server) assignmentID(w http.ResponseWriter, r *request) (int64, bool) {
+	id, err := strconv.ParseInt(r.PathValue("id"), 10, 64)
+	if err != nil {
+		s.fail(w, r.Request, fmt.Errorf("assignment %q: %w", r.PathValue("id"), errkind.NotFound))
+		return 0, false
+	}
+	return id, true
+}
+
+// toNext sends the labeler on to the batch's next item.
+func toNext(w http.ResponseWriter, r *request, batch string) {
+	http.Redirect(w, r.Request, "/batches/"+url.PathEscape(batch)+"/next", http.StatusSeeOther)
+}
+
 func (s *Server) assignment(w http.ResponseWriter, r *request) {
 	s.showAssignment(w, r, http.StatusOK, "")
 }
 
 func (s *Server) showAssignment(w http.ResponseWriter, r *request, status int, msg string) {
-	id, err := strconv.ParseInt(r.PathValue("id"), 10, 64)
-	if err != nil {
-		s.fail(w, r.Request, fmt.Errorf("assignment %q: %w", r.PathValue("id"), errkind.NotFound))
+	id, ok := s.assignmentID(w, r)
+	if !ok {
 		return
 	}
 	a, err := s.labels.GetAssignment(r.Context(), r.token, id)
@@ -106,7 +122,7 @@ func (s *Server) showAssignment(w http.ResponseWriter, r *request, status int, m
 		return
 	}
 	if a.Done {
-		http.Redirect(w, r.Request, "/batches/"+url.PathEscape(a.Batch)+"/next", http.StatusSeeOther)
+		toNext(w, r, a.Batch)
 		return
 	}
 	p, err := s.progress(r, a.Batch)
@@ -126,9 +142,8 @@ func (s *Server) showAssignment(w http.ResponseWriter, r *request, status int, m
 // submit reads the form (rank_i, rating_i, flag_i per response i in the
 // shown order) and stores the label through the database's function.
 func (s *Server) submit(w http.ResponseWriter, r *request) {
-	id, err := strconv.ParseInt(r.PathValue("id"), 10, 64)
-	if err != nil {
-		s.fail(w, r.Request, fmt.Errorf("assignment %q: %w", r.PathValue("id"), errkind.NotFound))
+	id, ok := s.assignmentID(w, r)
+	if !ok {
 		return
 	}
 	k, err := strconv.Atoi(r.PostFormValue("k"))
@@ -164,13 +179,12 @@ func (s *Server) submit(w http.ResponseWriter, r *request) {
 		s.fail(w, r.Request, err)
 		return
 	}
-	http.Redirect(w, r.Request, "/batches/"+url.PathEscape(r.PostFormValue("batch"))+"/next", http.StatusSeeOther)
+	toNext(w, r, r.PostFormValue("batch"))
 }
 
 func (s *Server) skip(w http.ResponseWriter, r *request) {
-	id, err := strconv.ParseInt(r.PathValue("id"), 10, 64)
-	if err != nil {
-		s.fail(w, r.Request, fmt.Errorf("assignment %q: %w", r.PathValue("id"), errkind.NotFound))
+	id, ok := s.assignmentID(w, r)
+	if !ok {
 		return
 	}
 	if err := s.labels.SkipItem(r.Context(), r.token, id, r.PostFormValue("reason")); err != nil {
@@ -181,7 +195,7 @@ func (s *Server) skip(w http.ResponseWriter, r *request) {
 		s.fail(w, r.Request, err)
 		return
 	}
-	http.Redirect(w, r.Request, "/batches/"+url.PathEscape(r.PostFormValue("batch"))+"/next", http.StatusSeeOther)
+	toNext(w, r, r.PostFormValue("batch"))
 }
 
 func (s *Server) guidelines(w http.ResponseWriter, r *request) {

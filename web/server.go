@@ -218,20 +218,23 @@ func (s *Server) withSession(h handler) http.HandlerFunc {
 	}
 }
 
+// labeler answers labelers only; admin answers the admin only (and only
+// with a dashboard).
 func (s *Server) labeler(h handler) http.HandlerFunc {
-	return s.withSession(func(w http.ResponseWriter, r *request) {
-		if r.who.Admin {
-			s.page(w, r.Request, http.StatusForbidden, "error", pageData{Title: "Labelers only", Message: "The admin signs in to the dashboard, not to label: sign in with a labeler's link.", CSRF: r.csrf, Who: r.who})
-			return
-		}
-		h(w, r)
-	})
+	return s.only(func(r *request) bool { return !r.who.Admin }, "Labelers only",
+		"The admin signs in to the dashboard, not to label: sign in with a labeler's link.", h)
 }
 
 func (s *Server) admin(h handler) http.HandlerFunc {
+	return s.only(func(r *request) bool { return r.who.Admin && s.dash != nil }, "Admins only",
+		"The dashboard is for the admin (serve.admin_token).", h)
+}
+
+// only answers signed-in requests that may: others get 403 with why.
+func (s *Server) only(may func(*request) bool, title, why string, h handler) http.HandlerFunc {
 	return s.withSession(func(w http.ResponseWriter, r *request) {
-		if !r.who.Admin || s.dash == nil {
-			s.page(w, r.Request, http.StatusForbidden, "error", pageData{Title: "Admins only", Message: "The dashboard is for the admin (serve.admin_token).", CSRF: r.csrf, Who: r.who})
+		if !may(r) {
+			s.page(w, r.Request, http.StatusForbidden, "error", pageData{Title: title, Message: why, CSRF: r.csrf, Who: r.who})
 			return
 		}
 		h(w, r)
@@ -340,6 +343,7 @@ type limiter struct {
 	n      int
 	window time.Duration
 	seen   map[string][]time.Time
+	swept  time.Time
 }
 
 func newLimiter(n int, window time.Duration) *limiter {
@@ -360,7 +364,8 @@ func (l *limiter) allow(key string, now time.Time) bool {
 		return false
 	}
 	l.seen[key] = append(recent, now)
-	if len(l.seen) > 10000 { // forget idle addresses
+	if len(l.seen) > 10000 && now.Sub(l.swept) >= l.window { // forget idle addresses, once a window
+		l.swept = now
 		for k, ts := range l.seen {
 			if len(ts) == 0 || now.Sub(ts[len(ts)-1]) >= l.window {
 				delete(l.seen, k)

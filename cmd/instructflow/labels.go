@@ -345,11 +345,15 @@ func newLabelsAuditCmd(a *app) *cobra.Command {
     other labelers), tie rate, self-contradictions;
   - exact and near-duplicate judgements, degenerate pairs, rows kept with
     import flags;
+  - for labels given in the labeling app (instructflow serve): each
+    labeler's share of responses flagged, of items skipped, and of rated
+    pairs whose ratings order them against the ranks;
   - with a snapshot whose reward model scored its responses: the pairs it
     most confidently disagrees with;
 and lists the findings, most severe first, each with its evidence. A labeler
 is flagged when a rate differs from its reference with p < 0.001 by at least
-15 points on at least 20 observations.`,
+15 points on at least 20 observations (flags, skips and ratings against the
+ranks: when it exceeds the other labelers' by that much).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			db, err := a.openDB(cmd.Context())

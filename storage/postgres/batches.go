@@ -181,19 +181,20 @@ func insertBatchItems(ctx context.Context, tx pgx.Tx, id int64, run string, firs
 	return nil
 }
 
+// batchColumns are a Batch's columns of labeling_batches b, for scanBatch.
+const batchColumns = `b.id, b.name, coalesce(b.run_id, ''), b.items, b.deadline,
+	(SELECT count(DISTINCT c.batch_item) FROM comparisons c WHERE c.batch_id = b.id)`
+
+func scanBatch(row pgx.Row) (Batch, error) {
+	var b Batch
+	return b, row.Scan(&b.ID, &b.Name, &b.Run, &b.Items, &b.Deadline, &b.Labeled)
+}
+
 // GetBatch reads a batch with how many of its items have comparisons.
 func (db *DB) GetBatch(ctx context.Context, name string) (Batch, error) {
-	var b Batch
-	var run *string
-	err := db.pool.QueryRow(ctx,
-		`SELECT b.id, b.name, b.run_id, b.items, b.deadline,
-		        (SELECT count(DISTINCT c.batch_item) FROM comparisons c WHERE c.batch_id = b.id)
-		 FROM labeling_batches b WHERE b.name = $1`, name).Scan(&b.ID, &b.Name, &run, &b.Items, &b.Deadline, &b.Labeled)
+	b, err := scanBatch(db.pool.QueryRow(ctx, "SELECT "+batchColumns+" FROM labeling_batches b WHERE b.name = $1", name))
 	if err != nil {
 		return Batch{}, fmt.Errorf("postgres: batch %s: %w", name, translate(err))
-	}
-	if run != nil {
-		b.Run = *run
 	}
 	return b, nil
 }

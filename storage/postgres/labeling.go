@@ -358,16 +358,12 @@ func (db *DB) BatchLabelers(ctx context.Context, batch string) ([]LabelerProgres
 
 // Batches lists every labeling batch with its progress, newest first.
 func (db *DB) Batches(ctx context.Context) ([]Batch, error) {
-	rows, err := db.pool.Query(ctx, `
-		SELECT b.id, b.name, coalesce(b.run_id, ''), b.items, b.deadline,
-		       (SELECT count(DISTINCT c.batch_item) FROM comparisons c WHERE c.batch_id = b.id)
-		FROM labeling_batches b ORDER BY b.id DESC`)
+	rows, err := db.pool.Query(ctx, "SELECT "+batchColumns+" FROM labeling_batches b ORDER BY b.id DESC")
 	if err != nil {
 		return nil, fmt.Errorf("postgres: batches: %w", err)
 	}
 	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (Batch, error) {
-		var b Batch
-		return b, r.Scan(&b.ID, &b.Name, &b.Run, &b.Items, &b.Deadline, &b.Labeled)
+		return scanBatch(r)
 	})
 	if err != nil {
 		return nil, fmt.Errorf("postgres: batches: %w", err)

@@ -309,7 +309,7 @@ func (h *humanEval) add(r *SideBySide) error {
 	if err := h.spool.add(postgres.BatchItem{Prompt: r.Prompt, Responses: resps}); err != nil {
 		return err
 	}
-	h.ppo = append(h.ppo, sha256.Sum256([]byte(r.PPO)))
+	h.ppo = append(h.ppo, sha256.Sum256([]byte(postgres.StoredText(r.PPO)))) // what the batch stores
 	r.Item, r.PPOFirst = &item, first
 	return nil
 }

@@ -130,6 +130,11 @@ func (db *DB) CreateBatchFrom(ctx context.Context, name, run string, deadline ti
 	return b, nil
 }
 
+// StoredText is a text as a batch stores it: Postgres text cannot hold
+// NUL, which a byte-level model may sample, so NUL becomes U+FFFD (as the
+// tokenizers render bytes that are not UTF-8).
+func StoredText(s string) string { return strings.ReplaceAll(s, "\x00", "\uFFFD") }
+
 // insertBatchItems stores items numbered first, first+1, ... of batch id:
 // their prompts and responses (when new) and the items.
 func insertBatchItems(ctx context.Context, tx pgx.Tx, id int64, run string, first int, items []BatchItem) error {
@@ -141,11 +146,13 @@ func insertBatchItems(ctx context.Context, tx pgx.Tx, id int64, run string, firs
 		if it.Item != first+i {
 			return fmt.Errorf("item %d is numbered %d: number items 0, 1, ... in order", first+i, it.Item)
 		}
-		ps, pn := sha256.Sum256([]byte(it.Prompt)), preference.NormHash(it.Prompt)
+		prompt := StoredText(it.Prompt)
+		ps, pn := sha256.Sum256([]byte(prompt)), preference.NormHash(prompt)
 		for j, r := range it.Responses {
+			r = StoredText(r)
 			rs, rn := sha256.Sum256([]byte(r)), preference.NormHash(r)
 			itemNo, pos = append(itemNo, int32(it.Item)), append(pos, int32(j))
-			promptTexts, promptSums, promptNorms = append(promptTexts, it.Prompt), append(promptSums, ps[:]), append(promptNorms, pn[:])
+			promptTexts, promptSums, promptNorms = append(promptTexts, prompt), append(promptSums, ps[:]), append(promptNorms, pn[:])
 			respTexts, respSums, respNorms = append(respTexts, r), append(respSums, rs[:]), append(respNorms, rn[:])
 			chars = append(chars, int32(utf8.RuneCountInString(r)))
 		}

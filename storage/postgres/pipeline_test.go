@@ -260,3 +260,21 @@ func TestBatchRanksFollowTheComparison(t *testing.T) {
 		}
 	}
 }
+
+// A sampled response with a NUL byte (a byte-level model may sample one)
+// is stored with U+FFFD in its place, not refused by Postgres.
+func TestBatchStoresNUL(t *testing.T) {
+	db := openFresh(t)
+	ctx := context.Background()
+	if err := db.CreateRun(ctx, "r1", []byte(`{}`)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.CreateBatch(ctx, "r1-labels", "r1", time.Now().Add(time.Hour), Labeling{},
+		[]BatchItem{{Item: 0, Prompt: "say x=", Responses: []string{"a\x00b", "ab"}}}); err != nil {
+		t.Fatal(err)
+	}
+	items, err := db.UnlabeledItems(ctx, "r1-labels")
+	if err != nil || len(items) != 1 || items[0].Responses[0] != "a\uFFFDb" || items[0].Responses[0] != StoredText("a\x00b") {
+		t.Fatalf("items %+v, %v", items, err)
+	}
+}

@@ -50,6 +50,24 @@ func Dial(ctx context.Context, cfg config.Config) (*Client, error) {
 	return &Client{Config: cfg, DB: db, Temporal: tc}, nil
 }
 
+// DialLazy is Dial for a server that must answer while Temporal is away
+// (the labeling app): Temporal is connected at its first use, and a call
+// then fails as it would have (errkind.Unavailable) without taking the
+// rest down.
+func DialLazy(ctx context.Context, cfg config.Config) (*Client, error) {
+	db, err := postgres.Open(ctx, cfg.Postgres.URL)
+	if err != nil {
+		return nil, err
+	}
+	tc, err := client.NewLazyClient(client.Options{HostPort: cfg.Temporal.Address, Namespace: cfg.Temporal.Namespace,
+		Logger: tlog.NewStructuredLogger(slog.New(slog.DiscardHandler))})
+	if err != nil {
+		db.Close()
+		return nil, fmt.Errorf("temporal: %s: %w", cfg.Temporal.Address, err)
+	}
+	return &Client{Config: cfg, DB: db, Temporal: tc}, nil
+}
+
 // Close closes both connections.
 func (c *Client) Close() { c.Temporal.Close(); c.DB.Close() }
 

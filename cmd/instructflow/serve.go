@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/instructflow/instructflow/control"
 	"github.com/instructflow/instructflow/web"
 )
 
@@ -32,7 +34,8 @@ serve.behind_proxy and serve.public_url behind a reverse proxy that ends TLS.`,
 			if err != nil {
 				return err
 			}
-			c, err := a.control(cmd.Context())
+			// People label while Temporal is away; only the run pages need it.
+			c, err := control.DialLazy(cmd.Context(), cfg)
 			if err != nil {
 				return err
 			}
@@ -43,6 +46,11 @@ serve.behind_proxy and serve.public_url behind a reverse proxy that ends TLS.`,
 				BehindProxy: sc.BehindProxy, SessionTTL: sc.SessionTTL, SignInRate: sc.SignInRate}, log)
 			if err != nil {
 				return err
+			}
+			if sc.TLSCert != "" { // a bad pair is said now, not at the first request
+				if _, err := tls.LoadX509KeyPair(sc.TLSCert, sc.TLSKey); err != nil {
+					return fmt.Errorf("serve: serve.tls_cert/serve.tls_key: %w (give a PEM certificate and its key)", err)
+				}
 			}
 			ln, err := net.Listen("tcp", sc.Address)
 			if err != nil {

@@ -87,7 +87,7 @@ func (db *DB) RevokeLabeler(ctx context.Context, name string) error {
 		var id int64
 		err := tx.QueryRow(ctx, "UPDATE labelers SET revoked_at = coalesce(revoked_at, now()) WHERE name = $1 AND kind = 'human' RETURNING id", name).Scan(&id)
 		if errors.Is(err, pgx.ErrNoRows) {
-			return fmt.Errorf("no such human labeler: %w", errkind.NotFound)
+			return fmt.Errorf("no such human labeler (instructflow labelers list lists them): %w", errkind.NotFound)
 		}
 		if err != nil {
 			return err

@@ -38,6 +38,23 @@ func (a *app) openDB(ctx context.Context) (*postgres.DB, error) {
 	return postgres.Open(ctx, cfg.Postgres.URL)
 }
 
+// dbCmd builds a command that works on the database: do gets it open.
+func dbCmd(a *app, use, short string, args cobra.PositionalArgs, do func(cmd *cobra.Command, db *postgres.DB, args []string) error) *cobra.Command {
+	return &cobra.Command{
+		Use:   use,
+		Short: short,
+		Args:  args,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			db, err := a.openDB(cmd.Context())
+			if err != nil {
+				return err
+			}
+			defer db.Close()
+			return do(cmd, db, args)
+		},
+	}
+}
+
 func newLabelsImportCmd(a *app) *cobra.Command {
 	var (
 		format  string

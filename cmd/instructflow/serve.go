@@ -16,6 +16,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/instructflow/instructflow/control"
+	"github.com/instructflow/instructflow/storage/postgres"
 	"github.com/instructflow/instructflow/web"
 )
 
@@ -91,20 +92,12 @@ func newLabelersCmd(a *app) *cobra.Command {
 		Use:   "labelers",
 		Short: "Add, list and revoke the people who label in the labeling app",
 	}
-	add := &cobra.Command{
-		Use:   "add NAME",
-		Short: "Add a labeler (or give one a new link) and print a one-time sign-in link",
-		Args:  cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
+	add := dbCmd(a, "add NAME", "Add a labeler (or give one a new link) and print a one-time sign-in link", cobra.ExactArgs(1),
+		func(cmd *cobra.Command, db *postgres.DB, args []string) error {
 			cfg, err := a.config()
 			if err != nil {
 				return err
 			}
-			db, err := a.openDB(cmd.Context())
-			if err != nil {
-				return err
-			}
-			defer db.Close()
 			token, err := db.AddLabeler(cmd.Context(), args[0], cfg.Serve.LinkTTL)
 			if err != nil {
 				return err
@@ -118,18 +111,9 @@ func newLabelersCmd(a *app) *cobra.Command {
 				_, err := fmt.Fprintf(w, "%s\n(sign-in link for %s; it works once, until %s; send it privately)\n", link.Link, link.Labeler, link.Expires.Format(time.RFC3339))
 				return err
 			})
-		},
-	}
-	list := &cobra.Command{
-		Use:   "list",
-		Short: "List labelers with their labels and the items they hold",
-		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			db, err := a.openDB(cmd.Context())
-			if err != nil {
-				return err
-			}
-			defer db.Close()
+		})
+	list := dbCmd(a, "list", "List labelers with their labels and the items they hold", cobra.NoArgs,
+		func(cmd *cobra.Command, db *postgres.DB, _ []string) error {
 			labs, err := db.LabelerAccounts(cmd.Context())
 			if err != nil {
 				return err
@@ -149,18 +133,9 @@ func newLabelersCmd(a *app) *cobra.Command {
 				}
 				return tw.Flush()
 			})
-		},
-	}
-	revoke := &cobra.Command{
-		Use:   "revoke NAME",
-		Short: "Sign a labeler out everywhere: links and sessions stop working; labels stay",
-		Args:  cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			db, err := a.openDB(cmd.Context())
-			if err != nil {
-				return err
-			}
-			defer db.Close()
+		})
+	revoke := dbCmd(a, "revoke NAME", "Sign a labeler out everywhere: links and sessions stop working; labels stay", cobra.ExactArgs(1),
+		func(cmd *cobra.Command, db *postgres.DB, args []string) error {
 			if err := db.RevokeLabeler(cmd.Context(), args[0]); err != nil {
 				return err
 			}
@@ -168,8 +143,7 @@ func newLabelersCmd(a *app) *cobra.Command {
 				_, err := fmt.Fprintf(w, "revoked %s: its links and sessions no longer sign in; 'labelers add %s' gives a new link\n", args[0], args[0])
 				return err
 			})
-		},
-	}
+		})
 	cmd.AddCommand(add, list, revoke)
 	return cmd
 }

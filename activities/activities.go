@@ -69,6 +69,8 @@ type Activities struct {
 	onBeat    func(Heartbeat)
 	// Metrics, when set, counts stage work for Prometheus.
 	Metrics *Metrics
+	// Trainers is what stages set to trainer: exec get from this worker.
+	Trainers Trainers
 }
 
 // DefaultStallTimeout is the stall timeout of Activities whose

@@ -23,7 +23,7 @@ func (a *Activities) TrainPPO(ctx context.Context, in StageInput) (StageResult, 
 		if err != nil {
 			return StageResult{}, err
 		}
-		data, err := a.runData(ctx, s)
+		data, err := a.stageData(ctx, s, runstate.PPO)
 		if err != nil {
 			return StageResult{}, err
 		}
@@ -41,8 +41,11 @@ func (a *Activities) TrainPPO(ctx context.Context, in StageInput) (StageResult, 
 				return StageResult{}, err
 			}
 		}
-		cfg := s.PPO
+		cfg := s.PPO.Config
 		cfg.Seed, cfg.Threads = s.Seed, s.Threads
+		if s.PPO.External() {
+			return a.externalPPO(ctx, t, s, in, data, cfg, prompts, demos)
+		}
 		var res ppo.Result
 		err = t.timed(ctx, func() error {
 			res, err = ppo.Train(ctx, ppo.Input{Config: cfg, SFT: sftFiles, RM: rmFiles, Tokenizer: tok,

@@ -22,11 +22,13 @@ func (a *Activities) TrainRM(ctx context.Context, in StageInput) (StageResult, e
 		if err := a.DB.SetStageSnapshot(ctx, s.ID, string(runstate.RM), in.Snapshot); err != nil {
 			return StageResult{}, err
 		}
-		data, err := a.runData(ctx, s)
+		data, err := a.stageData(ctx, s, runstate.RM)
 		if err != nil {
 			return StageResult{}, err
 		}
 		tok := data.tok
+		ext := s.RM.External()
+		rows := map[string][]any{} // the external trainer's, by split
 		// The comparisons go to datasets on disk as they are read: memory
 		// holds an offset per comparison, not the snapshot.
 		var sets [2]*rewardmodel.Dataset // train, held out
@@ -42,6 +44,11 @@ func (a *Activities) TrainRM(ctx context.Context, in StageInput) (StageResult, e
 			if err != nil || !ok {
 				return err
 			}
+			if ext {
+				row, err := rankingRowOf(tok, prompt, resps, r.Ranks, r.Labeler)
+				rows[r.Split] = append(rows[r.Split], row)
+				return err
+			}
 			c := rewardmodel.Comparison{Prompt: prompt, Responses: resps, Ranks: make([]int, len(r.Ranks)), Labeler: r.Labeler}
 			for i, rk := range r.Ranks {
 				c.Ranks[i] = int(rk)
@@ -55,8 +62,16 @@ func (a *Activities) TrainRM(ctx context.Context, in StageInput) (StageResult, e
 			return StageResult{}, err
 		}
 		nTrain, nHeldout := train.Len()+train.Skipped, heldout.Len()+heldout.Skipped
+		if ext {
+			nTrain, nHeldout = len(rows["train"]), len(rows["heldout"])
+		}
 		if nTrain == 0 || nHeldout == 0 {
 			return StageResult{}, errkind.BadInputf("rm: snapshot %s has %d comparisons of train prompts and %d of held-out ones; both are needed", in.Snapshot, nTrain, nHeldout)
+		}
+		cfg := s.RM.Config
+		cfg.Seed, cfg.Threads = s.Seed, s.Threads
+		if ext {
+			return a.externalRM(ctx, t, s, in, data, cfg, rows)
 		}
 		files, err := a.load(ctx, in.SFT)
 		if err != nil {
@@ -67,8 +82,6 @@ func (a *Activities) TrainRM(ctx context.Context, in StageInput) (StageResult, e
 		if err != nil {
 			return StageResult{}, err
 		}
-		cfg := s.RM
-		cfg.Seed, cfg.Threads = s.Seed, s.Threads
 		var res rewardmodel.Result
 		err = t.timed(ctx, func() error {
 			if res, err = rewardmodel.Train(ctx, rewardmodel.Input{Config: cfg, SFT: files, Tokenizer: tok,

@@ -13,7 +13,7 @@ import (
 func (a *Activities) TrainSFT(ctx context.Context, in StageInput) (StageResult, error) {
 	return a.runStage(ctx, in.Spec, runstate.SFT, func(ctx context.Context, t *tracker) (StageResult, error) {
 		s := in.Spec
-		data, err := a.runData(ctx, s)
+		data, err := a.stageData(ctx, s, runstate.SFT)
 		if err != nil {
 			return StageResult{}, err
 		}
@@ -35,16 +35,19 @@ func (a *Activities) TrainSFT(ctx context.Context, in StageInput) (StageResult, 
 		if err != nil {
 			return StageResult{}, err
 		}
-		cfg := s.SFT
+		cfg := s.SFT.Config
 		cfg.Seed, cfg.Threads = s.Seed, s.Threads
 		m := s.Model.Config
 		if base == nil {
 			m.Vocab = tok.VocabSize()
 		}
+		input := sft.Input{Config: cfg, Model: m, Base: base, Tokenizer: tok, Train: train, Heldout: heldout}
+		if s.SFT.External() {
+			return a.externalSFT(ctx, t, s, data, input)
+		}
 		var res sft.Result
 		err = t.timed(ctx, func() error {
-			res, err = sft.Train(ctx, sft.Input{Config: cfg, Model: m, Base: base, Tokenizer: tok, Train: train, Heldout: heldout},
-				t.sink, t.progress)
+			res, err = sft.Train(ctx, input, t.sink, t.progress)
 			return err
 		})
 		return StageResult{Checkpoint: t.checkpoint(res.Step, res.Checkpoint), Metrics: data.counts(map[string]float64{

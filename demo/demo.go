@@ -58,8 +58,8 @@ func DefaultConfig() Config {
 	}
 	return Config{
 		Seed: s.Seed, Threads: s.Threads, Examples: tasks.DataPrompts, Model: s.Model.Config, DemoError: tasks.DemoSlips,
-		SFT: s.SFT, K: s.Labels.K, RMPrompts: s.Labels.Prompts, RMHeldout: s.Labels.HeldoutPrompts,
-		LabelRounds: s.Labels.Rounds, RM: s.RM, PPO: s.PPO, EvalSamples: s.Eval.Samples,
+		SFT: s.SFT.Config, K: s.Labels.K, RMPrompts: s.Labels.Prompts, RMHeldout: s.Labels.HeldoutPrompts,
+		LabelRounds: s.Labels.Rounds, RM: s.RM.Config, PPO: s.PPO.Config, EvalSamples: s.Eval.Samples,
 		SampleBatch: s.Labels.SampleBatch,
 	}
 }

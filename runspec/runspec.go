@@ -42,16 +42,112 @@ type Spec struct {
 	// Threads each trainer uses (results do not depend on it).
 	Threads int        `json:"threads"`
 	Model   Model      `json:"model"`
-	Data    Data       `json:"data"`
-	SFT     sft.Config `json:"sft"`
+	Data    Data  `json:"data"`
+	SFT     SFT   `json:"sft"`
 	// Labels says where the reward model's comparisons come from.
-	Labels Labels             `json:"labels"`
-	RM     rewardmodel.Config `json:"rm"`
-	Gate   Gate               `json:"gate"`
-	PPO    ppo.Config         `json:"ppo"`
-	Eval   Eval               `json:"eval"`
-	Queues Queues             `json:"task_queues"`
-	Retry  Retry              `json:"retry"`
+	Labels Labels `json:"labels"`
+	RM     RM     `json:"rm"`
+	Gate   Gate   `json:"gate"`
+	PPO    PPO    `json:"ppo"`
+	Eval   Eval   `json:"eval"`
+	Queues Queues `json:"task_queues"`
+	Retry  Retry  `json:"retry"`
+}
+
+// SFT, RM and PPO are the training stages' settings: the built-in
+// trainer's hyperparameters, and who trains the stage.
+type (
+	SFT struct {
+		sft.Config `json:",squash"`
+		Trainer    `json:",squash"`
+	}
+	RM struct {
+		rewardmodel.Config `json:",squash"`
+		Trainer            `json:",squash"`
+	}
+	PPO struct {
+		ppo.Config `json:",squash"`
+		Trainer    `json:",squash"`
+	}
+)
+
+// Trainer says who trains a stage: the built-in engine, or an external
+// process that speaks the trainer contract (docs/trainer-contract.md).
+type Trainer struct {
+	// Trainer is "" or "builtin" (the Go engine) or "exec" (Command).
+	Trainer string `json:"trainer"`
+	// Command is the external trainer's argv, run on the worker of the
+	// stage's task queue with the job file named in INSTRUCTFLOW_JOB.
+	Command []string `json:"command"`
+	// Args are free-form settings passed to the external trainer as they
+	// are (keys lower-case: sft.args.lr=1e-4).
+	Args map[string]any `json:"args"`
+	// Template renders the external trainer's data ("" = data.template).
+	Template string `json:"template"`
+	// Grace is how long the external trainer has, after SIGTERM, to save
+	// and exit before its process group is killed (0 = 30s).
+	Grace time.Duration `json:"grace"`
+}
+
+// Trainer kinds.
+const (
+	BuiltinTrainer = "builtin"
+	ExecTrainer    = "exec"
+)
+
+// External reports whether an external process trains the stage.
+func (t Trainer) External() bool { return t.Trainer == ExecTrainer }
+
+// DefaultGrace is the external trainer's grace when Trainer.Grace is 0.
+const DefaultGrace = 30 * time.Second
+
+// GraceOrDefault is t.Grace, or DefaultGrace when unset.
+func (t Trainer) GraceOrDefault() time.Duration { return cmp.Or(t.Grace, DefaultGrace) }
+
+// TrainerOf returns the trainer settings of a training stage (zero for the
+// other stages, which always run built in).
+func (s Spec) TrainerOf(st runstate.Stage) Trainer {
+	switch st {
+	case runstate.SFT:
+		return s.SFT.Trainer
+	case runstate.RM:
+		return s.RM.Trainer
+	case runstate.PPO:
+		return s.PPO.Trainer
+	}
+	return Trainer{}
+}
+
+// validate reports what cannot work in a stage's trainer settings.
+func (t Trainer) validate(stage string, bad func(string, error)) {
+	switch t.Trainer {
+	case "", BuiltinTrainer:
+		if len(t.Command) > 0 {
+			bad(stage+".command", fmt.Errorf("set, but %s.trainer is %q: set %s.trainer: exec to run it", stage, t.Trainer, stage))
+		}
+	case ExecTrainer:
+		if len(t.Command) == 0 || t.Command[0] == "" {
+			bad(stage+".command", fmt.Errorf("empty: an exec trainer needs its argv, e.g. [torchrun, --nproc-per-node, \"2\", trainers/torch/train.py]"))
+		}
+	default:
+		bad(stage+".trainer", fmt.Errorf("%q: use builtin (the Go engine) or exec (an external process, see docs/trainer-contract.md)", t.Trainer))
+	}
+	if t.Template != "" {
+		if _, err := chat.ParseTemplate(t.Template); err != nil {
+			bad(stage+".template", err)
+		}
+	}
+	if t.Grace < 0 {
+		bad(stage+".grace", errors.New("must not be negative, e.g. 30s"))
+	}
+}
+
+// isArgsKey reports whether key is a free-form trainer argument
+// (sft.args.lr), which the spec takes without knowing it.
+func isArgsKey(key string) bool {
+	stage, rest, _ := strings.Cut(key, ".")
+	name, ok := strings.CutPrefix(rest, "args.")
+	return ok && name != "" && slices.Contains([]string{"sft", "rm", "ppo"}, stage)
 }
 
 // Model is where the policy starts: a base model imported with `instructflow
@@ -199,18 +295,18 @@ func Preset(name string) (Spec, error) {
 		Seed: 1, Threads: 2,
 		Model: Model{Config: model.Config{Context: 32, Layers: 3, Heads: 4, Width: 64}}, // Vocab from the tokenizer
 		Data:  Data{Source: "strops", Task: "strops"},
-		SFT: sft.Config{Steps: 1200, BatchSize: 32, LR: 3e-3, MinLR: 3e-4, Warmup: 20, WeightDecay: 0.01,
-			ClipNorm: 1, CheckpointEvery: 400, EvalEvery: 200},
+		SFT: SFT{Config: sft.Config{Steps: 1200, BatchSize: 32, LR: 3e-3, MinLR: 3e-4, Warmup: 20, WeightDecay: 0.01,
+			ClipNorm: 1, CheckpointEvery: 400, EvalEvery: 200}},
 		Labels: Labels{Collect: true, K: 6, Rounds: 4, Prompts: 4000, HeldoutPrompts: 400,
 			MaxNewTokens: 14, Temperature: 1, SampleBatch: DefaultSampleBatch, Deadline: 24 * time.Hour, MinLabeled: 0.9, ExcludeLabelers: []string{},
 			Overlap: 0.1, Flags: []string{}},
-		RM: rewardmodel.Config{Steps: 4000, BatchSize: 32, LR: 1e-3, MinLR: 1e-4, Warmup: 20, WeightDecay: 0.01,
-			ClipNorm: 1, CheckpointEvery: 1000, EvalEvery: 1000},
+		RM: RM{Config: rewardmodel.Config{Steps: 4000, BatchSize: 32, LR: 1e-3, MinLR: 1e-4, Warmup: 20, WeightDecay: 0.01,
+			ClipNorm: 1, CheckpointEvery: 1000, EvalEvery: 1000}},
 		Gate: Gate{MinRMAccuracy: 0.55}, // better than chance (0.5); the tiny run measured 0.66
-		PPO: ppo.Config{Iterations: 150, RolloutBatch: 256, MaxNewTokens: 14, Epochs: 2, MiniBatch: 128,
+		PPO: PPO{Config: ppo.Config{Iterations: 150, RolloutBatch: 256, MaxNewTokens: 14, Epochs: 2, MiniBatch: 128,
 			PolicyLR: 6e-4, ValueLR: 1e-3, ClipRange: 0.2, ValueClip: 0.2, EntropyCoef: 0,
 			Gamma: 1, Lambda: 1, KLCoef: 0.1, AdaptiveKL: true, TargetKL: 5, KLHorizon: 2000,
-			NormalizeReward: true, PtxCoef: 0.5, PtxBatch: 64, ClipNorm: 1, CheckpointEvery: 50},
+			NormalizeReward: true, PtxCoef: 0.5, PtxBatch: 64, ClipNorm: 1, CheckpointEvery: 50}},
 		Eval: Eval{Samples: 4, SampleBatch: DefaultSampleBatch},
 		// 100 attempts 30 s apart ride out outages of most of an hour;
 		// then the run fails and `run resume` continues it.
@@ -271,7 +367,13 @@ func (s *Spec) Set(assignments []string) error {
 			cur = next
 		}
 		var val any = value
-		if strings.HasPrefix(value, "[") { // a list: labels.exclude_labelers=[a,b]
+		switch {
+		case isArgsKey(strings.ToLower(key)): // a free-form argument: a JSON scalar (1e-4, true) or else a string
+			var v any
+			if json.Unmarshal([]byte(value), &v) == nil {
+				val = v
+			}
+		case strings.HasPrefix(value, "["): // a list: labels.exclude_labelers=[a,b]
 			val = strings.FieldsFunc(strings.Trim(value, "[]"), func(r rune) bool { return r == ',' || r == ' ' })
 		}
 		cur[parts[len(parts)-1]] = val
@@ -289,7 +391,7 @@ func (s *Spec) apply(settings map[string]any) error {
 	known := Keys()
 	given := slices.Sorted(maps.Keys(flatten(settings)))
 	for _, k := range given {
-		if !slices.Contains(known, k) {
+		if !slices.Contains(known, k) && !isArgsKey(k) {
 			return fmt.Errorf("unknown key %q%s", k, config.Suggest(k, known))
 		}
 	}
@@ -430,6 +532,9 @@ func (s Spec) Validate() error {
 		}
 	}
 	bad("sft", s.SFT.Validate())
+	s.SFT.Trainer.validate("sft", bad)
+	s.RM.Trainer.validate("rm", bad)
+	s.PPO.Trainer.validate("ppo", bad)
 	l := s.Labels
 	switch {
 	case l.Collect && l.Snapshot != "":

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs, machine-wide and only when missing, what InstructFlow's local
-# stack and engine need: Debian's postgresql (15) and libopenblas-dev, and
+# stack and engine need: Debian's postgresql (15), libopenblas-dev, chromium
+# and python3-torch (the reference external trainer), and
 # the Temporal CLI and versitygw into $(go env GOPATH)/bin. Safe to re-run:
 # a machine that has everything spends well under a second here.
 set -euo pipefail
@@ -20,6 +21,8 @@ missing_debs=()
 # The browser tests of the labeling app drive Debian's headless Chromium.
 [ -x /usr/bin/chromium ] || missing_debs+=(chromium)
 dpkg -s libopenblas-dev >/dev/null 2>&1 || missing_debs+=(libopenblas-dev)
+# The reference external trainer (trainers/torch) and its tests.
+/usr/bin/python3 -c 'import torch' >/dev/null 2>&1 || missing_debs+=(python3-torch)
 if [ ${#missing_debs[@]} -gt 0 ]; then
 	echo "install-deps: apt-get install ${missing_debs[*]}" >&2
 	sudo_if_needed apt-get update -qq

@@ -165,6 +165,18 @@ func Train(ctx context.Context, in Input, sink stage.Sink, progress stage.Progre
 	return res, nil
 }
 
+// Initial is the model a fresh SFT run starts from: the base checkpoint's
+// weights, or fresh ones drawn from the configured seed, with the
+// configured LoRA adapters. External trainers get it (package activities),
+// so that they start where the built-in one would.
+func Initial(in Input) (*model.Model, error) {
+	want, err := shape(in)
+	if err != nil {
+		return nil, err
+	}
+	return initModel(in, want)
+}
+
 // shape is the model shape the stage trains: the base checkpoint's with
 // the configured LoRA adapters, or the configured one. Either way its
 // vocabulary must be the tokenizer's.

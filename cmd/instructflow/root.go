@@ -79,6 +79,7 @@ See ` + "`instructflow config show`" + `.`,
 		newModelCmd(a),
 		newServeCmd(a),
 		newLabelersCmd(a),
+		newCkptCmd(a),
 	)
 	return root
 }
@@ -98,7 +99,10 @@ func flagName(key string) string {
 }
 
 // envNotConfig lists INSTRUCTFLOW_* variables that are not config keys.
-var envNotConfig = []string{"INSTRUCTFLOW_CONFIG", "INSTRUCTFLOW_INTEGRATION", "INSTRUCTFLOW_E2E", "INSTRUCTFLOW_SCREENSHOTS"}
+var envNotConfig = []string{"INSTRUCTFLOW_CONFIG", "INSTRUCTFLOW_INTEGRATION", "INSTRUCTFLOW_E2E", "INSTRUCTFLOW_SCREENSHOTS",
+	// What a worker gives an external trainer (docs/trainer-contract.md),
+	// which calls `instructflow ckpt` with them in its environment.
+	"INSTRUCTFLOW_JOB", "INSTRUCTFLOW_BIN"}
 
 // config builds the typed configuration once: defaults < file < env < flags,
 // refusing unknown keys and invalid values with a message naming each.

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -103,7 +104,7 @@ func startWorker(ctx context.Context, cfg config.Config, metrics *activities.Met
 	w := worker.New(c, cfg.Temporal.TaskQueue, worker.Options{WorkerStopTimeout: workerStopTimeout})
 	w.RegisterWorkflow(workflows.Preflight)
 	w.RegisterWorkflow(workflows.Pipeline)
-	w.RegisterActivity(newActivities(cfg.Worker, db, store, metrics))
+	w.RegisterActivity(newActivities(cfg, db, store, metrics))
 	if err := w.Start(); err != nil {
 		c.Close()
 		db.Close()
@@ -114,8 +115,31 @@ func startWorker(ctx context.Context, cfg config.Config, metrics *activities.Met
 
 // newActivities are the worker's activities with cfg's limits: at most
 // worker.max_concurrent_stages stages computing at once, and the stall
-// timeout.
-func newActivities(cfg config.Worker, db *postgres.DB, store *objectstore.Store, metrics *activities.Metrics) *activities.Activities {
+// timeout; and what its external trainers get (trainerEnv).
+func newActivities(cfg config.Config, db *postgres.DB, store *objectstore.Store, metrics *activities.Metrics) *activities.Activities {
+	bin, err := os.Executable()
+	if err != nil {
+		bin = os.Args[0]
+	}
 	return &activities.Activities{DB: db, Objects: store, Metrics: metrics, Models: modelstore.Store{DB: db, Blobs: store},
-		StallTimeout: cfg.StallTimeout, Slots: activities.NewSlots(cfg.MaxConcurrentStages)}
+		StallTimeout: cfg.Worker.StallTimeout, Slots: activities.NewSlots(cfg.Worker.MaxConcurrentStages),
+		Trainers: activities.Trainers{Env: trainerEnv(cfg.S3), Binary: bin, Dir: filepath.Join(cfg.DataDir, "jobs"),
+			ObjectStore: activities.JobObjectStore{Endpoint: cfg.S3.Endpoint, Region: cfg.S3.Region, Bucket: cfg.S3.Bucket}}}
+}
+
+// trainerEnv is the object store's settings and credentials as an
+// external trainer's environment: INSTRUCTFLOW_S3_* for `instructflow
+// ckpt`, and the AWS_* names that boto3, s3fs and the AWS CLI read.
+func trainerEnv(s config.S3) []string {
+	return []string{
+		config.EnvName("s3.endpoint") + "=" + s.Endpoint,
+		config.EnvName("s3.region") + "=" + s.Region,
+		config.EnvName("s3.bucket") + "=" + s.Bucket,
+		config.EnvName("s3.access_key") + "=" + s.AccessKey,
+		config.EnvName("s3.secret_key") + "=" + s.SecretKey,
+		"AWS_ENDPOINT_URL=" + s.Endpoint,
+		"AWS_DEFAULT_REGION=" + s.Region,
+		"AWS_ACCESS_KEY_ID=" + s.AccessKey,
+		"AWS_SECRET_ACCESS_KEY=" + s.SecretKey,
+	}
 }

@@ -26,7 +26,7 @@ func TestWorkerLimitsFromConfig(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		acts := newActivities(cfg.Worker, nil, nil, nil)
+		acts := newActivities(cfg, nil, nil, nil)
 		if cap(acts.Slots) != tc.stages || acts.StallTimeout != tc.stall {
 			t.Errorf("%v: %d stages at once, stall %s; want %d and %s", tc.args, cap(acts.Slots), acts.StallTimeout, tc.stages, tc.stall)
 		}

@@ -127,7 +127,7 @@ func (t Trainer) validate(stage string, bad func(string, error)) {
 		}
 	case ExecTrainer:
 		if len(t.Command) == 0 || t.Command[0] == "" {
-			bad(stage+".command", fmt.Errorf("empty: an exec trainer needs its argv, e.g. [torchrun, --nproc-per-node, \"2\", trainers/torch/train.py]"))
+			bad(stage+".command", fmt.Errorf("empty: an exec trainer needs its argv, e.g. [torchrun, --standalone, --nproc_per_node, \"2\", trainers/torch/train.py]"))
 		}
 	default:
 		bad(stage+".trainer", fmt.Errorf("%q: use builtin (the Go engine) or exec (an external process, see docs/trainer-contract.md)", t.Trainer))

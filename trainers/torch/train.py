@@ -1,0 +1,418 @@
+#!/usr/bin/env python3
+"""InstructFlow's reference external trainer: SFT and the reward model of a GPT-2 in PyTorch.
+
+Started by a worker for a stage set to `trainer: exec` (docs/trainer-contract.md),
+alone or under torchrun:
+
+    command: [torchrun, --standalone, --nproc_per_node, "2", trainers/torch/train.py]
+
+It computes what the built-in Go trainers compute (the same batches, drawn
+with Go's PCG from the run's seed; the same loss, schedule, AdamW and
+clipping), data-parallel over the processes (gloo on CPU, NCCL on GPU:
+each rank takes every world-th sequence of the global batch and the
+gradients are summed), and commits checkpoints the Go engine loads: same
+file names, tensor names and state.json. It resumes from its own checkpoints
+or the engine's. Needs only PyTorch (Debian's python3-torch).
+
+args (a stage's `args`, all optional): any of the stage's settings (lr,
+min_lr, warmup, weight_decay, clip_norm, batch_size, steps, checkpoint_every,
+eval_every, margin for rm) to override, and device: auto (CUDA when present),
+cpu or cuda.
+"""
+import json
+import math
+import os
+import shutil
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import torch  # noqa: E402
+import torch.distributed as dist  # noqa: E402
+
+import contract  # noqa: E402
+import gpt2  # noqa: E402
+import safetensors  # noqa: E402
+from contract import BadInput  # noqa: E402
+
+SCHEDULE = ("steps", "batch_size", "lr", "min_lr", "warmup", "weight_decay", "clip_norm", "checkpoint_every", "eval_every")
+SETTINGS = {"sft": SCHEDULE, "rm": SCHEDULE + ("margin",)}
+DEVICES = ("auto", "cpu", "cuda")
+
+
+def settings_of(job):
+    """The stage's settings with the args laid over them, checked as the built-in trainers check them."""
+    if job.stage not in SETTINGS:
+        raise BadInput(f"stage {job.stage}: this reference trainer trains sft and rm; train {job.stage} built in (trainer: builtin)")
+    s = dict(job.settings)
+    for k, v in job.args.items():
+        if k == "device":
+            if v not in DEVICES:
+                raise BadInput(f"args.device {v!r}: use one of {', '.join(DEVICES)}")
+            continue
+        if k not in SETTINGS[job.stage]:
+            raise BadInput(f"args.{k}: unknown; this trainer takes {', '.join(SETTINGS[job.stage] + ('device',))}")
+        if not isinstance(v, (int, float)) or isinstance(v, bool):
+            raise BadInput(f"args.{k} is {v!r}; give a number")
+        s[k] = v
+    for k in ("steps", "batch_size", "checkpoint_every"):
+        if s[k] <= 0:
+            raise BadInput(f"{k} is {s[k]}; give a positive number")
+    if not (s["lr"] > 0 and 0 <= s["min_lr"] <= s["lr"]):
+        raise BadInput(f"lr {s['lr']} and min_lr {s['min_lr']}: need 0 <= min_lr <= lr, lr > 0")
+    if min(s["warmup"], s["clip_norm"], s["weight_decay"], s.get("margin", 0)) < 0:
+        raise BadInput("warmup, clip_norm, weight_decay and margin must not be negative")
+    return s
+
+
+class World:
+    """This process's place in the data-parallel group (torchrun's environment, or alone)."""
+
+    def __init__(self, device_arg):
+        self.size, self.rank = int(os.environ.get("WORLD_SIZE", "1")), int(os.environ.get("RANK", "0"))
+        cuda = torch.cuda.is_available() if device_arg == "auto" else device_arg == "cuda"
+        if cuda and not torch.cuda.is_available():
+            raise BadInput("args.device is cuda, but PyTorch sees no CUDA device on this worker")
+        self.device = torch.device("cpu")
+        if cuda:
+            local = int(os.environ.get("LOCAL_RANK", "0"))
+            torch.cuda.set_device(local)
+            self.device = torch.device("cuda", local)
+        if self.size > 1:
+            dist.init_process_group("nccl" if cuda else "gloo")
+
+    def sum(self, t):
+        if self.size > 1:
+            dist.all_reduce(t)
+        return t
+
+    def any(self, flag):
+        t = torch.tensor([1.0 if flag else 0.0], device=self.device)
+        if self.size > 1:
+            dist.all_reduce(t, op=dist.ReduceOp.MAX)
+        return bool(t.item())
+
+    def barrier(self):
+        if self.size > 1:
+            dist.barrier()
+
+
+class Run:
+    """What both stages share: the job, the model and optimizer, checkpoints and the step loop."""
+
+    def __init__(self, job):
+        self.job, self.s = job, settings_of(job)
+        # The run's threads are this machine's budget: shared by the processes on it.
+        torch.set_num_threads(max(1, int(job.threads or 1) // int(os.environ.get("LOCAL_WORLD_SIZE", "1"))))
+        self.world = World(job.args.get("device", "auto"))
+        self.progress = contract.Progress(job, self.world.rank == 0)
+        self.progress.report(0, self.s["steps"])  # alive before the slow part
+        self.stop = contract.Stop()
+        self.scratch = os.path.join(job.work_dir, f"rank-{self.world.rank}")
+        os.makedirs(self.scratch, exist_ok=True)
+        self.data = job.ckpt_get(job.data, os.path.join(self.scratch, "data"))
+        self.pad = int(job.tokenizer["eos_id"])
+
+    def rows(self, role):
+        return self.job.read_jsonl(role, self.data)
+
+    def start(self, fresh):
+        """Returns state: the resumed checkpoint's, or fresh() = (config, weights, state) for a new run."""
+        job = self.job
+        if job.resume_from:
+            folder = job.ckpt_get(job.resume_from, os.path.join(self.scratch, "resume"))
+            with open(os.path.join(folder, "state.json")) as f:
+                state = json.load(f)
+            if state.get("stage") != job.stage:
+                raise BadInput(f"resume_from {job.resume_from['key']} was written by stage {state.get('stage')!r}, not {job.stage!r}")
+            cfg, weights = gpt2.read_config(folder), gpt2.load_weights(folder)
+        else:
+            folder, (cfg, weights, state) = None, fresh()
+        try:
+            self.model = gpt2.GPT2(cfg, weights, value_head=job.stage == "rm").to(self.world.device)
+        except ValueError as e:
+            raise BadInput(f"model: {e}")
+        self.cfg = cfg
+        self.opt = gpt2.adamw(self.model, self.s["lr"], self.s["weight_decay"])
+        if folder:
+            gpt2.load_optimizer(os.path.join(folder, "optimizer.safetensors"), self.model, self.opt)
+        self.saved = state["step"] if folder else -1
+        return state
+
+    def update(self, step):
+        """Sums the ranks' gradients, clips them as the engine does and takes an AdamW step."""
+        params = [p for _, p in self.model.named()]
+        for p in params:
+            if p.grad is None:
+                p.grad = torch.zeros_like(p)
+        flat = self.world.sum(torch.cat([p.grad.reshape(-1) for p in params]))
+        off = 0
+        for p in params:
+            p.grad.copy_(flat[off:off + p.numel()].view_as(p))
+            off += p.numel()
+        clip = self.s["clip_norm"]
+        if clip > 0:
+            norm = float(torch.tensor(math.sqrt(float(sum((p.grad.double() ** 2).sum() for p in params))), dtype=torch.float32))
+            if norm > clip:
+                scale = float(torch.tensor(clip, dtype=torch.float32) / torch.tensor(norm, dtype=torch.float32))
+                for p in params:
+                    p.grad.mul_(scale)
+        lr = gpt2.cosine_lr(step, self.s["warmup"], self.s["steps"], self.s["lr"], self.s["min_lr"])
+        for g in self.opt.param_groups:
+            g["lr"] = lr
+        self.opt.step()
+        self.opt.zero_grad(set_to_none=False)
+
+    def save(self, state):
+        """Rank 0 commits a checkpoint at state's step; returns its key (None on other ranks)."""
+        key = None
+        if self.world.rank == 0:
+            step = state["step"]
+            folder = os.path.join(self.scratch, f"ckpt-{step}")
+            shutil.rmtree(folder, ignore_errors=True)
+            os.makedirs(folder)
+            with open(os.path.join(folder, "config.json"), "w") as f:
+                f.write(gpt2.config_json(self.cfg, self.model.value_head))
+            safetensors.save(os.path.join(folder, "model.safetensors"), self.model.state())
+            gpt2.save_optimizer(os.path.join(folder, "optimizer.safetensors"), self.model, self.opt, self.s["weight_decay"])
+            with open(os.path.join(folder, "state.json"), "w") as f:
+                f.write(json.dumps(state, indent=2))
+            key = self.job.ckpt_put(folder, step)
+            shutil.rmtree(folder, ignore_errors=True)
+        self.saved = state["step"]
+        self.world.barrier()
+        return key
+
+    def loop(self, state, step_fn, done):
+        """Runs steps until done(state); step_fn(state) trains one and returns (metrics, is_last)."""
+        total = self.s["steps"]
+        if done(state):  # the final checkpoint was committed by an attempt that died before it exited
+            self.progress.report(state["step"], total, checkpoint=self.job.resume_from["key"])
+            return 0
+        while not done(state):
+            metrics = step_fn(state)
+            state["step"] += 1
+            last = done(state)
+            key = None
+            if last or state["step"] % self.s["checkpoint_every"] == 0:
+                key = self.save(state)
+            self.progress.report(state["step"], total, metrics, key)
+            if not last and self.world.any(self.stop.requested):
+                if self.saved != state["step"]:
+                    key = self.save(state)
+                    self.progress.report(state["step"], total, checkpoint=key)
+                print(f"stopped by SIGTERM after step {state['step']}, checkpoint committed", file=sys.stderr, flush=True)
+                return 128 + 15
+        return 0
+
+
+def padded(seqs, pad, T, device):
+    """The engine's stage.Padded: tokens, next-token targets and the response mask of a (B, T) batch."""
+    B = len(seqs)
+    tokens = torch.full((B, T), pad, dtype=torch.long)
+    targets = torch.zeros((B, T), dtype=torch.long)
+    mask = torch.zeros((B, T), dtype=torch.float32)
+    for b, (toks, plen) in enumerate(seqs):
+        n = len(toks) - 1
+        tokens[b, :n] = torch.tensor(toks[:-1])
+        targets[b, :n] = torch.tensor(toks[1:])
+        mask[b, max(0, plen - 1):n] = 1
+    return tokens.to(device), targets.to(device), mask.to(device)
+
+
+def sft(job):
+    r = Run(job)
+    s, world = r.s, r.world
+
+    def seqs_of(role):
+        out = [(row["prompt_ids"] + row["response_ids"] + [r.pad], len(row["prompt_ids"])) for row in r.rows(role)]
+        return out
+
+    train, heldout = seqs_of("train"), seqs_of("heldout")
+    if not train:
+        raise BadInput("no training demonstrations in the job's data")
+
+    def fresh():
+        folder = job.ckpt_get(job.inputs["init"], os.path.join(r.scratch, "init"))
+        return gpt2.read_config(folder), gpt2.load_weights(folder), {
+            "stage": "sft", "step": 0, "tokens": 0, "cursor": {"epoch": 0, "pos": 0}, "train_loss": 0, "heldout_loss": 0}
+
+    state = r.start(fresh)
+    ctx = r.cfg["n_positions"]
+    for toks, _ in train + heldout:
+        if len(toks) - 1 > ctx:
+            raise BadInput(f"a demonstration has {len(toks)} tokens, more than the model's context {ctx}; shorten it or enlarge n_positions")
+    cursor = gpt2.Cursor(**state["cursor"])
+
+    def loss_sums(batch):
+        """The summed response-token negative log-likelihood of this rank's share of batch, and its graph."""
+        mine = batch[world.rank::world.size]
+        if not mine:
+            return None
+        T = max(len(t) - 1 for t, _ in batch)
+        tokens, targets, mask = padded(mine, r.pad, T, world.device)
+        logp = r.model.logits(r.model.hidden(tokens)).log_softmax(-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+        return -(logp * mask).sum()
+
+    def heldout_loss():
+        total = torch.zeros(2, dtype=torch.float64, device=world.device)
+        bs = s["batch_size"]
+        with torch.no_grad():
+            for k, i in enumerate(range(0, len(heldout), bs)):
+                if k % world.size != world.rank:
+                    continue
+                part = heldout[i:i + bs]
+                tokens, targets, mask = padded(part, r.pad, max(len(t) - 1 for t, _ in part), world.device)
+                logp = r.model.logits(r.model.hidden(tokens)).log_softmax(-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+                total[0] -= (logp.double() * mask.double()).sum()
+                total[1] += mask.double().sum()
+        world.sum(total)
+        return float(total[0] / total[1]) if total[1] > 0 else float("nan")
+
+    def done(st):
+        return st["step"] >= s["steps"] or (s.get("token_budget", 0) > 0 and st["tokens"] >= s["token_budget"])
+
+    def step(st):
+        batch = [train[j] for j in cursor.next(job.seed, len(train), s["batch_size"])]
+        count = sum(len(t) - p for t, p in batch)  # response tokens and the end of text, every rank's
+        r.model.zero_grad(set_to_none=False)
+        summed = loss_sums(batch)
+        if summed is not None:
+            (summed / count).backward()
+        r.update(st["step"])
+        loss = world.sum(torch.tensor([0.0 if summed is None else float(summed.detach())], dtype=torch.float64, device=world.device))
+        st["tokens"] += count
+        st["cursor"] = cursor.json()
+        st["train_loss"] = float(torch.tensor(float(loss) / count, dtype=torch.float32))
+        metrics = {"loss": st["train_loss"], "tokens": float(st["tokens"])}
+        nxt = dict(st, step=st["step"] + 1)
+        if heldout and (done(nxt) or (s["eval_every"] > 0 and nxt["step"] % s["eval_every"] == 0)):
+            st["heldout_loss"] = heldout_loss()
+            metrics["heldout_loss"] = st["heldout_loss"]
+        return metrics
+
+    return r.loop(state, step, done)
+
+
+def rm(job):
+    r = Run(job)
+    s, world = r.s, r.world
+
+    def comparisons(role):
+        out = []
+        for row in r.rows(role):
+            seqs = [row["prompt_ids"] + ids + [r.pad] for ids in row["response_ids"]]
+            ranks = row["ranks"]
+            if any(a < b for a in ranks for b in ranks):  # ties alone give no pair
+                out.append((seqs, ranks, len(row["prompt_ids"])))
+        return out
+
+    train, heldout = comparisons("train"), comparisons("heldout")
+    demos = [row["prompt_ids"] + row["response_ids"] + [r.pad] for row in r.rows("demonstrations")]
+    if not train:
+        raise BadInput("no training comparisons with at least one decided pair in the job's data")
+
+    def fresh():
+        folder = job.ckpt_get(job.inputs["sft"], os.path.join(r.scratch, "sft"))
+        cfg, weights = gpt2.read_config(folder), gpt2.load_weights(folder)
+        if any(n.startswith("v_head.") for n in weights):
+            raise BadInput("the SFT checkpoint has a value head: it is a reward or value model, not an SFT policy")
+        g = torch.Generator().manual_seed(job.seed)
+        weights["v_head.summary.weight"] = torch.randn((1, cfg["n_embd"]), generator=g) / math.sqrt(cfg["n_embd"] + 1)
+        weights["v_head.summary.bias"] = torch.zeros(1)
+        return cfg, weights, {"stage": "rm", "step": 0, "cursor": {"epoch": 0, "pos": 0}, "train_loss": 0,
+                              "heldout": {"accuracy": 0, "pairs": 0, "loss": 0}, "offset": 0}
+
+    state = r.start(fresh)
+    ctx = r.cfg["n_positions"]
+    for seqs, _, _ in train + heldout:
+        if max(len(t) for t in seqs) > ctx:
+            raise BadInput(f"a comparison has a response of {max(len(t) for t in seqs)} tokens with its prompt, more than the model's context {ctx}")
+    cursor = gpt2.Cursor(**state["cursor"])
+
+    def scores(seqs):
+        T = max(len(t) for t in seqs)
+        tokens = torch.full((len(seqs), T), r.pad, dtype=torch.long)
+        for b, t in enumerate(seqs):
+            tokens[b, :len(t)] = torch.tensor(t)
+        values = r.model.values(r.model.hidden(tokens.to(world.device)))
+        at = torch.tensor([len(t) - 2 if len(t) > 1 and t[-1] == r.pad else len(t) - 1 for t in seqs], device=world.device)
+        return values.gather(1, at.unsqueeze(1)).squeeze(1)
+
+    def comparison_loss(sc, ranks, margin):
+        terms = [torch.nn.functional.softplus(-(sc[i] - sc[j] - margin))
+                 for i in range(len(ranks)) for j in range(len(ranks)) if ranks[i] < ranks[j]]
+        return torch.stack(terms).mean(), len(terms)
+
+    def evaluate():
+        acc = torch.zeros(3, dtype=torch.float64, device=world.device)  # right pairs, pairs, loss sum
+        with torch.no_grad():
+            for k, (seqs, ranks, _) in enumerate(heldout):
+                if k % world.size != world.rank:
+                    continue
+                sc = scores(seqs)
+                loss, _ = comparison_loss(sc, ranks, 0.0)
+                acc[2] += float(loss)
+                for a in range(len(ranks)):
+                    for b in range(len(ranks)):
+                        if ranks[a] < ranks[b]:
+                            acc[1] += 1
+                            acc[0] += float(sc[a] > sc[b])
+        world.sum(acc)
+        n = max(1, len(heldout))
+        return {"accuracy": float(acc[0] / acc[1]) if acc[1] > 0 else 0.0, "pairs": int(acc[1]), "loss": float(acc[2]) / n}
+
+    def normalise():
+        """The score's zero: the demonstrations' mean score, folded into the head's bias."""
+        total = torch.zeros(2, dtype=torch.float64, device=world.device)
+        with torch.no_grad():
+            for k, i in enumerate(range(0, len(demos), 64)):
+                if k % world.size == world.rank:
+                    sc = scores(demos[i:i + 64])
+                    total[0] += sc.double().sum()
+                    total[1] += len(sc)
+        world.sum(total)
+        offset = float(total[0] / total[1]) if total[1] > 0 else 0.0
+        with torch.no_grad():
+            r.model.p("v_head.summary.bias").sub_(offset)
+        return offset
+
+    def done(st):
+        return st["step"] >= s["steps"]
+
+    def step(st):
+        batch = [train[j] for j in cursor.next(job.seed, len(train), s["batch_size"])]
+        r.model.zero_grad(set_to_none=False)
+        mine = batch[world.rank::world.size]
+        loss = torch.zeros(1, dtype=torch.float64, device=world.device)
+        if mine:
+            total = sum(comparison_loss(scores(seqs), ranks, s["margin"])[0] for seqs, ranks, _ in mine) / len(batch)
+            total.backward()
+            loss += float(total.detach())
+        r.update(st["step"])
+        world.sum(loss)
+        st["cursor"], st["train_loss"] = cursor.json(), float(loss)
+        metrics = {"loss": st["train_loss"]}
+        last = st["step"] + 1 >= s["steps"]
+        if heldout and (last or (s["eval_every"] > 0 and (st["step"] + 1) % s["eval_every"] == 0)):
+            st["heldout"] = evaluate()
+            metrics["heldout_accuracy"], metrics["heldout_loss"] = st["heldout"]["accuracy"], st["heldout"]["loss"]
+        if last:
+            st["offset"] = normalise()
+            metrics["offset"], metrics["accuracy"] = st["offset"], st["heldout"]["accuracy"]
+        return metrics
+
+    return r.loop(state, step, done)
+
+
+def train(job):
+    if job.stage == "rm":
+        return rm(job)
+    if job.stage == "sft":
+        return sft(job)
+    settings_of(job)  # says which stages this trainer takes
+    return 0
+
+
+if __name__ == "__main__":
+    contract.main(train)

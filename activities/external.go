@@ -213,7 +213,7 @@ func (a *Activities) external(ctx context.Context, t *tracker, s runspec.Spec, n
 	for k, v := range spec.counts {
 		metrics[k] = v
 	}
-	return StageResult{Checkpoint: p.final, Metrics: metrics}, nil
+	return StageResult{Checkpoint: p.final, Metrics: metrics, Trainer: runspec.ExecTrainer}, nil
 }
 
 // commitData writes the stage's data as JSON Lines files into one

@@ -7,6 +7,7 @@ import (
 
 	"github.com/instructflow/instructflow/chat"
 	"github.com/instructflow/instructflow/checkpoint"
+	"github.com/instructflow/instructflow/dataset"
 	"github.com/instructflow/instructflow/errkind"
 	"github.com/instructflow/instructflow/ppo"
 	"github.com/instructflow/instructflow/rewardmodel"
@@ -192,12 +193,20 @@ func (a *Activities) externalRM(ctx context.Context, t *tracker, s runspec.Spec,
 	}
 	spec := jobSpec{inputs: map[string]JobCheckpoint{"sft": sftIn}, data: rows, settings: cfg, counts: data.counts(nil)}
 	spec.counts["train_comparisons"] = float64(len(rows["train"]))
+	forDemos := *data // the stage's counts are of its comparisons
+	demos, err := forDemos.demonstrations(ctx, dataset.Train)
+	if err != nil {
+		return StageResult{}, err
+	}
+	if rows["demonstrations"], err = demoRows(data.tok, demos); err != nil { // the score's zero is their mean
+		return StageResult{}, err
+	}
 	res, err := a.external(ctx, t, s, runstate.RM, jobTokenizer(data.tok), spec)
 	if err != nil {
 		return res, err
 	}
 	res.Snapshot = in.Snapshot
-	if err := a.scoreResponses(ctx, t, s, data, in.Snapshot); err != nil {
+	if err := t.timed(ctx, func() error { return a.scoreResponses(ctx, t, s, data, in.Snapshot) }); err != nil {
 		if ctx.Err() != nil {
 			return StageResult{}, err
 		}

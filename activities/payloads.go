@@ -56,6 +56,9 @@ type StageResult struct {
 	Reused bool `json:"reused,omitempty"`
 	// Execution is the workflow execution (run id) that finished it.
 	Execution string `json:"execution,omitempty"`
+	// Trainer is "exec" for a stage an external trainer ran (Seconds is
+	// then its processes' lifetime, all attempts), "" when built in.
+	Trainer string `json:"trainer,omitempty"`
 }
 
 // RunInput is the input of BeginRun.

@@ -217,7 +217,7 @@ func (s *stderrTail) exitError(state *os.ProcessState, err error) error {
 		e.how = "was killed by a signal"
 		if state != nil {
 			if ws, ok := state.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
-				e.how = "was killed by " + ws.Signal().String()
+				e.how = fmt.Sprintf("was killed by signal %d (%v)", int(ws.Signal()), ws.Signal())
 			}
 		}
 	}

@@ -82,6 +82,10 @@ func (c *Client) Report(ctx context.Context, run string) (Report, error) {
 			continue
 		}
 		r.Results[st.Name] = res
+		if wall, ok := r.stageWall(runstate.Stage(st.Name)); ok && res.Trainer != "" && !res.Reused && wall > 0 {
+			over := max(0, wall-res.Seconds)
+			r.Summary[st.Name+"_overhead_seconds"], r.Summary[st.Name+"_overhead_share"] = over, over/wall
+		}
 		switch runstate.Stage(st.Name) {
 		case runstate.RM:
 			r.Summary["rm_accuracy"] = res.Metrics["accuracy"]
@@ -95,4 +99,18 @@ func (c *Client) Report(ctx context.Context, run string) (Report, error) {
 		}
 	}
 	return r, nil
+}
+
+// stageWall is a stage's wall time, from the pipeline's report (ok false
+// while the run has none, or the stage did not finish).
+func (r Report) stageWall(name runstate.Stage) (float64, bool) {
+	if r.Pipeline == nil {
+		return 0, false
+	}
+	for _, ws := range r.Pipeline.Stages {
+		if ws.Name == name && !ws.Started.IsZero() && !ws.Finished.IsZero() {
+			return ws.Finished.Sub(ws.Started).Seconds(), true
+		}
+	}
+	return 0, false
 }

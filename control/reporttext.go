@@ -79,6 +79,13 @@ func (r Report) WriteText(out io.Writer) error {
 	if v, ok := sum["kl"]; ok {
 		fmt.Fprintf(out, "PPO vs SFT: KL to SFT %.2f nats per response; mean response length %.1f -> %.1f tokens\n", v, sum["sft_tokens"], sum["ppo_tokens"])
 	}
+	for _, st := range r.Stages {
+		if share, ok := sum[st.Name+"_overhead_share"]; ok {
+			wall, _ := r.stageWall(runstate.Stage(st.Name))
+			fmt.Fprintf(out, "%s ran on an external trainer: %.1fs wall, %.1fs in its processes (all attempts); orchestration overhead %.2fs = %.2f%% of the stage\n",
+				st.Name, wall, r.Results[st.Name].Seconds, sum[st.Name+"_overhead_seconds"], 100*share)
+		}
+	}
 	if p := r.Pipeline; p != nil {
 		fmt.Fprintf(out, "time: %.1fs wall, %.1fs in trainers, %.1fs waiting for people; orchestration overhead %.1fs = %.1f%% of the run\n",
 			p.WallSeconds, p.TrainerSeconds, p.WaitSeconds, p.OverheadSeconds, 100*p.OverheadShare)

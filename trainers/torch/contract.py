@@ -134,6 +134,6 @@ def main(train):
             raise BadInput("INSTRUCTFLOW_JOB is not set: this trainer is started by an InstructFlow worker (trainer: exec)")
         code = train(Job(path))
     except BadInput as e:
-        print(f"bad input: {e}", file=sys.stderr, flush=True)
+        print(f"train.py: {e}", file=sys.stderr, flush=True)
         sys.exit(EXIT_BAD_INPUT)
     sys.exit(code or 0)

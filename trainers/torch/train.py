@@ -105,6 +105,10 @@ class Run:
         # The run's threads are this machine's budget: shared by the processes on it.
         torch.set_num_threads(max(1, int(job.threads or 1) // int(os.environ.get("LOCAL_WORLD_SIZE", "1"))))
         self.world = World(job.args.get("device", "auto"))
+        if self.world.device.type == "cpu":
+            # Some CPU kernels (the embedding's backward) sum in a thread-dependent order
+            # otherwise: on CPU a run is bit-reproducible, resumed or not.
+            torch.use_deterministic_algorithms(True)
         self.progress = contract.Progress(job, self.world.rank == 0)
         self.progress.report(0, self.s["steps"])  # alive before the slow part
         self.stop = contract.Stop()

@@ -137,8 +137,8 @@ loop:
 			break loop
 		case now := <-tick.C:
 			if now.Sub(last) > p.heartbeat {
-				failed = fmt.Errorf("%s: the trainer printed no progress line for %s (retry.heartbeat_timeout); its process group was stopped, and the attempt is retried from the last checkpoint",
-					p.t.stage, p.heartbeat)
+				failed = fmt.Errorf("the trainer printed no progress line for %s (retry.heartbeat_timeout); its process group was stopped, and the attempt is retried from the last checkpoint",
+					p.heartbeat)
 				done = stop()
 				break loop
 			}

@@ -40,8 +40,8 @@ type Spec struct {
 	ID   string `json:"id"`
 	Seed uint64 `json:"seed"`
 	// Threads each trainer uses (results do not depend on it).
-	Threads int        `json:"threads"`
-	Model   Model      `json:"model"`
+	Threads int   `json:"threads"`
+	Model   Model `json:"model"`
 	Data    Data  `json:"data"`
 	SFT     SFT   `json:"sft"`
 	// Labels says where the reward model's comparisons come from.
@@ -416,6 +416,13 @@ func (s *Spec) apply(settings map[string]any) error {
 	}
 	if err := dec.Decode(merged); err != nil {
 		return err
+	}
+	for _, args := range []map[string]any{out.SFT.Args, out.RM.Args, out.PPO.Args} {
+		for k, v := range args {
+			if n, ok := v.(json.Number); ok { // the spec's own JSON form, read back exactly
+				args[k], _ = n.Float64()
+			}
+		}
 	}
 	if out.Model.Base != "" {
 		for _, k := range given {

@@ -58,7 +58,7 @@ export INSTRUCTFLOW_INTEGRATION=1 INSTRUCTFLOW_E2E=1
 # engine's own tests, in the -race group, check.
 # The pipeline's fault-injection test trains three short runs end to end
 # on a private stack of its own; it runs last, alone, without -race.
-numeric='/sft$|/rewardmodel$|/ppo$|/demo$|/internal/ownmodel$|/internal/owndata$'
+numeric='/sft$|/rewardmodel$|/ppo$|/demo$|/internal/ownmodel$|/internal/owndata$|/internal/exttrainer$'
 faults=./internal/faulttest
 go test -race -count=1 -timeout 30m $(go list ./... | grep -Ev "$numeric|/internal/faulttest$")
 go test -count=1 -timeout 30m $(go list ./... | grep -E "$numeric")

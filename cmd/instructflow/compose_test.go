@@ -25,7 +25,8 @@ import (
 func loadCompose(t *testing.T, file string, env []string) (*types.Project, error) {
 	t.Helper()
 	root, _ := filepath.Abs("../..")
-	o := []cli.ProjectOptionsFn{cli.WithWorkingDirectory(root), cli.WithName("instructflow")}
+	// Every profile: the GPU worker pool's services are checked too.
+	o := []cli.ProjectOptionsFn{cli.WithWorkingDirectory(root), cli.WithName("instructflow"), cli.WithProfiles([]string{"*"})}
 	if env == nil {
 		o = append(o, cli.WithInterpolation(false))
 	} else {
@@ -298,7 +299,26 @@ func TestComposeAgreesWithConfig(t *testing.T) {
 	for k := range config.Defaults() {
 		known[config.EnvName(k)] = true
 	}
-	for _, svc := range []types.ServiceConfig{migrate, w} {
+	// The GPU pool: the torch trainer's image, the host's GPUs, a task
+	// queue of its own for the stages routed to it, the same object store.
+	gpu, err := p.GetService("worker-gpu")
+	if err != nil {
+		t.Fatal("service worker-gpu (profile gpu) missing")
+	}
+	if gpu.Build == nil || gpu.Build.Target != "torch-worker" {
+		t.Error("worker-gpu is not built from the Dockerfile's torch-worker stage")
+	}
+	if r := gpu.Deploy; r == nil || r.Resources.Reservations == nil || len(r.Resources.Reservations.Devices) == 0 ||
+		!slices.Contains(r.Resources.Reservations.Devices[0].Capabilities, "gpu") {
+		t.Error("worker-gpu reserves no GPU")
+	}
+	if q := env1(gpu, "INSTRUCTFLOW_TEMPORAL_TASK_QUEUE"); q == "" || q == env1(w, "INSTRUCTFLOW_TEMPORAL_TASK_QUEUE") {
+		t.Errorf("worker-gpu polls task queue %q: give it one of its own", q)
+	}
+	if env1(gpu, "INSTRUCTFLOW_S3_SECRET_KEY") != env1(minio, "MINIO_ROOT_PASSWORD") || env1(gpu, "INSTRUCTFLOW_POSTGRES_URL") != env1(w, "INSTRUCTFLOW_POSTGRES_URL") {
+		t.Error("worker-gpu reaches the object store or Postgres with other credentials than the worker")
+	}
+	for _, svc := range []types.ServiceConfig{migrate, w, gpu} {
 		t.Run(svc.Name, func(t *testing.T) {
 			clearEnv(t)
 			for k := range svc.Environment {
@@ -314,13 +334,17 @@ func TestComposeAgreesWithConfig(t *testing.T) {
 			want := []struct{ section, key, want string }{
 				{"postgres", "url", "postgres://" + runtimeUser + ":REDACTED@postgres:5432/instructflow?sslmode=disable"},
 			}
+			queue := def.Temporal.TaskQueue
+			if svc.Name == "worker-gpu" {
+				queue = env1(gpu, "INSTRUCTFLOW_TEMPORAL_TASK_QUEUE")
+			}
 			if svc.Name == "migrate" {
 				want = append(want, struct{ section, key, want string }{"postgres", "owner_url", "postgres://" + ownerUser + ":REDACTED@postgres:5432/instructflow?sslmode=disable"})
 			} else {
 				want = append(want, []struct{ section, key, want string }{
 					{"temporal", "address", "temporal:" + strconv.Itoa(tPort)},
 					{"temporal", "namespace", def.Temporal.Namespace},
-					{"temporal", "task_queue", def.Temporal.TaskQueue},
+					{"temporal", "task_queue", queue},
 					{"s3", "endpoint", "http://minio:" + s3URL.Port()},
 					{"s3", "bucket", def.S3.Bucket},
 					{"s3", "access_key", def.S3.AccessKey},

@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"go.temporal.io/sdk/activity"
-	"go.temporal.io/sdk/temporal"
 
 	"github.com/instructflow/instructflow/checkpoint"
 	"github.com/instructflow/instructflow/errkind"
@@ -32,11 +31,6 @@ const JobContract = 1
 // input is wrong: the stage fails without a retry, with the trainer's
 // message.
 const ExitBadInput = 3
-
-// ErrTypeContract is the application-error type of an external trainer
-// that broke the contract (a checkpoint it did not commit, no final
-// checkpoint): retrying the same program would not help.
-const ErrTypeContract = "TrainerContract"
 
 // Trainers is what a worker gives the external trainers it runs.
 type Trainers struct {
@@ -199,14 +193,13 @@ func (a *Activities) external(ctx context.Context, t *tracker, s runspec.Spec, n
 		switch {
 		case errors.As(err, &exit) && exit.code == ExitBadInput:
 			return StageResult{}, errkind.BadInputf("%s: the trainer refused its input: %s", name, exit.tail)
-		case errors.Is(err, errContract):
-			return StageResult{}, temporal.NewNonRetryableApplicationError(err.Error(), ErrTypeContract, err)
+		case errors.Is(err, errContract): // the same program would break it again: fix it, then `run resume`
+			return StageResult{}, errkind.BadInputf("%s: %v", name, err)
 		}
 		return StageResult{}, err
 	}
 	if p.final == nil || p.final.Step != p.step {
-		return StageResult{}, temporal.NewNonRetryableApplicationError(fmt.Sprintf(
-			"%s: the trainer exited 0 without naming its final checkpoint (the progress line of its last step, %d, must have \"checkpoint\")", name, p.step), ErrTypeContract, nil)
+		return StageResult{}, errkind.BadInputf("%s: %v: it exited 0 without naming its final checkpoint (the progress line of its last step, %d, must have \"checkpoint\")", name, errContract, p.step)
 	}
 	metrics := p.metrics
 	metrics["steps"] = float64(p.final.Step)

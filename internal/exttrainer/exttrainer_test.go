@@ -38,7 +38,6 @@ func spec(stage, command string, extra string) string {
 type env struct {
 	t     *testing.T
 	cli   *testenv.CLI
-	root  string
 	db    *postgres.DB
 	store checkpoint.Blobs
 	tag   string // makes run ids unique in the shared bucket
@@ -51,7 +50,7 @@ func newEnv(t *testing.T) *env {
 	}
 	e := &env{t: t, cli: testenv.NewCLI(t, "exttrainer"), tag: strings.ReplaceAll(time.Now().Format("150405.000"), ".", "")}
 	var err error
-	if e.root, err = filepath.Abs("../.."); err != nil {
+	if e.cli.Dir, err = filepath.Abs("../.."); err != nil { // the trainers' commands are relative to the repository root
 		t.Fatal(err)
 	}
 	if e.db, err = postgres.Open(context.Background(), e.cli.DBURL); err != nil {
@@ -64,23 +63,6 @@ func newEnv(t *testing.T) *env {
 	}
 	e.store = store
 	return e
-}
-
-// worker starts `instructflow worker` in the repository root.
-func (e *env) worker() *exec.Cmd {
-	e.t.Helper()
-	cmd := exec.Command(e.cli.Bin, "worker")
-	cmd.Dir, cmd.Env = e.root, e.cli.Env
-	log, err := os.OpenFile(filepath.Join(e.t.TempDir(), "worker.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	cmd.Stdout, cmd.Stderr = log, log
-	if err := cmd.Start(); err != nil {
-		e.t.Fatal(err)
-	}
-	e.t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait(); log.Close() })
-	return cmd
 }
 
 // start starts a run of a spec, its id tagged; it returns the id.
@@ -174,7 +156,7 @@ func TestTorchTrainer(t *testing.T) {
 	e := newEnv(t)
 	ctx := context.Background()
 	e.cli.Run("data", "load-demo")
-	worker := e.worker()
+	worker := e.cli.Start("worker.log", "worker")
 	lctx, stop := context.WithCancel(ctx)
 	labeling := make(chan error, 1)
 	go func() { labeling <- control.LabelUntilDone(lctx, e.db, "") }()
@@ -272,7 +254,7 @@ func TestTorchTrainer(t *testing.T) {
 	if g := trainerGroups(t, lost, "sft"); len(g) > 0 {
 		t.Errorf("trainer processes outlived their worker: groups %v", g)
 	}
-	e.worker()
+	e.cli.Start("worker-2.log", "worker")
 	st = e.waitStage(lost, "sft", "succeeded", 0)
 	e.cli.Run("run", "cancel", lost)
 	if r := result(t, st); st.Attempts < 2 || r.ResumedFrom <= 0 {

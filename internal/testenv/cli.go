@@ -18,6 +18,7 @@ type CLI struct {
 	Bin   string
 	Env   []string // os.Environ() with the database and task queue
 	DBURL string
+	Dir   string // where commands run ("": the test's package folder)
 }
 
 // NewCLI builds the binary and makes its database; name prefixes the task
@@ -38,7 +39,7 @@ func NewCLI(t testing.TB, name string) *CLI {
 func (c *CLI) Run(args ...string) string {
 	c.t.Helper()
 	cmd := exec.Command(c.Bin, args...)
-	cmd.Env = c.Env
+	cmd.Env, cmd.Dir = c.Env, c.Dir
 	var out, errw bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errw
 	if err := cmd.Run(); err != nil {
@@ -49,11 +50,11 @@ func (c *CLI) Run(args ...string) string {
 
 // Start starts a long-running command (a worker, a labeler), its output to
 // a log file in the test's temporary folder; it is killed when the test
-// ends.
-func (c *CLI) Start(log string, args ...string) {
+// ends, or earlier by the caller.
+func (c *CLI) Start(log string, args ...string) *exec.Cmd {
 	c.t.Helper()
 	cmd := exec.Command(c.Bin, args...)
-	cmd.Env = c.Env
+	cmd.Env, cmd.Dir = c.Env, c.Dir
 	f, err := os.Create(filepath.Join(c.t.TempDir(), log))
 	if err != nil {
 		c.t.Fatal(err)
@@ -63,4 +64,5 @@ func (c *CLI) Start(log string, args ...string) {
 		c.t.Fatal(err)
 	}
 	c.t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait(); f.Close() })
+	return cmd
 }

@@ -1,13 +1,16 @@
 package activities
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"go.temporal.io/sdk/activity"
@@ -29,8 +32,13 @@ const JobContract = 1
 
 // ExitBadInput is the exit status by which an external trainer says its
 // input is wrong: the stage fails without a retry, with the trainer's
-// message.
+// message (its last stderr lines).
 const ExitBadInput = 3
+
+// BadInputFile, in the job's work_dir, says the same whatever the exit
+// status (launchers such as torchrun exit 1 when a process exits 3): the
+// stage fails without a retry, with the file's text as the message.
+const BadInputFile = "bad_input"
 
 // Trainers is what a worker gives the external trainers it runs.
 type Trainers struct {
@@ -155,10 +163,7 @@ func (a *Activities) external(ctx context.Context, t *tracker, s runspec.Spec, n
 	if job.Data, err = a.commitData(ctx, s, name, spec.data); err != nil {
 		return StageResult{}, err
 	}
-	job.Data.Template = s.Data.Template
-	if tr.Template != "" {
-		job.Data.Template = tr.Template
-	}
+	job.Data.Template = cmp.Or(tr.Template, s.Data.Template, "plain")
 	cp, ok, err := t.sink.Latest(ctx)
 	if err != nil {
 		return StageResult{}, fmt.Errorf("find the latest checkpoint: %w", err)
@@ -184,13 +189,16 @@ func (a *Activities) external(ctx context.Context, t *tracker, s runspec.Spec, n
 		return StageResult{}, fmt.Errorf("job file: %w", err)
 	}
 
-	p := &trainerProcess{t: t, store: t.sink.Store, heartbeat: s.Retry.HeartbeatTimeout, grace: tr.GraceOrDefault(),
+	p := &trainerProcess{t: t, heartbeat: s.Retry.HeartbeatTimeout, grace: tr.GraceOrDefault(),
 		metrics: map[string]float64{}}
-	env := append(append(os.Environ(), a.Trainers.Env...), "INSTRUCTFLOW_JOB="+jobFile, "INSTRUCTFLOW_BIN="+a.Trainers.Binary)
+	env := append(append(trainerEnviron(os.Environ()), a.Trainers.Env...), "INSTRUCTFLOW_JOB="+jobFile, "INSTRUCTFLOW_BIN="+a.Trainers.Binary)
 	err = t.timed(ctx, func() error { return p.run(ctx, tr.Command, env) })
 	if err != nil {
 		var exit *exitError
+		verdict, _ := os.ReadFile(filepath.Join(dir, BadInputFile))
 		switch {
+		case errors.As(err, &exit) && len(verdict) > 0: // a launcher (torchrun) may have changed the exit status
+			return StageResult{}, errkind.BadInputf("%s: the trainer refused its input: %s", name, strings.TrimSpace(string(verdict[:min(len(verdict), 4096)])))
 		case errors.As(err, &exit) && exit.code == ExitBadInput:
 			return StageResult{}, errkind.BadInputf("%s: the trainer refused its input: %s", name, exit.tail)
 		case errors.Is(err, errContract): // the same program would break it again: fix it, then `run resume`
@@ -207,6 +215,12 @@ func (a *Activities) external(ctx context.Context, t *tracker, s runspec.Spec, n
 		metrics[k] = v
 	}
 	return StageResult{Checkpoint: p.final, Metrics: metrics, Trainer: runspec.ExecTrainer}, nil
+}
+
+// trainerEnviron is the worker's environment without what a trainer must
+// not hold: the database's credentials.
+func trainerEnviron(env []string) []string {
+	return slices.DeleteFunc(slices.Clone(env), func(kv string) bool { return strings.HasPrefix(kv, "INSTRUCTFLOW_POSTGRES_") })
 }
 
 // commitData writes the stage's data as JSON Lines files into one
@@ -276,16 +290,21 @@ func (p *trainerProcess) report(ctx context.Context, line ProgressLine) error {
 	}
 	if line.Checkpoint != "" {
 		prefix, step, err := checkpoint.ParseKey(line.Checkpoint)
-		if err != nil || prefix != p.store.Prefix || step != r.Step {
+		store := p.t.sink.Store
+		if err != nil || prefix != store.Prefix || step != r.Step {
 			return fmt.Errorf("%w: checkpoint %q at step %d is not %s (the stage's output prefix and the line's step)",
-				errContract, line.Checkpoint, r.Step, p.store.Key(r.Step))
+				errContract, line.Checkpoint, r.Step, store.Key(r.Step))
 		}
 		var sha string
 		for try := 0; ; try++ { // a store that is briefly away is waited for, as the built-in trainers' saves are
-			if sha, err = p.store.Committed(ctx, step); err == nil || errors.Is(err, errkind.NotFound) || errors.Is(err, errkind.Corrupt) || try == 5 || ctx.Err() != nil {
+			if sha, err = store.Committed(ctx, step); err == nil || errors.Is(err, errkind.NotFound) || errors.Is(err, errkind.Corrupt) || try == 4 {
 				break
 			}
-			time.Sleep(time.Second << try)
+			select {
+			case <-time.After(time.Second << try):
+			case <-ctx.Done():
+				return ctx.Err()
+			}
 		}
 		switch {
 		case errors.Is(err, errkind.NotFound) || errors.Is(err, errkind.Corrupt):
@@ -296,6 +315,6 @@ func (p *trainerProcess) report(ctx context.Context, line ProgressLine) error {
 		r.Checkpoint = sha
 		p.final = p.t.checkpoint(step, sha)
 	}
-	p.step = r.Step
+	p.step = max(p.step, r.Step) // a repeated line may come late
 	return p.t.progress(r)
 }

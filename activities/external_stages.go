@@ -158,7 +158,7 @@ func baseInput(m runspec.Model) (JobCheckpoint, bool) {
 	if err != nil {
 		return JobCheckpoint{}, false
 	}
-	return JobCheckpoint{Key: prefix + "0/", SHA256: m.BaseSHA256}, true
+	return JobCheckpoint{Key: checkpoint.Store{Prefix: prefix}.Key(0), SHA256: m.BaseSHA256}, true
 }
 
 // externalSFT runs SFT on the stage's external trainer.

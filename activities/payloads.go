@@ -56,8 +56,9 @@ type StageResult struct {
 	Reused bool `json:"reused,omitempty"`
 	// Execution is the workflow execution (run id) that finished it.
 	Execution string `json:"execution,omitempty"`
-	// Trainer is "exec" for a stage an external trainer ran (Seconds is
-	// then its processes' lifetime, all attempts), "" when built in.
+	// Trainer is "exec" for a stage an external trainer ran (Seconds then
+	// counts from its processes' start to their exit, and the built-in
+	// work after them, such as scoring the snapshot), "" when built in.
 	Trainer string `json:"trainer,omitempty"`
 }
 

@@ -13,15 +13,12 @@ import (
 	"sync"
 	"syscall"
 	"time"
-
-	"github.com/instructflow/instructflow/checkpoint"
 )
 
 // trainerProcess is one attempt's external trainer: its process group,
 // and what its progress lines said.
 type trainerProcess struct {
 	t                *tracker
-	store            checkpoint.Store // the stage's checkpoints
 	heartbeat, grace time.Duration
 	metrics          map[string]float64 // last value of each metric reported
 	final            *Checkpoint        // the last checkpoint named
@@ -32,10 +29,10 @@ type trainerProcess struct {
 const tailLines = 8
 
 // run starts argv in a process group of its own and follows it until it
-// exits: progress lines become reports; a cancelled ctx, a failed report
-// or no progress line for the heartbeat timeout stop the group (SIGTERM,
-// then SIGKILL after the grace). Whatever the group left running when its
-// leader exited is killed.
+// exits: progress lines become reports; a cancelled ctx, the worker
+// stopping, a failed report or no progress line for the heartbeat timeout
+// stop the group (SIGTERM, then SIGKILL after the grace). Whatever the
+// group left running when its leader exited is killed.
 func (p *trainerProcess) run(ctx context.Context, argv []string, env []string) error {
 	outR, outW, err := os.Pipe()
 	if err != nil {
@@ -94,23 +91,49 @@ func (p *trainerProcess) run(ctx context.Context, argv []string, env []string) e
 		tail.read(errR)
 	}()
 
-	// stop ends the group: SIGTERM, and SIGKILL once the grace is over.
-	stop := func() exit {
+	// stop asks the group to end with SIGTERM, and kills it once the grace
+	// is over; until the leader exits, its progress lines (a checkpoint
+	// committed on SIGTERM) are still read and recorded.
+	var failed error
+	var kill *time.Timer
+	stop := func(why error) {
+		if failed != nil {
+			return
+		}
+		failed = why
 		_ = syscall.Kill(-pgid, syscall.SIGTERM)
-		select {
-		case e := <-exited:
-			_ = syscall.Kill(-pgid, syscall.SIGKILL)
-			return e
-		case <-time.After(p.grace):
+		kill = time.AfterFunc(p.grace, func() {
 			p.t.log.Warn("trainer did not exit within its grace after SIGTERM; killing its process group", "run", p.t.run, "stage", p.t.stage, "grace", p.grace)
 			_ = syscall.Kill(-pgid, syscall.SIGKILL)
-			return <-exited
+		})
+	}
+	// Once stopping, reports are recorded even though ctx is cancelled.
+	rctx := context.WithoutCancel(ctx)
+	all := lines
+	defer func() {
+		go func() { // unblock the reader of what nobody reads any more
+			for range all {
+			}
+		}()
+	}()
+	handle := func(line []byte) {
+		pl, isProgress := progressOf(line)
+		if !isProgress {
+			if len(line) > 0 && line[0] == '{' {
+				p.t.log.Warn("trainer stdout: a line that starts with { but is not a progress line (JSON with \"step\"; NaN and Infinity are not JSON): "+string(line), "run", p.t.run, "stage", p.t.stage)
+			} else {
+				p.t.log.Info("trainer stdout: "+string(line), "run", p.t.run, "stage", p.t.stage)
+			}
+			return
+		}
+		if err := p.report(rctx, pl); err != nil {
+			stop(err)
 		}
 	}
 	tick := time.NewTicker(min(time.Second, p.heartbeat/4))
 	defer tick.Stop()
 	last := time.Now()
-	var failed error
+	ctxDone, workerStop := ctx.Done(), p.t.workerStop
 	var done exit
 loop:
 	for {
@@ -120,45 +143,36 @@ loop:
 				lines = nil // stdout closed; the exit follows
 				continue
 			}
-			pl, isProgress := progressOf(line)
-			if !isProgress {
-				p.t.log.Info("trainer stdout: "+string(line), "run", p.t.run, "stage", p.t.stage)
-				continue
-			}
+			handle(line)
 			last = time.Now()
-			if err := p.report(ctx, pl); err != nil {
-				failed, done = err, stop()
-				break loop
-			}
 		case done = <-exited:
 			break loop
-		case <-ctx.Done():
-			failed, done = ctx.Err(), stop()
-			break loop
+		case <-ctxDone:
+			ctxDone = nil
+			stop(ctx.Err())
+		case <-workerStop:
+			workerStop = nil
+			stop(fmt.Errorf("%w: %s asked its trainer to save and stop", ErrWorkerStopping, p.t.stage))
 		case now := <-tick.C:
 			if now.Sub(last) > p.heartbeat {
-				failed = fmt.Errorf("the trainer printed no progress line for %s (retry.heartbeat_timeout); its process group was stopped, and the attempt is retried from the last checkpoint",
-					p.heartbeat)
-				done = stop()
-				break loop
+				stop(fmt.Errorf("the trainer printed no progress line for %s (retry.heartbeat_timeout); its process group was stopped, and the attempt is retried from the last checkpoint", p.heartbeat))
 			}
 		}
+	}
+	if kill != nil {
+		kill.Stop()
 	}
 	_ = syscall.Kill(-pgid, syscall.SIGKILL) // what the leader left behind
 	// The last lines (the final checkpoint's) may still be in the pipe.
 	drain := time.After(10 * time.Second)
-	for lines != nil && failed == nil {
+	for lines != nil {
 		select {
 		case line, ok := <-lines:
 			if !ok {
 				lines = nil
 				break
 			}
-			if pl, isProgress := progressOf(line); isProgress {
-				if err := p.report(ctx, pl); err != nil {
-					failed = err
-				}
-			}
+			handle(line)
 		case <-drain:
 			lines = nil
 		}

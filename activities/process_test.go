@@ -44,7 +44,7 @@ func runScript(t *testing.T, script string, heartbeat time.Duration) (*trainerPr
 		if _, err := tr.sink.Save(ctx, 2, []stage.File{{Name: "model.safetensors", Data: []byte("w")}}); err != nil {
 			t.Fatal(err)
 		}
-		p = &trainerProcess{t: tr, store: tr.sink.Store, heartbeat: heartbeat, grace: 300 * time.Millisecond, metrics: map[string]float64{}}
+		p = &trainerProcess{t: tr, heartbeat: heartbeat, grace: 300 * time.Millisecond, metrics: map[string]float64{}}
 		runErr = p.run(ctx, []string{"sh", "-c", script}, os.Environ())
 		return runErr
 	})

@@ -20,6 +20,7 @@ import (
 	"fmt"
 	"hash"
 	"io"
+	"path/filepath"
 	"regexp"
 	"slices"
 	"strconv"
@@ -159,9 +160,15 @@ func (s Store) Save(ctx context.Context, step int64, files []stage.File) (string
 // what Save writes, and whose SHA-256 is the checkpoint's id.
 func ManifestOf(step int64, files []stage.File) ([]byte, error) {
 	m := Manifest{Format: format, Step: step}
+	if len(files) > maxFiles {
+		return nil, fmt.Errorf("%d files, more than a checkpoint holds (%d): %w", len(files), maxFiles, errkind.BadInput)
+	}
 	for _, f := range files {
 		if !validName(f.Name) {
 			return nil, fmt.Errorf("invalid file name %q", f.Name)
+		}
+		if int64(len(f.Data)) > maxSize(f.Name) { // loading would refuse it
+			return nil, fmt.Errorf("file %s has %d bytes, more than a checkpoint's %s file may (%d): %w", f.Name, len(f.Data), filepath.Ext(f.Name), maxSize(f.Name), errkind.BadInput)
 		}
 		sum := sha256.Sum256(f.Data)
 		m.Files = append(m.Files, Entry{Name: f.Name, Size: int64(len(f.Data)), SHA256: hex.EncodeToString(sum[:])})

@@ -73,21 +73,22 @@ func ReadDir(dir string) ([]stage.File, error) {
 }
 
 // WriteDir writes a loaded checkpoint's files into dir (made if missing;
-// it must hold none of them), each through a temporary file and a rename.
+// it must hold none of them, which is checked before anything is written),
+// each through a temporary file and a rename.
 func WriteDir(dir string, cp stage.Checkpoint) error {
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return fmt.Errorf("checkpoint: %w", err)
-	}
 	names := make([]string, 0, len(cp.Files))
 	for n := range cp.Files {
+		if _, err := os.Lstat(filepath.Join(dir, n)); err == nil {
+			return errkind.BadInputf("checkpoint: %s exists; get a checkpoint into an empty folder", filepath.Join(dir, n))
+		}
 		names = append(names, n)
 	}
 	slices.Sort(names)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("checkpoint: %w", err)
+	}
 	for _, n := range names {
 		p := filepath.Join(dir, n)
-		if _, err := os.Lstat(p); err == nil {
-			return errkind.BadInputf("checkpoint: %s exists; get a checkpoint into an empty folder", p)
-		}
 		tmp := p + ".part"
 		if err := os.WriteFile(tmp, cp.Files[n], 0o644); err != nil {
 			return fmt.Errorf("checkpoint: %w", err)

@@ -698,7 +698,10 @@ func Changed(a, b Spec) []string {
 // FirstAffected is the first stage whose result a change of key affects
 // ("" when none does).
 func FirstAffected(key string) runstate.Stage {
-	top, _, _ := strings.Cut(key, ".")
+	top, rest, _ := strings.Cut(key, ".")
+	if rest == "grace" { // how long an external trainer has to stop changes no result
+		return ""
+	}
 	return owner[top]
 }
 

@@ -121,9 +121,13 @@ func newActivities(cfg config.Config, db *postgres.DB, store *objectstore.Store,
 	if err != nil {
 		bin = os.Args[0]
 	}
+	jobs, err := filepath.Abs(filepath.Join(cfg.DataDir, "jobs")) // job files outlive a trainer's cd
+	if err != nil {
+		jobs = filepath.Join(cfg.DataDir, "jobs")
+	}
 	return &activities.Activities{DB: db, Objects: store, Metrics: metrics, Models: modelstore.Store{DB: db, Blobs: store},
 		StallTimeout: cfg.Worker.StallTimeout, Slots: activities.NewSlots(cfg.Worker.MaxConcurrentStages),
-		Trainers: activities.Trainers{Env: trainerEnv(cfg.S3), Binary: bin, Dir: filepath.Join(cfg.DataDir, "jobs"),
+		Trainers: activities.Trainers{Env: trainerEnv(cfg.S3), Binary: bin, Dir: jobs,
 			ObjectStore: activities.JobObjectStore{Endpoint: cfg.S3.Endpoint, Region: cfg.S3.Region, Bucket: cfg.S3.Bucket}}}
 }
 

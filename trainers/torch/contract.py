@@ -8,6 +8,7 @@ on stdout, and exits 0 when done, 3 for bad input, anything else to be retried.
 """
 import ctypes
 import json
+import math
 import os
 import shutil
 import signal
@@ -17,6 +18,7 @@ import threading
 import time
 
 EXIT_BAD_INPUT = 3
+BAD_INPUT_FILE = "bad_input"  # in the job's work_dir
 
 
 class BadInput(Exception):
@@ -60,7 +62,9 @@ class Job:
 
 
 def _run(argv):
-    p = subprocess.run(argv, capture_output=True, text=True)
+    # A session of its own: the SIGTERM sent to the trainer's process group must not cut
+    # short the commit the trainer makes on SIGTERM.
+    p = subprocess.run(argv, capture_output=True, text=True, start_new_session=True)
     if p.returncode != 0:
         raise RuntimeError(f"{' '.join(argv[:3])}: {p.stderr.strip() or p.stdout.strip()}")
     return json.loads(p.stdout)
@@ -82,6 +86,7 @@ class Progress:
         if not self.enabled:
             return
         line = {"step": step, "total": total}
+        metrics = {k: v for k, v in (metrics or {}).items() if math.isfinite(v)}  # JSON has no NaN
         if metrics:
             line["metrics"] = metrics
         if checkpoint:
@@ -90,17 +95,19 @@ class Progress:
 
     def _print(self, line):
         with self.lock:
-            self.last = time.monotonic(), {"step": line["step"], "total": line["total"]}
-            sys.stdout.write(json.dumps(line) + "\n")
-            sys.stdout.flush()
+            self._write(line)
+
+    def _write(self, line):
+        self.last = time.monotonic(), {"step": line["step"], "total": line["total"]}
+        sys.stdout.write(json.dumps(line, allow_nan=False) + "\n")
+        sys.stdout.flush()
 
     def _beat(self, every):
         while True:
             time.sleep(every / 2)
-            with self.lock:
-                last = self.last
-            if last is not None and time.monotonic() - last[0] >= every:
-                self._print(last[1])
+            with self.lock:  # checked and printed at once: never an older step after a newer one
+                if self.last is not None and time.monotonic() - self.last[0] >= every:
+                    self._write(self.last[1])
 
 
 class Stop:
@@ -128,12 +135,17 @@ def die_with_parent():
 def main(train):
     """Runs train(job) with the contract's exit statuses."""
     die_with_parent()
-    path = os.environ.get("INSTRUCTFLOW_JOB")
+    path, job = os.environ.get("INSTRUCTFLOW_JOB"), None
     try:
         if not path:
             raise BadInput("INSTRUCTFLOW_JOB is not set: this trainer is started by an InstructFlow worker (trainer: exec)")
-        code = train(Job(path))
+        job = Job(path)
+        code = train(job)
     except BadInput as e:
         print(f"train.py: {e}", file=sys.stderr, flush=True)
+        if job is not None and job.work_dir:
+            # The verdict survives launchers that change the exit status (torchrun exits 1).
+            with open(os.path.join(job.work_dir, BAD_INPUT_FILE), "w") as f:
+                f.write(str(e) + "\n")
         sys.exit(EXIT_BAD_INPUT)
     sys.exit(code or 0)

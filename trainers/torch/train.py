@@ -6,9 +6,10 @@ alone or under torchrun:
 
     command: [torchrun, --standalone, --nproc_per_node, "2", trainers/torch/train.py]
 
-It computes what the built-in Go trainers compute (the same batches, drawn
-with Go's PCG from the run's seed; the same loss, schedule, AdamW and
-clipping), data-parallel over the processes (gloo on CPU, NCCL on GPU:
+It computes what the built-in Go trainers compute (for SFT from the same
+starting weights; the same batches, drawn with Go's PCG from the run's seed;
+the same loss, schedule, AdamW and clipping; the reward model's new head is
+drawn from PyTorch's generator), data-parallel over the processes (gloo on CPU, NCCL on GPU:
 each rank takes every world-th sequence of the global batch and the
 gradients are summed), and commits checkpoints the Go engine loads: same
 file names, tensor names and state.json. It resumes from its own checkpoints
@@ -187,11 +188,12 @@ class Run:
         self.world.barrier()
         return key
 
-    def loop(self, state, step_fn, done):
-        """Runs steps until done(state); step_fn(state) trains one and returns (metrics, is_last)."""
+    def loop(self, state, step_fn, done, summary):
+        """Runs steps until done(state); step_fn(state) trains one and returns its metrics.
+        summary(state) are the final metrics again, for an attempt that finds the work done."""
         total = self.s["steps"]
         if done(state):  # the final checkpoint was committed by an attempt that died before it exited
-            self.progress.report(state["step"], total, checkpoint=self.job.resume_from["key"])
+            self.progress.report(state["step"], total, summary(state), self.job.resume_from["key"])
             return 0
         while not done(state):
             metrics = step_fn(state)
@@ -229,8 +231,7 @@ def sft(job):
     s, world = r.s, r.world
 
     def seqs_of(role):
-        out = [(row["prompt_ids"] + row["response_ids"] + [r.pad], len(row["prompt_ids"])) for row in r.rows(role)]
-        return out
+        return [(row["prompt_ids"] + row["response_ids"] + [r.pad], len(row["prompt_ids"])) for row in r.rows(role)]
 
     train, heldout = seqs_of("train"), seqs_of("heldout")
     if not train:
@@ -295,7 +296,13 @@ def sft(job):
             metrics["heldout_loss"] = st["heldout_loss"]
         return metrics
 
-    return r.loop(state, step, done)
+    def summary(st):
+        out = {"loss": st["train_loss"], "tokens": float(st["tokens"])}
+        if heldout:
+            out["heldout_loss"] = st["heldout_loss"]
+        return out
+
+    return r.loop(state, step, done, summary)
 
 
 def rm(job):
@@ -308,7 +315,7 @@ def rm(job):
             seqs = [row["prompt_ids"] + ids + [r.pad] for ids in row["response_ids"]]
             ranks = row["ranks"]
             if any(a < b for a in ranks for b in ranks):  # ties alone give no pair
-                out.append((seqs, ranks, len(row["prompt_ids"])))
+                out.append((seqs, ranks))
         return out
 
     train, heldout = comparisons("train"), comparisons("heldout")
@@ -329,7 +336,7 @@ def rm(job):
 
     state = r.start(fresh)
     ctx = r.cfg["n_positions"]
-    for seqs, _, _ in train + heldout:
+    for seqs, _ in train + heldout:
         if max(len(t) for t in seqs) > ctx:
             raise BadInput(f"a comparison has a response of {max(len(t) for t in seqs)} tokens with its prompt, more than the model's context {ctx}")
     cursor = gpt2.Cursor(**state["cursor"])
@@ -351,7 +358,7 @@ def rm(job):
     def evaluate():
         acc = torch.zeros(3, dtype=torch.float64, device=world.device)  # right pairs, pairs, loss sum
         with torch.no_grad():
-            for k, (seqs, ranks, _) in enumerate(heldout):
+            for k, (seqs, ranks) in enumerate(heldout):
                 if k % world.size != world.rank:
                     continue
                 sc = scores(seqs)
@@ -390,7 +397,7 @@ def rm(job):
         mine = batch[world.rank::world.size]
         loss = torch.zeros(1, dtype=torch.float64, device=world.device)
         if mine:
-            total = sum(comparison_loss(scores(seqs), ranks, s["margin"])[0] for seqs, ranks, _ in mine) / len(batch)
+            total = sum(comparison_loss(scores(seqs), ranks, s["margin"])[0] for seqs, ranks in mine) / len(batch)
             total.backward()
             loss += float(total.detach())
         r.update(st["step"])
@@ -406,16 +413,16 @@ def rm(job):
             metrics["offset"], metrics["accuracy"] = st["offset"], st["heldout"]["accuracy"]
         return metrics
 
-    return r.loop(state, step, done)
+    def summary(st):
+        return {"loss": st["train_loss"], "heldout_accuracy": st["heldout"]["accuracy"], "heldout_loss": st["heldout"]["loss"],
+                "offset": st["offset"], "accuracy": st["heldout"]["accuracy"]}
+
+    return r.loop(state, step, done, summary)
 
 
 def train(job):
-    if job.stage == "rm":
-        return rm(job)
-    if job.stage == "sft":
-        return sft(job)
-    settings_of(job)  # says which stages this trainer takes
-    return 0
+    settings_of(job)  # refuses the stages this trainer does not train
+    return {"sft": sft, "rm": rm}[job.stage](job)
 
 
 if __name__ == "__main__":

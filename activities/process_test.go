@@ -101,6 +101,16 @@ echo '{"step": 2, "total": 2, "metrics": {"loss": 1, "accuracy": 0.7}, "checkpoi
 		}
 		assertDead(t, pidFile)
 	})
+	t.Run("saves on SIGTERM", func(t *testing.T) {
+		p, err := runScript(t, `trap 'echo "{\"step\": 2, \"checkpoint\": \"runs/stall/sft/2/\"}"; exit 143' TERM
+echo '{"step": 1}'; sleep 60 & wait`, 500*time.Millisecond)
+		if err == nil || !strings.Contains(err.Error(), "no progress line") {
+			t.Errorf("silent trainer: %v", err)
+		}
+		if p.final == nil || p.final.Step != 2 {
+			t.Errorf("the checkpoint committed on SIGTERM was not taken: %+v", p.final)
+		}
+	})
 	t.Run("leaves a child", func(t *testing.T) {
 		p, err := runScript(t, `sleep 60 & echo $! > `+pidFile+`; echo '{"step": 2, "checkpoint": "runs/stall/sft/2/"}'`, 5*time.Second)
 		if err != nil || p.final == nil {

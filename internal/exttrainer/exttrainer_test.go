@@ -162,9 +162,10 @@ func TestTorchTrainer(t *testing.T) {
 	go func() { labeling <- control.LabelUntilDone(lctx, e.db, "") }()
 	t.Cleanup(func() { stop(); <-labeling })
 
-	// A trainer that refuses its input (exit 3) fails the run at once, with
-	// its message; a resume with the setting fixed continues it.
-	bad := e.start("bad", spec("sft", oneProc, ""), "sft.args.lr=-1")
+	// A trainer that refuses its input (exit 3, under torchrun, which exits
+	// 1) fails the run at once, with its message; a resume with the setting
+	// fixed continues it.
+	bad := e.start("bad", spec("sft", torchrun2, ""), "sft.args.lr=-1")
 	st := e.waitStage(bad, "sft", "failed", 0)
 	if st.Attempts != 1 || !strings.Contains(st.Error, "refused its input") || !strings.Contains(st.Error, "lr -1") {
 		t.Errorf("bad input: %d attempts, error %q", st.Attempts, st.Error)

@@ -147,7 +147,7 @@ func (t Trainer) validate(stage string, bad func(string, error)) {
 func isArgsKey(key string) bool {
 	stage, rest, _ := strings.Cut(key, ".")
 	name, ok := strings.CutPrefix(rest, "args.")
-	return ok && name != "" && slices.Contains([]string{"sft", "rm", "ppo"}, stage)
+	return ok && name != "" && slices.Contains([]runstate.Stage{runstate.SFT, runstate.RM, runstate.PPO}, runstate.Stage(stage))
 }
 
 // Model is where the policy starts: a base model imported with `instructflow
@@ -539,9 +539,9 @@ func (s Spec) Validate() error {
 		}
 	}
 	bad("sft", s.SFT.Validate())
-	s.SFT.Trainer.validate("sft", bad)
-	s.RM.Trainer.validate("rm", bad)
-	s.PPO.Trainer.validate("ppo", bad)
+	s.SFT.Trainer.validate(string(runstate.SFT), bad)
+	s.RM.Trainer.validate(string(runstate.RM), bad)
+	s.PPO.Trainer.validate(string(runstate.PPO), bad)
 	l := s.Labels
 	switch {
 	case l.Collect && l.Snapshot != "":

@@ -201,15 +201,24 @@ func TestTorchTrainer(t *testing.T) {
 	}
 	t.Logf("torch SFT stage: %.2fs orchestration overhead = %.2f%% of the stage", rep.Summary["sft_overhead_seconds"], 100*rep.Summary["sft_overhead_share"])
 
-	// The same run built in, on the first run's labels, with the reward
-	// model on torch (1 process) from the Go engine's SFT checkpoint.
+	// The same run with SFT built in, on the first run's labels, the reward
+	// model on torch (1 process) from the Go engine's SFT checkpoint, PPO on
+	// torch from both, and the built-in evaluation of torch's PPO policy.
 	snapshot := result(t, stageOf(t, rep, "rm")).Snapshot
-	builtin := e.start("builtin-sft", spec("rm", oneProc, fmt.Sprintf("  steps: 100\n  checkpoint_every: 50\n  eval_every: 100\n")),
-		"labels.collect=false", "labels.snapshot="+snapshot, "eval.samples=0")
+	builtin := e.start("builtin-sft", spec("rm", oneProc, "  steps: 100\n  checkpoint_every: 50\n  eval_every: 100\nppo:\n  trainer: exec\n  command: "+oneProc+"\n"),
+		"labels.collect=false", "labels.snapshot="+snapshot)
 	waitRun(t, e.db, builtin, "succeeded")
 	compareLosses(t, e.db, run, builtin)
 	if r := result(t, e.waitStage(builtin, "rm", "succeeded", 0)); r.Metrics["accuracy"] <= 0 || r.Trainer != "exec" {
 		t.Errorf("torch RM on the Go SFT checkpoint: %+v", r.Metrics)
+	}
+	if r := result(t, e.waitStage(builtin, "ppo", "succeeded", 0)); r.Checkpoint == nil || r.Checkpoint.Step != 16 || r.Trainer != "exec" {
+		t.Errorf("torch PPO: %+v", r)
+	} else if _, ok := r.Metrics["kl"]; !ok {
+		t.Errorf("torch PPO reported no kl: %v", r.Metrics)
+	}
+	if r := result(t, e.waitStage(builtin, "eval", "succeeded", 0)); r.Metrics["samples"] == 0 {
+		t.Errorf("evaluation of the torch PPO policy: %v", r.Metrics)
 	}
 
 	// kill -9 of the trainer's process group (one process): the retry

@@ -19,8 +19,8 @@ LN_EPS = 1e-5
 CONFIG_KEYS = ("vocab_size", "n_positions", "n_layer", "n_head", "n_embd")
 
 
-def read_config(folder):
-    with open(os.path.join(folder, "config.json")) as f:
+def read_config(folder, prefix=""):
+    with open(os.path.join(folder, prefix + "config.json")) as f:
         cfg = json.load(f)
     if cfg.get("model_type", "gpt2") != "gpt2":
         raise ValueError(f"model_type {cfg.get('model_type')!r}; this trainer trains gpt2")
@@ -115,9 +115,9 @@ class GPT2(torch.nn.Module):
         return {n: t.detach().cpu() for n, t in self.named()}
 
 
-def load_weights(folder):
+def load_weights(folder, prefix=""):
     """model.safetensors with the engine's names ("transformer." added to GPT2Model names, mask buffers dropped)."""
-    tensors, _ = safetensors.load(os.path.join(folder, "model.safetensors"))
+    tensors, _ = safetensors.load(os.path.join(folder, prefix + "model.safetensors"))
     out = {}
     for n, t in tensors.items():
         if n.endswith(".attn.bias") or n.endswith(".attn.masked_bias"):

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""InstructFlow's reference external trainer: SFT and the reward model of a GPT-2 in PyTorch.
+"""InstructFlow's reference external trainer: SFT, the reward model and PPO of a GPT-2 in PyTorch.
 
 Started by a worker for a stage set to `trainer: exec` (docs/trainer-contract.md),
 alone or under torchrun:
@@ -8,8 +8,8 @@ alone or under torchrun:
 
 It computes what the built-in Go trainers compute (for SFT from the same
 starting weights; the same batches, drawn with Go's PCG from the run's seed;
-the same loss, schedule, AdamW and clipping; the reward model's new head is
-drawn from PyTorch's generator), data-parallel over the processes (gloo on CPU, NCCL on GPU:
+the same loss, schedule, AdamW and clipping; the reward model's new head and PPO's samples are
+drawn from PyTorch's generator; PPO runs in one process), data-parallel over the processes (gloo on CPU, NCCL on GPU:
 each rank takes every world-th sequence of the global batch and the
 gradients are summed), and commits checkpoints the Go engine loads: same
 file names, tensor names and state.json. It resumes from its own checkpoints
@@ -17,9 +17,10 @@ or the engine's. Needs only PyTorch (Debian's python3-torch).
 
 args (a stage's `args`, all optional): any of the stage's settings (lr,
 min_lr, warmup, weight_decay, clip_norm, batch_size, steps, checkpoint_every,
-eval_every, margin for rm) to override, and device: auto (CUDA when present),
-cpu or cuda.
+eval_every, margin for rm; ppo's: policy_lr, kl_coef, ...) to override, and
+device: auto (CUDA when present), cpu or cuda.
 """
+import base64
 import json
 import math
 import os
@@ -37,14 +38,17 @@ import safetensors  # noqa: E402
 from contract import BadInput  # noqa: E402
 
 SCHEDULE = ("steps", "batch_size", "lr", "min_lr", "warmup", "weight_decay", "clip_norm", "checkpoint_every", "eval_every")
-SETTINGS = {"sft": SCHEDULE, "rm": SCHEDULE + ("margin",)}
+PPO = ("iterations", "rollout_batch", "max_new_tokens", "epochs", "mini_batch", "policy_lr", "value_lr", "clip_range",
+       "value_clip", "entropy_coef", "gamma", "lambda", "kl_coef", "adaptive_kl", "target_kl", "kl_horizon",
+       "normalize_reward", "ptx_coef", "ptx_batch", "clip_norm", "checkpoint_every")
+SETTINGS = {"sft": SCHEDULE, "rm": SCHEDULE + ("margin",), "ppo": PPO}
 DEVICES = ("auto", "cpu", "cuda")
 
 
 def settings_of(job):
     """The stage's settings with the args laid over them, checked as the built-in trainers check them."""
     if job.stage not in SETTINGS:
-        raise BadInput(f"stage {job.stage}: this reference trainer trains sft and rm; train {job.stage} built in (trainer: builtin)")
+        raise BadInput(f"stage {job.stage}: this reference trainer trains {', '.join(SETTINGS)}")
     s = dict(job.settings)
     for k, v in job.args.items():
         if k == "device":
@@ -53,9 +57,11 @@ def settings_of(job):
             continue
         if k not in SETTINGS[job.stage]:
             raise BadInput(f"args.{k}: unknown; this trainer takes {', '.join(SETTINGS[job.stage] + ('device',))}")
-        if not isinstance(v, (int, float)) or isinstance(v, bool):
-            raise BadInput(f"args.{k} is {v!r}; give a number")
+        if isinstance(s.get(k), bool) != isinstance(v, bool) or not isinstance(v, (int, float)):
+            raise BadInput(f"args.{k} is {v!r}; give a {'boolean' if isinstance(s.get(k), bool) else 'number'}")
         s[k] = v
+    if job.stage == "ppo":
+        return check_ppo(s)
     for k in ("steps", "batch_size", "checkpoint_every"):
         if s[k] <= 0:
             raise BadInput(f"{k} is {s[k]}; give a positive number")
@@ -63,6 +69,25 @@ def settings_of(job):
         raise BadInput(f"lr {s['lr']} and min_lr {s['min_lr']}: need 0 <= min_lr <= lr, lr > 0")
     if min(s["warmup"], s["clip_norm"], s["weight_decay"], s.get("margin", 0)) < 0:
         raise BadInput("warmup, clip_norm, weight_decay and margin must not be negative")
+    return s
+
+
+def check_ppo(s):
+    """PPO's settings, checked as the built-in ppo.Config.Validate checks them."""
+    for k in ("iterations", "rollout_batch", "max_new_tokens", "epochs", "mini_batch", "policy_lr", "value_lr",
+              "clip_range", "value_clip", "checkpoint_every"):
+        if not s[k] > 0:
+            raise BadInput(f"{k} is {s[k]}; give a positive number")
+    if not (0 <= s["gamma"] <= 1 and 0 <= s["lambda"] <= 1):
+        raise BadInput(f"gamma {s['gamma']} and lambda {s['lambda']} must lie in [0, 1]")
+    if min(s["kl_coef"], s["entropy_coef"], s["ptx_coef"], s["clip_norm"]) < 0:
+        raise BadInput("kl_coef, entropy_coef, ptx_coef and clip_norm must not be negative")
+    if s["adaptive_kl"] and not (s["target_kl"] > 0 and s["kl_horizon"] > 0):
+        raise BadInput("adaptive_kl needs target_kl > 0 and kl_horizon > 0")
+    if s["ptx_coef"] > 0 and s["ptx_batch"] <= 0:
+        raise BadInput("ptx_coef > 0 needs ptx_batch > 0")
+    if s["mini_batch"] > s["rollout_batch"]:
+        raise BadInput(f"mini_batch {s['mini_batch']} is larger than rollout_batch {s['rollout_batch']}")
     return s
 
 
@@ -111,7 +136,9 @@ class Run:
             # otherwise: on CPU a run is bit-reproducible, resumed or not.
             torch.use_deterministic_algorithms(True)
         self.progress = contract.Progress(job, self.world.rank == 0)
-        self.progress.report(0, self.s["steps"])  # alive before the slow part
+        # PPO counts iterations (its state.json's "iteration"), the others steps.
+        self.key, self.total = ("iteration", self.s["iterations"]) if job.stage == "ppo" else ("step", self.s["steps"])
+        self.progress.report(0, self.total)  # alive before the slow part
         self.stop = contract.Stop()
         self.scratch = os.path.join(job.work_dir, f"rank-{self.world.rank}")
         os.makedirs(self.scratch, exist_ok=True)
@@ -141,7 +168,7 @@ class Run:
         self.opt = gpt2.adamw(self.model, self.s["lr"], self.s["weight_decay"])
         if folder:
             gpt2.load_optimizer(os.path.join(folder, "optimizer.safetensors"), self.model, self.opt)
-        self.saved = state["step"] if folder else -1
+        self.saved = state[self.key] if folder else -1
         return state
 
     def update(self, step):
@@ -168,46 +195,51 @@ class Run:
         self.opt.step()
         self.opt.zero_grad(set_to_none=False)
 
+    def models(self):
+        """What a checkpoint holds: (file prefix, model, optimizer, weight decay) each."""
+        return [("", self.model, self.opt, self.s["weight_decay"])]
+
     def save(self, state):
         """Rank 0 commits a checkpoint at state's step; returns its key (None on other ranks)."""
         key = None
         if self.world.rank == 0:
-            step = state["step"]
+            step = state[self.key]
             folder = os.path.join(self.scratch, f"ckpt-{step}")
             shutil.rmtree(folder, ignore_errors=True)
             os.makedirs(folder)
-            with open(os.path.join(folder, "config.json"), "w") as f:
-                f.write(gpt2.config_json(self.cfg, self.model.value_head))
-            safetensors.save(os.path.join(folder, "model.safetensors"), self.model.state())
-            gpt2.save_optimizer(os.path.join(folder, "optimizer.safetensors"), self.model, self.opt, self.s["weight_decay"])
+            for prefix, model, opt, decay in self.models():
+                with open(os.path.join(folder, prefix + "config.json"), "w") as f:
+                    f.write(gpt2.config_json(self.cfg, model.value_head))
+                safetensors.save(os.path.join(folder, prefix + "model.safetensors"), model.state())
+                gpt2.save_optimizer(os.path.join(folder, prefix + "optimizer.safetensors"), model, opt, decay)
             with open(os.path.join(folder, "state.json"), "w") as f:
                 f.write(json.dumps(state, indent=2))
             key = self.job.ckpt_put(folder, step)
             shutil.rmtree(folder, ignore_errors=True)
-        self.saved = state["step"]
+        self.saved = state[self.key]
         self.world.barrier()
         return key
 
     def loop(self, state, step_fn, done, summary):
         """Runs steps until done(state); step_fn(state) trains one and returns its metrics.
         summary(state) are the final metrics again, for an attempt that finds the work done."""
-        total = self.s["steps"]
+        total, k = self.total, self.key
         if done(state):  # the final checkpoint was committed by an attempt that died before it exited
-            self.progress.report(state["step"], total, summary(state), self.job.resume_from["key"])
+            self.progress.report(state[k], total, summary(state), self.job.resume_from["key"])
             return 0
         while not done(state):
             metrics = step_fn(state)
-            state["step"] += 1
+            state[k] += 1
             last = done(state)
             key = None
-            if last or state["step"] % self.s["checkpoint_every"] == 0:
+            if last or state[k] % self.s["checkpoint_every"] == 0:
                 key = self.save(state)
-            self.progress.report(state["step"], total, metrics, key)
+            self.progress.report(state[k], total, metrics, key)
             if not last and self.world.any(self.stop.requested):
-                if self.saved != state["step"]:
+                if self.saved != state[k]:
                     key = self.save(state)
-                    self.progress.report(state["step"], total, checkpoint=key)
-                print(f"stopped by SIGTERM after step {state['step']}, checkpoint committed", file=sys.stderr, flush=True)
+                    self.progress.report(state[k], total, checkpoint=key)
+                print(f"stopped by SIGTERM after {k} {state[k]}, checkpoint committed", file=sys.stderr, flush=True)
                 return 128 + 15
         return 0
 
@@ -420,9 +452,211 @@ def rm(job):
     return r.loop(state, step, done, summary)
 
 
+def ppo(job):
+    """PPO as the built-in ppo package runs it (Ziegler et al.): rollouts from the policy, rewards from
+    the frozen reward model minus beta * KL to the frozen SFT reference, GAE, clipped policy and value
+    steps, PPO-ptx, an adaptive beta. In one process; its draws come from PyTorch's generator."""
+    r = Run(job)
+    s, world, pad = r.s, r.world, r.pad
+    if world.size > 1:
+        raise BadInput("this trainer runs PPO in one process: drop torchrun, or give it --nproc_per_node 1")
+    dev = world.device
+    prompts = [row["prompt_ids"] for row in r.rows("prompts")]
+    ptx = [(row["prompt_ids"] + row["response_ids"] + [pad], len(row["prompt_ids"])) for row in r.rows("demonstrations")]
+    if not prompts:
+        raise BadInput("no prompts in the job's data")
+    if s["ptx_coef"] > 0 and not ptx:
+        raise BadInput("ptx_coef > 0 but no demonstrations in the job's data")
+
+    def load(role, value_head):
+        folder = job.ckpt_get(job.inputs[role], os.path.join(r.scratch, role))
+        cfg = gpt2.read_config(folder)
+        try:
+            return cfg, gpt2.GPT2(cfg, gpt2.load_weights(folder), value_head=value_head).to(dev)
+        except ValueError as e:
+            raise BadInput(f"{role} checkpoint: {e}")
+
+    r.cfg, reference = load("sft", False)
+    _, reward = load("rm", True)
+    for m in (reference, reward):
+        m.requires_grad_(False)
+    if max(len(p) for p in prompts) + s["max_new_tokens"] + 1 > r.cfg["n_positions"]:
+        raise BadInput(f"prompts of {max(len(p) for p in prompts)} tokens plus max_new_tokens {s['max_new_tokens']} exceed the context {r.cfg['n_positions']}")
+    gen = torch.Generator().manual_seed(job.seed)
+    if job.resume_from:
+        folder = job.ckpt_get(job.resume_from, os.path.join(r.scratch, "resume"))
+        with open(os.path.join(folder, "state.json")) as f:
+            state = json.load(f)
+        if state.get("stage") != "ppo":
+            raise BadInput(f"resume_from {job.resume_from['key']} was written by stage {state.get('stage')!r}, not 'ppo'")
+        if not state.get("torch_rng"):
+            raise BadInput(f"resume_from {job.resume_from['key']} was written by another PPO trainer (no torch_rng); resume it there")
+        policy = gpt2.GPT2(gpt2.read_config(folder), gpt2.load_weights(folder)).to(dev)
+        value = gpt2.GPT2(gpt2.read_config(folder, "value_"), gpt2.load_weights(folder, "value_"), value_head=True).to(dev)
+        gen.set_state(torch.tensor(list(base64.b64decode(state["torch_rng"])), dtype=torch.uint8))
+    else:
+        folder, state = None, {"stage": "ppo", "iteration": 0, "cursor": {"epoch": 0, "pos": 0}, "ptx_cursor": {"epoch": 0, "pos": 0},
+                               "rng": "", "beta": float(s["kl_coef"]), "score_count": 0, "score_mean": 0, "score_m2": 0, "metrics": {}}
+        policy = gpt2.GPT2(r.cfg, reference.state()).to(dev)
+        value = gpt2.GPT2(r.cfg, reward.state(), value_head=True).to(dev)
+    popt, vopt = gpt2.adamw(policy, s["policy_lr"], 0.0), gpt2.adamw(value, s["value_lr"], 0.0)
+    if folder:
+        gpt2.load_optimizer(os.path.join(folder, "optimizer.safetensors"), policy, popt)
+        gpt2.load_optimizer(os.path.join(folder, "value_optimizer.safetensors"), value, vopt)
+    r.model, r.opt = policy, popt
+    r.models = lambda: [("", policy, popt, 0.0), ("value_", value, vopt, 0.0)]
+    r.saved = state["iteration"] if folder else -1
+    cursor, ptx_cursor = gpt2.Cursor(**state["cursor"]), gpt2.Cursor(**state["ptx_cursor"])
+
+    def batch_of(seqs):
+        """Right-padded (B, T) tokens of whole sequences, for forwards that read positions up to each one's end."""
+        T = max(len(t) for t in seqs)
+        tokens = torch.full((len(seqs), T), pad, dtype=torch.long)
+        for b, t in enumerate(seqs):
+            tokens[b, :len(t)] = torch.tensor(t)
+        return tokens.to(dev)
+
+    @torch.no_grad()
+    def sample(ps):
+        seqs, live = [list(p) for p in ps], list(range(len(ps)))
+        for _ in range(s["max_new_tokens"]):
+            tokens = batch_of([seqs[i] for i in live])
+            logits = policy.logits(policy.hidden(tokens))
+            last = torch.tensor([len(seqs[i]) - 1 for i in live], device=dev)
+            probs = logits[torch.arange(len(live), device=dev), last].float().softmax(-1).cpu()
+            nxt = torch.multinomial(probs, 1, generator=gen).squeeze(1).tolist()
+            for i, t in zip(live, nxt):
+                seqs[i].append(t)
+            live = [i for i, t in zip(live, nxt) if t != pad]
+            if not live:
+                break
+        return seqs
+
+    def per_token(model, seqs, plens, ns, what):
+        """Log-probabilities of the response tokens (what="logp", with the entropies) or the values at the
+        positions that predict them (what="value")."""
+        tokens = batch_of([t[:-1] for t in seqs])
+        h = model.hidden(tokens)
+        if what == "value":
+            v = model.values(h)
+            return [v[b, p - 1:p - 1 + n] for b, (p, n) in enumerate(zip(plens, ns))], None
+        logp_all = model.logits(h).log_softmax(-1)
+        targets = batch_of([t[1:] for t in seqs])
+        logp = logp_all.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+        ent = -(logp_all.exp() * logp_all).sum(-1)
+        return ([logp[b, p - 1:p - 1 + n] for b, (p, n) in enumerate(zip(plens, ns))],
+                [ent[b, p - 1:p - 1 + n] for b, (p, n) in enumerate(zip(plens, ns))])
+
+    def clip_grads(model):
+        params = [p for _, p in model.named()]
+        norm = math.sqrt(float(sum((p.grad.double() ** 2).sum() for p in params)))
+        if s["clip_norm"] > 0 and norm > s["clip_norm"]:
+            for p in params:
+                p.grad.mul_(s["clip_norm"] / norm)
+
+    def step(st):
+        idx = cursor.next(job.seed, len(prompts), s["rollout_batch"])
+        ps = [prompts[j] for j in idx]
+        seqs = sample(ps)
+        plens, ns = [len(p) for p in ps], [len(t) - len(p) for t, p in zip(seqs, ps)]
+        with torch.no_grad():
+            scored = [t if t[-1] == pad else t + [pad] for t in seqs]  # cut at max_new_tokens: scored as ended
+            hs = reward.values(reward.hidden(batch_of(scored)))
+            at = torch.tensor([len(t) - 2 for t in scored], device=dev)
+            scores = hs.gather(1, at.unsqueeze(1)).squeeze(1).double().cpu().tolist()
+            old, _ = per_token(policy, seqs, plens, ns, "logp")
+            ref, _ = per_token(reference, seqs, plens, ns, "logp")
+            vals, _ = per_token(value, seqs, plens, ns, "value")
+        for sc in scores:  # running statistics of the scores (Welford)
+            st["score_count"] += 1
+            d = sc - st["score_mean"]
+            st["score_mean"] += d / st["score_count"]
+            st["score_m2"] += d * (sc - st["score_mean"])
+        scale = 1.0
+        if s["normalize_reward"] and st["score_count"] > 1:
+            sd = math.sqrt(st["score_m2"] / (st["score_count"] - 1))
+            scale = 1 / sd if sd > 1e-6 else 1.0
+        advs, rets, kl_sum = [], [], 0.0
+        for b in range(len(seqs)):
+            kl = (old[b] - ref[b]).double()
+            kl_sum += float(kl.sum())
+            rew = -st["beta"] * kl
+            rew[-1] += scores[b] * scale
+            v = vals[b].double()
+            adv, gae, nxt = torch.zeros_like(v), 0.0, 0.0
+            for j in range(len(v) - 1, -1, -1):
+                delta = float(rew[j]) + s["gamma"] * nxt - float(v[j])
+                gae = delta + s["gamma"] * s["lambda"] * gae
+                adv[j], nxt = gae, float(v[j])
+            advs.append(adv)
+            rets.append(adv + v)
+        flat = torch.cat(advs)
+        mean, sd = float(flat.mean()), math.sqrt(max(float((flat ** 2).mean()) - float(flat.mean()) ** 2, 0)) + 1e-8
+        advs = [(a - mean) / sd for a in advs]
+        mean_kl = kl_sum / len(seqs)
+        metrics = {"score_mean": sum(scores) / len(scores), "kl": mean_kl, "beta": st["beta"], "response_length": sum(ns) / len(ns)}
+        clipped = tokens = approx_kl = entropy = vloss = ptx_loss = updates = 0.0
+        lo, hi = 1 - s["clip_range"], 1 + s["clip_range"]
+        for _ in range(s["epochs"]):
+            perm = torch.randperm(len(seqs), generator=gen).tolist()
+            for start in range(0, len(perm), s["mini_batch"]):
+                mb = perm[start:start + s["mini_batch"]]
+                mseqs, mpl, mns = [seqs[k] for k in mb], [plens[k] for k in mb], [ns[k] for k in mb]
+                ntok = sum(mns)
+                popt.zero_grad(set_to_none=False)
+                logp, ent = per_token(policy, mseqs, mpl, mns, "logp")
+                loss = 0
+                for i, k in enumerate(mb):
+                    o, a = old[k].to(logp[i].dtype), advs[k].to(logp[i].dtype)
+                    ratio = (logp[i] - o).exp()
+                    loss = loss + torch.maximum(-a * ratio, -a * ratio.clamp(lo, hi)).sum() - s["entropy_coef"] * ent[i].sum()
+                    with torch.no_grad():
+                        clipped += float(((ratio < lo) | (ratio > hi)).sum())
+                        approx_kl += float(((ratio - 1) - (logp[i] - o)).sum())
+                        entropy += float(ent[i].sum())
+                (loss / ntok).backward()
+                tokens += ntok
+                if s["ptx_coef"] > 0:
+                    batch = [ptx[j] for j in ptx_cursor.next(job.seed + 1, len(ptx), s["ptx_batch"])]
+                    tk, tg, mask = padded(batch, pad, max(len(t) - 1 for t, _ in batch), dev)
+                    lp = policy.logits(policy.hidden(tk)).log_softmax(-1).gather(-1, tg.unsqueeze(-1)).squeeze(-1)
+                    pl = -(lp * mask).sum() / mask.sum()
+                    (s["ptx_coef"] * pl).backward()
+                    ptx_loss += float(pl)
+                clip_grads(policy)
+                popt.step()
+                vopt.zero_grad(set_to_none=False)
+                vnow, _ = per_token(value, mseqs, mpl, mns, "value")
+                vl = 0
+                for i, k in enumerate(mb):
+                    v, o, ret = vnow[i], vals[k].to(vnow[i].dtype), rets[k].to(vnow[i].dtype)
+                    vc = o + (v - o).clamp(-s["value_clip"], s["value_clip"])
+                    term = 0.5 * torch.maximum((v - ret) ** 2, (vc - ret) ** 2)
+                    vl = vl + term.sum()
+                (vl / ntok).backward()
+                vloss += float(vl)
+                clip_grads(value)
+                vopt.step()
+                updates += 1
+        metrics.update({"clip_fraction": clipped / tokens, "approx_kl": approx_kl / tokens, "entropy": entropy / tokens,
+                        "value_loss": vloss / tokens})
+        if s["ptx_coef"] > 0:
+            metrics["ptx_loss"] = ptx_loss / updates
+        if any(not math.isfinite(v) for v in metrics.values()):
+            raise BadInput(f"iteration {st['iteration'] + 1}: a metric is not finite ({metrics}): the update diverged; lower ppo.policy_lr or ppo.clip_norm and resume")
+        if s["adaptive_kl"]:
+            e = max(-0.2, min(0.2, (mean_kl - s["target_kl"]) / s["target_kl"]))
+            st["beta"] *= 1 + e * len(seqs) / s["kl_horizon"]
+        st["cursor"], st["ptx_cursor"], st["metrics"] = cursor.json(), ptx_cursor.json(), metrics
+        st["torch_rng"] = base64.b64encode(bytes(gen.get_state().tolist())).decode()
+        return metrics
+
+    return r.loop(state, step, lambda st: st["iteration"] >= s["iterations"], lambda st: st["metrics"])
+
+
 def train(job):
     settings_of(job)  # refuses the stages this trainer does not train
-    return {"sft": sft, "rm": rm}[job.stage](job)
+    return {"sft": sft, "rm": rm, "ppo": ppo}[job.stage](job)
 
 
 if __name__ == "__main__":

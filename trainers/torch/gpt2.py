@@ -108,6 +108,10 @@ class GPT2(torch.nn.Module):
     def logits(self, h):
         return h @ self.p("transformer.wte.weight").T
 
+    def logprobs(self, tokens, targets):
+        """log p(targets[b, t] | tokens[b, :t+1]) for every position."""
+        return self.logits(self.hidden(tokens)).log_softmax(-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+
     def values(self, h):
         return (h @ self.p("v_head.summary.weight").T).squeeze(-1) + self.p("v_head.summary.bias")
 

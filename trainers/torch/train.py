@@ -288,7 +288,7 @@ def sft(job):
             return None
         T = max(len(t) - 1 for t, _ in batch)
         tokens, targets, mask = padded(mine, r.pad, T, world.device)
-        logp = r.model.logits(r.model.hidden(tokens)).log_softmax(-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+        logp = r.model.logprobs(tokens, targets)
         return -(logp * mask).sum()
 
     def heldout_loss():
@@ -300,7 +300,7 @@ def sft(job):
                     continue
                 part = heldout[i:i + bs]
                 tokens, targets, mask = padded(part, r.pad, max(len(t) - 1 for t, _ in part), world.device)
-                logp = r.model.logits(r.model.hidden(tokens)).log_softmax(-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+                logp = r.model.logprobs(tokens, targets)
                 total[0] -= (logp.double() * mask.double()).sum()
                 total[1] += mask.double().sum()
         world.sum(total)
@@ -619,7 +619,7 @@ def ppo(job):
                 if s["ptx_coef"] > 0:
                     batch = [ptx[j] for j in ptx_cursor.next(job.seed + 1, len(ptx), s["ptx_batch"])]
                     tk, tg, mask = padded(batch, pad, max(len(t) - 1 for t, _ in batch), dev)
-                    lp = policy.logits(policy.hidden(tk)).log_softmax(-1).gather(-1, tg.unsqueeze(-1)).squeeze(-1)
+                    lp = policy.logprobs(tk, tg)
                     pl = -(lp * mask).sum() / mask.sum()
                     (s["ptx_coef"] * pl).backward()
                     ptx_loss += float(pl)

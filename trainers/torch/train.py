@@ -57,8 +57,12 @@ def settings_of(job):
             continue
         if k not in SETTINGS[job.stage]:
             raise BadInput(f"args.{k}: unknown; this trainer takes {', '.join(SETTINGS[job.stage] + ('device',))}")
-        if isinstance(s.get(k), bool) != isinstance(v, bool) or not isinstance(v, (int, float)):
-            raise BadInput(f"args.{k} is {v!r}; give a {'boolean' if isinstance(s.get(k), bool) else 'number'}")
+        if isinstance(s.get(k), bool) != isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+            raise BadInput(f"args.{k} is {v!r}; give a {'boolean' if isinstance(s.get(k), bool) else 'finite number'}")
+        if isinstance(s.get(k), int) and not isinstance(s.get(k), bool) and v != int(v):
+            raise BadInput(f"args.{k} is {v!r}; give a whole number")
+        if isinstance(s.get(k), int) and not isinstance(v, bool):
+            v = int(v)
         s[k] = v
     if job.stage == "ppo":
         return check_ppo(s)
@@ -462,22 +466,31 @@ def ppo(job):
         raise BadInput("this trainer runs PPO in one process: drop torchrun, or give it --nproc_per_node 1")
     dev = world.device
     prompts = [row["prompt_ids"] for row in r.rows("prompts")]
+    if any(not p for p in prompts):
+        raise BadInput("a prompt has no tokens")
     ptx = [(row["prompt_ids"] + row["response_ids"] + [pad], len(row["prompt_ids"])) for row in r.rows("demonstrations")]
     if not prompts:
         raise BadInput("no prompts in the job's data")
     if s["ptx_coef"] > 0 and not ptx:
         raise BadInput("ptx_coef > 0 but no demonstrations in the job's data")
 
-    def load(role, value_head):
-        folder = job.ckpt_get(job.inputs[role], os.path.join(r.scratch, role))
-        cfg = gpt2.read_config(folder)
+    def shape(cfg):
+        return {k: cfg[k] for k in gpt2.CONFIG_KEYS}
+
+    def load(role, folder, prefix="", value_head=False, want=None):
+        """A model of a checkpoint folder, refused as bad input unless it loads (with the shape want)."""
         try:
-            return cfg, gpt2.GPT2(cfg, gpt2.load_weights(folder), value_head=value_head).to(dev)
-        except ValueError as e:
+            cfg, weights = gpt2.read_config(folder, prefix), gpt2.load_weights(folder, prefix)
+            if not value_head and any(n.startswith("v_head.") for n in weights):
+                raise ValueError("it has a value head: it is a reward or value model, not an SFT policy")
+            if want is not None and shape(cfg) != shape(want):
+                raise ValueError(f"its model shape {shape(cfg)} is not the SFT policy's {shape(want)}")
+            return cfg, gpt2.GPT2(cfg, weights, value_head=value_head).to(dev)
+        except (OSError, KeyError, ValueError) as e:
             raise BadInput(f"{role} checkpoint: {e}")
 
-    r.cfg, reference = load("sft", False)
-    _, reward = load("rm", True)
+    r.cfg, reference = load("sft", job.ckpt_get(job.inputs["sft"], os.path.join(r.scratch, "sft")))
+    _, reward = load("rm", job.ckpt_get(job.inputs["rm"], os.path.join(r.scratch, "rm")), value_head=True, want=r.cfg)
     for m in (reference, reward):
         m.requires_grad_(False)
     if max(len(p) for p in prompts) + s["max_new_tokens"] + 1 > r.cfg["n_positions"]:
@@ -491,8 +504,8 @@ def ppo(job):
             raise BadInput(f"resume_from {job.resume_from['key']} was written by stage {state.get('stage')!r}, not 'ppo'")
         if not state.get("torch_rng"):
             raise BadInput(f"resume_from {job.resume_from['key']} was written by another PPO trainer (no torch_rng); resume it there")
-        policy = gpt2.GPT2(gpt2.read_config(folder), gpt2.load_weights(folder)).to(dev)
-        value = gpt2.GPT2(gpt2.read_config(folder, "value_"), gpt2.load_weights(folder, "value_"), value_head=True).to(dev)
+        _, policy = load("resume_from", folder, want=r.cfg)
+        _, value = load("resume_from (value model)", folder, "value_", value_head=True, want=r.cfg)
         gen.set_state(torch.tensor(list(base64.b64decode(state["torch_rng"])), dtype=torch.uint8))
     else:
         folder, state = None, {"stage": "ppo", "iteration": 0, "cursor": {"epoch": 0, "pos": 0}, "ptx_cursor": {"epoch": 0, "pos": 0},
@@ -501,8 +514,11 @@ def ppo(job):
         value = gpt2.GPT2(r.cfg, reward.state(), value_head=True).to(dev)
     popt, vopt = gpt2.adamw(policy, s["policy_lr"], 0.0), gpt2.adamw(value, s["value_lr"], 0.0)
     if folder:
-        gpt2.load_optimizer(os.path.join(folder, "optimizer.safetensors"), policy, popt)
-        gpt2.load_optimizer(os.path.join(folder, "value_optimizer.safetensors"), value, vopt)
+        try:
+            gpt2.load_optimizer(os.path.join(folder, "optimizer.safetensors"), policy, popt)
+            gpt2.load_optimizer(os.path.join(folder, "value_optimizer.safetensors"), value, vopt)
+        except (OSError, ValueError) as e:
+            raise BadInput(f"resume_from {job.resume_from['key']}: {e}")
     r.model, r.opt = policy, popt
     r.models = lambda: [("", policy, popt, 0.0), ("value_", value, vopt, 0.0)]
     r.saved = state["iteration"] if folder else -1
@@ -524,6 +540,8 @@ def ppo(job):
             logits = policy.logits(policy.hidden(tokens))
             last = torch.tensor([len(seqs[i]) - 1 for i in live], device=dev)
             probs = logits[torch.arange(len(live), device=dev), last].float().softmax(-1).cpu()
+            if not torch.isfinite(probs).all():
+                raise BadInput("the policy's probabilities are not finite: the update diverged; lower ppo.policy_lr or ppo.clip_norm and resume")
             nxt = torch.multinomial(probs, 1, generator=gen).squeeze(1).tolist()
             for i, t in zip(live, nxt):
                 seqs[i].append(t)

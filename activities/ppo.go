@@ -15,14 +15,6 @@ import (
 func (a *Activities) TrainPPO(ctx context.Context, in StageInput) (StageResult, error) {
 	return a.runStage(ctx, in.Spec, runstate.PPO, func(ctx context.Context, t *tracker) (StageResult, error) {
 		s := in.Spec
-		sftFiles, err := a.load(ctx, in.SFT)
-		if err != nil {
-			return StageResult{}, err
-		}
-		rmFiles, err := a.load(ctx, in.RM)
-		if err != nil {
-			return StageResult{}, err
-		}
 		data, err := a.stageData(ctx, s, runstate.PPO)
 		if err != nil {
 			return StageResult{}, err
@@ -43,8 +35,16 @@ func (a *Activities) TrainPPO(ctx context.Context, in StageInput) (StageResult, 
 		}
 		cfg := s.PPO.Config
 		cfg.Seed, cfg.Threads = s.Seed, s.Threads
-		if s.PPO.External() {
+		if s.PPO.External() { // its trainer fetches the checkpoints itself, by key and hash
 			return a.externalPPO(ctx, t, s, in, data, cfg, prompts, demos)
+		}
+		sftFiles, err := a.load(ctx, in.SFT)
+		if err != nil {
+			return StageResult{}, err
+		}
+		rmFiles, err := a.load(ctx, in.RM)
+		if err != nil {
+			return StageResult{}, err
 		}
 		var res ppo.Result
 		err = t.timed(ctx, func() error {

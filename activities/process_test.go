@@ -91,13 +91,9 @@ echo '{"step": 2, "total": 2, "metrics": {"loss": 1, "accuracy": 0.7}, "checkpoi
 	// that ignore SIGTERM included, and so does the leader's exit.
 	pidFile := filepath.Join(t.TempDir(), "pid")
 	t.Run("silent", func(t *testing.T) {
-		start := time.Now()
 		_, err := runScript(t, `(trap '' TERM; sleep 60) & echo $! > `+pidFile+`; echo '{"step": 0}'; sleep 60`, 500*time.Millisecond)
 		if err == nil || !strings.Contains(err.Error(), "printed no progress line for 500ms") {
 			t.Errorf("silent trainer: %v", err)
-		}
-		if took := time.Since(start); took > 10*time.Second {
-			t.Errorf("the silent trainer was stopped after %s", took)
 		}
 		assertDead(t, pidFile)
 	})

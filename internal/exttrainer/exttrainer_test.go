@@ -19,6 +19,7 @@ import (
 	"github.com/instructflow/instructflow/checkpoint"
 	"github.com/instructflow/instructflow/control"
 	"github.com/instructflow/instructflow/internal/testenv"
+	"github.com/instructflow/instructflow/runspec"
 	"github.com/instructflow/instructflow/storage/objectstore"
 	"github.com/instructflow/instructflow/storage/postgres"
 )
@@ -29,6 +30,10 @@ const (
 	torchrun2 = `[trainers/torch/torchrun, --standalone, --nproc_per_node, "2", trainers/torch/train.py]`
 	oneProc   = `[/usr/bin/python3, trainers/torch/train.py]`
 )
+
+// micro is the preset the runs start from: the steps and iterations the
+// checks expect come from it.
+var micro, _ = runspec.Preset("micro")
 
 // spec is the micro preset with one stage on the torch trainer.
 func spec(stage, command string, extra string) string {
@@ -175,7 +180,7 @@ func TestTorchTrainer(t *testing.T) {
 		t.Errorf("the failed run's error does not quote the trainer: %q", rec.Error)
 	}
 	e.cli.Run("run", "resume", bad, "--set", "sft.args.lr=0.003")
-	if r := result(t, e.waitStage(bad, "sft", "succeeded", st.Attempts)); r.Checkpoint == nil || r.Checkpoint.Step != 300 || r.Trainer != "exec" {
+	if r := result(t, e.waitStage(bad, "sft", "succeeded", st.Attempts)); r.Checkpoint == nil || r.Checkpoint.Step != int64(micro.SFT.Steps) || r.Trainer != "exec" {
 		t.Errorf("resumed SFT: %+v", r)
 	}
 	e.cli.Run("run", "cancel", bad)
@@ -189,8 +194,10 @@ func TestTorchTrainer(t *testing.T) {
 	}
 	sftRec := stageOf(t, rep, "sft")
 	cp := result(t, sftRec).Checkpoint
-	sha, err := checkpoint.Store{Blobs: e.store, Prefix: "runs/" + run + "/sft/"}.Committed(ctx, 300)
-	if err != nil || cp == nil || sftRec.CheckpointKey != "runs/"+run+"/sft/300/" || sftRec.CheckpointSHA != sha || cp.SHA256 != sha {
+	steps := int64(micro.SFT.Steps)
+	store := checkpoint.Store{Blobs: e.store, Prefix: "runs/" + run + "/sft/"}
+	sha, err := store.Committed(ctx, steps)
+	if err != nil || cp == nil || sftRec.CheckpointKey != store.Key(steps) || sftRec.CheckpointSHA != sha || cp.SHA256 != sha {
 		t.Errorf("torch SFT checkpoint: record %s %s, result %+v, committed %s (%v)", sftRec.CheckpointKey, sftRec.CheckpointSHA, cp, sha, err)
 	}
 	if rm := stageOf(t, rep, "rm"); rm.Status != "succeeded" { // it loaded the torch checkpoint, checked by key and hash
@@ -212,7 +219,7 @@ func TestTorchTrainer(t *testing.T) {
 	if r := result(t, e.waitStage(builtin, "rm", "succeeded", 0)); r.Metrics["accuracy"] <= 0 || r.Trainer != "exec" {
 		t.Errorf("torch RM on the Go SFT checkpoint: %+v", r.Metrics)
 	}
-	if r := result(t, e.waitStage(builtin, "ppo", "succeeded", 0)); r.Checkpoint == nil || r.Checkpoint.Step != 16 || r.Trainer != "exec" {
+	if r := result(t, e.waitStage(builtin, "ppo", "succeeded", 0)); r.Checkpoint == nil || r.Checkpoint.Step != int64(micro.PPO.Iterations) || r.Trainer != "exec" {
 		t.Errorf("torch PPO: %+v", r)
 	} else if _, ok := r.Metrics["kl"]; !ok {
 		t.Errorf("torch PPO reported no kl: %v", r.Metrics)
@@ -327,7 +334,7 @@ func compareLosses(t *testing.T, db *postgres.DB, torchRun, goRun string) {
 		return out
 	}
 	a, b := series(torchRun), series(goRun)
-	if len(a["loss"]) != 300 || len(b["loss"]) != 300 || len(a["heldout_loss"]) == 0 || len(a["heldout_loss"]) != len(b["heldout_loss"]) {
+	if len(a["loss"]) != micro.SFT.Steps || len(b["loss"]) != micro.SFT.Steps || len(a["heldout_loss"]) == 0 || len(a["heldout_loss"]) != len(b["heldout_loss"]) {
 		t.Fatalf("loss curves: torch %d steps, built-in %d; held-out %d and %d", len(a["loss"]), len(b["loss"]), len(a["heldout_loss"]), len(b["heldout_loss"]))
 	}
 	var early, train, held float64

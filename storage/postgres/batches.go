@@ -209,19 +209,11 @@ func (db *DB) GetBatch(ctx context.Context, name string) (Batch, error) {
 // OpenBatches lists the batches that still have items without a comparison,
 // oldest first; with run set, only that run's.
 func (db *DB) OpenBatches(ctx context.Context, run string) ([]string, error) {
-	rows, err := db.pool.Query(ctx,
+	return db.texts(ctx, "open batches",
 		`SELECT b.name FROM labeling_batches b
 		 WHERE ($1 = '' OR b.run_id = $1)
 		   AND b.items > (SELECT count(DISTINCT c.batch_item) FROM comparisons c WHERE c.batch_id = b.id)
 		 ORDER BY b.id`, run)
-	if err != nil {
-		return nil, fmt.Errorf("postgres: open batches: %w", err)
-	}
-	names, err := pgx.CollectRows(rows, pgx.RowTo[string])
-	if err != nil {
-		return nil, fmt.Errorf("postgres: open batches: %w", err)
-	}
-	return names, nil
 }
 
 // UnlabeledItems returns a batch's items that have no comparison yet, in

@@ -3,8 +3,6 @@ package postgres
 import (
 	"context"
 	"fmt"
-
-	"github.com/jackc/pgx/v5"
 )
 
 // RecordCheckpoint records the manifest hash of a checkpoint a stage
@@ -23,14 +21,6 @@ func (db *DB) RecordCheckpoint(ctx context.Context, run, stage string, step int6
 // checkpoint at step (more than one when a damaged checkpoint was replaced
 // by a retry on another machine), oldest first; none is not an error.
 func (db *DB) CheckpointHashes(ctx context.Context, run, stage string, step int64) ([]string, error) {
-	rows, err := db.pool.Query(ctx,
+	return db.texts(ctx, fmt.Sprintf("checkpoint %s/%s step %d", run, stage, step),
 		`SELECT manifest_sha256 FROM checkpoints WHERE run_id = $1 AND stage = $2 AND step = $3 ORDER BY id`, run, stage, step)
-	if err != nil {
-		return nil, fmt.Errorf("postgres: checkpoint %s/%s step %d: %w", run, stage, step, translate(err))
-	}
-	hashes, err := pgx.CollectRows(rows, pgx.RowTo[string])
-	if err != nil {
-		return nil, fmt.Errorf("postgres: checkpoint %s/%s step %d: %w", run, stage, step, translate(err))
-	}
-	return hashes, nil
 }

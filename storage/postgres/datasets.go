@@ -97,15 +97,8 @@ func (db *DB) LoadSource(ctx context.Context, source, labeler string, ps []Sourc
 // Prompts returns a source's prompts of one split in the order they were
 // stored.
 func (db *DB) Prompts(ctx context.Context, source, split string) ([]string, error) {
-	rows, err := db.pool.Query(ctx, "SELECT text FROM prompts WHERE source = $1 AND split = $2 ORDER BY id", source, split)
-	if err != nil {
-		return nil, fmt.Errorf("postgres: prompts of %q: %w", source, err)
-	}
-	out, err := pgx.CollectRows(rows, pgx.RowTo[string])
-	if err != nil {
-		return nil, fmt.Errorf("postgres: prompts of %q: %w", source, err)
-	}
-	return out, nil
+	return db.texts(ctx, fmt.Sprintf("prompts of %q", source),
+		"SELECT text FROM prompts WHERE source = $1 AND split = $2 ORDER BY id", source, split)
 }
 
 // Demonstrations returns the demonstrations of a source's prompts of one

@@ -411,19 +411,11 @@ func (db *DB) ProgressOf(ctx context.Context, batch, labeler string) (LabelerBat
 // passed and that have an item still wanting a label (a first one, or a
 // second for the overlap share): what the labeling app offers.
 func (db *DB) BatchesToLabel(ctx context.Context) ([]string, error) {
-	rows, err := db.pool.Query(ctx, `
+	return db.texts(ctx, "batches to label", `
 		SELECT b.name FROM labeling_batches b
 		WHERE (b.deadline IS NULL OR b.deadline > now())
 		  AND EXISTS (SELECT 1 FROM labeling_batch_items i
 		              WHERE i.batch_id = b.id AND i.item >= b.claim_from
 		                AND public.item_labels(b.id, i.item) < public.item_labels_wanted(b.id, i.item, b.overlap))
 		ORDER BY b.id`)
-	if err != nil {
-		return nil, fmt.Errorf("postgres: batches to label: %w", err)
-	}
-	names, err := pgx.CollectRows(rows, pgx.RowTo[string])
-	if err != nil {
-		return nil, fmt.Errorf("postgres: batches to label: %w", err)
-	}
-	return names, nil
 }

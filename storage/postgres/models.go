@@ -95,13 +95,5 @@ func (db *DB) ListModels(ctx context.Context) ([]Model, error) {
 // RunsOfModel returns the ids of the runs whose spec starts from the model
 // called name, oldest first.
 func (db *DB) RunsOfModel(ctx context.Context, name string) ([]string, error) {
-	rows, err := db.pool.Query(ctx, `SELECT id FROM runs WHERE spec->'model'->>'base' = $1 ORDER BY created_at, id`, name)
-	if err != nil {
-		return nil, fmt.Errorf("postgres: runs of model %s: %w", name, translate(err))
-	}
-	ids, err := pgx.CollectRows(rows, pgx.RowTo[string])
-	if err != nil {
-		return nil, fmt.Errorf("postgres: runs of model %s: %w", name, translate(err))
-	}
-	return ids, nil
+	return db.texts(ctx, "runs of model "+name, `SELECT id FROM runs WHERE spec->'model'->>'base' = $1 ORDER BY created_at, id`, name)
 }

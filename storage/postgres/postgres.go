@@ -102,6 +102,20 @@ func (db *DB) SchemaVersion(ctx context.Context) (int32, error) {
 }
 
 // translate maps driver errors to the domain's sentinels.
+// texts runs a query of one text column and returns its rows; what names
+// the query in errors.
+func (db *DB) texts(ctx context.Context, what, sql string, args ...any) ([]string, error) {
+	rows, err := db.pool.Query(ctx, sql, args...)
+	if err != nil {
+		return nil, fmt.Errorf("postgres: %s: %w", what, translate(err))
+	}
+	out, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return nil, fmt.Errorf("postgres: %s: %w", what, translate(err))
+	}
+	return out, nil
+}
+
 func translate(err error) error {
 	var pgErr *pgconn.PgError
 	switch {

@@ -37,24 +37,25 @@ type ckptResult struct {
 	Bytes  int64  `json:"bytes"`
 }
 
-// ckptCmd builds a ckpt subcommand: it parses KEY (args[keyArg]), opens
-// the object store and prints what do returns.
-func ckptCmd(a *app, c *cobra.Command, keyArg int, do func(cmd *cobra.Command, s checkpoint.Store, step int64, args []string) (ckptResult, error)) *cobra.Command {
+// ckptCmd builds a ckpt subcommand: it parses KEY (args[keyArg]) and
+// prints what do returns; do opens the object store with store once its
+// local side is checked.
+func ckptCmd(a *app, c *cobra.Command, keyArg int, do func(cmd *cobra.Command, store func() (checkpoint.Store, error), step int64, args []string) (ckptResult, error)) *cobra.Command {
 	c.Args = cobra.ExactArgs(2)
 	c.RunE = func(cmd *cobra.Command, args []string) error {
 		prefix, step, err := checkpoint.ParseKey(args[keyArg])
 		if err != nil {
 			return err
 		}
-		cfg, err := a.config()
-		if err != nil {
-			return err
+		store := func() (checkpoint.Store, error) {
+			cfg, err := a.config()
+			if err != nil {
+				return checkpoint.Store{}, err
+			}
+			objects, err := objectstore.Open(cmd.Context(), cfg.S3)
+			return checkpoint.Store{Blobs: objects, Prefix: prefix}, err
 		}
-		objects, err := objectstore.Open(cmd.Context(), cfg.S3)
-		if err != nil {
-			return err
-		}
-		res, err := do(cmd, checkpoint.Store{Blobs: objects, Prefix: prefix}, step, args)
+		res, err := do(cmd, store, step, args)
 		if err != nil {
 			return err
 		}
@@ -75,8 +76,12 @@ func newCkptPutCmd(a *app) *cobra.Command {
 ignored), then the manifest that commits them, and prints its SHA-256.
 Putting the same files again changes nothing; a committed checkpoint with
 other content is never replaced.`,
-	}, 1, func(cmd *cobra.Command, s checkpoint.Store, step int64, args []string) (ckptResult, error) {
+	}, 1, func(cmd *cobra.Command, store func() (checkpoint.Store, error), step int64, args []string) (ckptResult, error) {
 		files, err := checkpoint.ReadDir(args[0])
+		if err != nil {
+			return ckptResult{}, err
+		}
+		s, err := store()
 		if err != nil {
 			return ckptResult{}, err
 		}
@@ -101,7 +106,11 @@ func newCkptGetCmd(a *app) *cobra.Command {
 manifest (and the manifest against --sha256 when given) and writes the files
 into DIR, which must not hold any of them yet. Nothing is written unless
 everything verifies.`,
-	}, 0, func(cmd *cobra.Command, s checkpoint.Store, step int64, args []string) (ckptResult, error) {
+	}, 0, func(cmd *cobra.Command, store func() (checkpoint.Store, error), step int64, args []string) (ckptResult, error) {
+		s, err := store()
+		if err != nil {
+			return ckptResult{}, err
+		}
 		cp, err := s.Load(cmd.Context(), step)
 		if err != nil {
 			return ckptResult{}, err
